@@ -1,0 +1,200 @@
+//! `layerzero`: the command line of the layerzero toolkit.
+//!
+//! This binary only defines the command line and calls the library crates; everything reusable
+//! lives there. Exit codes: 0 success, 1 runtime failure, 2 bad usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use layerzero_data::{Checksum, Dataset, FetchOutcome, Location, Source};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "layerzero",
+    version,
+    about = "Layer-ablation studies of convolutional networks: which layers of this network matter?",
+    long_about = "Layer-ablation studies of convolutional networks.\n\n\
+        Train a CIFAR ResNet, replace each convolution's kernel with zeros one layer at a time, \
+        and measure what the test accuracy does (Liang et al., 'Is Each Layer Non-trivial in CNN?').\n\n\
+        Start with `cargo xtask reproduce` for the whole study, or `layerzero data fetch` to get CIFAR-10."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Fetch and inspect the CIFAR data sets.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum DataCommand {
+    /// Download (or take a local archive), verify and extract a CIFAR data set.
+    #[command(after_help = "Examples:\n  \
+        layerzero data fetch\n  \
+        layerzero data fetch --archive ../shared/data/cifar-10-binary.tar.gz\n  \
+        layerzero data fetch --dataset cifar100 --dir /scratch/data\n  \
+        layerzero data fetch --url https://mirror.example/cifar-10-binary.tar.gz --sha256 <hex>\n\n\
+        Without --url or --archive, the archive named by LAYERZERO_CIFAR10_ARCHIVE is used when set,\n\
+        else the official one is downloaded and checked against its published MD5.\n\
+        An already extracted, valid data set is reused without network access.")]
+    Fetch(FetchArgs),
+    /// Show split sizes, per-class counts and file checksums of an extracted data set.
+    #[command(after_help = "Example:\n  layerzero data info --dir data --json")]
+    Info(InfoArgs),
+}
+
+#[derive(Args, Debug)]
+struct DatasetArg {
+    /// Which data set: cifar10 or cifar100.
+    #[arg(long, default_value = "cifar10", value_parser = parse_dataset)]
+    dataset: Dataset,
+    /// Data root holding `cifar-10-batches-bin/` (or that folder itself).
+    #[arg(long, visible_alias = "data-dir", default_value = "data")]
+    dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct FetchArgs {
+    #[command(flatten)]
+    target: DatasetArg,
+    /// Download from this URL (a mirror) instead of the official one.
+    #[arg(long, conflicts_with = "archive")]
+    url: Option<String>,
+    /// Use this local .tar.gz instead of downloading.
+    #[arg(long)]
+    archive: Option<PathBuf>,
+    /// Verify the archive against this SHA-256 (64 hex digits) instead of the official MD5.
+    #[arg(long)]
+    sha256: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct InfoArgs {
+    #[command(flatten)]
+    target: DatasetArg,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_dataset(s: &str) -> Result<Dataset, String> {
+    s.parse::<Dataset>().map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Data(DataCommand::Fetch(args)) => data_fetch(args),
+        Command::Data(DataCommand::Info(args)) => data_info(args),
+    }
+}
+
+fn data_fetch(args: FetchArgs) -> Result<()> {
+    let mut source = Source::new(args.target.dataset);
+    if let Some(url) = args.url {
+        source = source.with_location(Location::Url(url));
+    }
+    if let Some(path) = args.archive {
+        source = source.with_location(Location::Archive(path));
+    }
+    if let Some(hex) = args.sha256 {
+        source = source.with_checksum(Some(Checksum::sha256(&hex)?));
+    }
+    let from = match &source.location {
+        Location::Official => args.target.dataset.official_archive().url.to_string(),
+        Location::Url(u) => u.clone(),
+        Location::Archive(p) => p.display().to_string(),
+    };
+    let outcome = layerzero_data::fetch(&args.target.dir, &source)
+        .with_context(|| format!("fetching {} from {from}", args.target.dataset))?;
+    match outcome {
+        FetchOutcome::AlreadyPresent(dir) => {
+            println!(
+                "{} already present and valid in {}",
+                args.target.dataset,
+                dir.display()
+            )
+        }
+        FetchOutcome::Fetched(dir) => {
+            println!(
+                "{} fetched from {from} into {}",
+                args.target.dataset,
+                dir.display()
+            )
+        }
+    }
+    Ok(())
+}
+
+fn data_info(args: InfoArgs) -> Result<()> {
+    let info = layerzero_data::info(&args.target.dir, args.target.dataset)?;
+    if args.json {
+        let splits: Vec<_> = info
+            .splits
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "split": s.split.name(),
+                    "records": s.records,
+                    "class_counts": s.class_counts,
+                    "files": s.files.iter().map(|f| serde_json::json!({
+                        "path": f.path, "size": f.size, "sha256": f.sha256,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "dataset": info.dataset.cli_name(),
+            "dir": info.dir,
+            "class_names": info.class_names,
+            "splits": splits,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("{} in {}", info.dataset, info.dir.display());
+    for s in &info.splits {
+        println!("\n{} split: {} images", s.split, s.records);
+        for (name, count) in info.class_names.iter().zip(&s.class_counts) {
+            println!("  {name:<16} {count:>6}");
+        }
+        for f in &s.files {
+            let name = f.path.file_name().unwrap_or_default().to_string_lossy();
+            println!("  {name:<18} {:>10} bytes  sha256 {}", f.size, f.sha256);
+        }
+    }
+    Ok(())
+}
