@@ -1,0 +1,100 @@
+//! Layer-ablation studies of trained CIFAR CNNs: the parts of `layerzero ablate` that do not
+//! depend on a model.
+//!
+//! The study ("Is Each Layer Non-trivial in CNN?") applies one intervention at a time to
+//! every selected layer of a trained network, evaluates the test set, and measures the
+//! effect against the unablated baseline. This crate provides:
+//!
+//! * [`AblationMode`] — the interventions (`zero-kernel`, `skip-branch`, `reinit`,
+//!   `rerandomize`, `zero-filters`, `prune`, and the cumulative forms), with CLI names;
+//! * [`select`] — layer selection by comma-separated glob patterns (`--layers 'layer2.*'`);
+//! * [`sparsity`] — which filters (smallest L1 norm) or weights (smallest magnitude) to zero
+//!   at a sparsity level, deterministically;
+//! * [`stats`] — top-1/top-5/loss, Δtop-1, Wilson and paired-difference 95 % intervals, the
+//!   exact McNemar p-value, flip counts, and the `trivial` / `non-trivial` [`VerdictRule`];
+//! * [`cumulative`] — the greedy multiple-deletion driver over an evaluator closure;
+//! * [`schema`] — the stable `results.json` (schema 1) and its CSV companion, written
+//!   atomically;
+//! * [`shard`] and [`mod@merge`] — `--shard K/N` and `layerzero ablate merge`.
+//!
+//! The model-dependent engine (applying interventions to real weights and evaluating) is
+//! built on top of these pieces.
+//!
+//! # Example
+//!
+//! Measure one ablation from paired per-image results, record it, and split a study into
+//! shards:
+//!
+//! ```
+//! use layerzero_ablate::{
+//!     measure, AblationMode, Evaluation, LayerInfo, LayerRecord, Shard, Verdict, VerdictRule,
+//! };
+//!
+//! # fn main() -> Result<(), layerzero_ablate::Error> {
+//! // Per-image results on the same 8 test images, baseline and with one layer zeroed.
+//! let baseline = Evaluation::new(
+//!     vec![true, true, true, true, true, true, false, false],
+//!     vec![true; 8],
+//!     vec![0.1, 0.2, 0.1, 0.3, 0.2, 0.1, 2.0, 1.5],
+//! )?;
+//! let ablated = Evaluation::new(
+//!     vec![true, false, true, true, true, true, false, true],
+//!     vec![true; 8],
+//!     vec![0.1, 1.2, 0.1, 0.3, 0.2, 0.1, 2.5, 0.5],
+//! )?;
+//! let m = measure(&baseline, &ablated, &VerdictRule::default())?;
+//! assert_eq!(m.metrics.top1, 0.75);
+//! assert_eq!(m.delta_top1, 0.0); // one image flipped each way
+//! assert_eq!((m.counts.right_to_wrong, m.counts.wrong_to_right), (1, 1));
+//! assert_eq!(m.mcnemar_p, 1.0);
+//! assert_eq!(m.verdict, Verdict::Trivial);
+//!
+//! let info = LayerInfo {
+//!     index: 4,
+//!     name: "layer1.1.conv2".into(),
+//!     kind: "conv".into(),
+//!     role: "residual".into(),
+//!     changes_channels: false,
+//!     params: 2304,
+//! };
+//! let record = LayerRecord::new(&info, &m);
+//! assert_eq!(record.verdict, Verdict::Trivial);
+//!
+//! let mode: AblationMode = "zero-kernel".parse()?;
+//! assert_eq!(mode.to_string(), "zero-kernel");
+//!
+//! // Shard 1 of 3 evaluates every third ablation starting at the second.
+//! let shard: Shard = "1/3".parse()?;
+//! assert_eq!(shard.jobs(8).collect::<Vec<_>>(), vec![1, 4, 7]);
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub mod atomic;
+pub mod csv;
+pub mod cumulative;
+pub mod error;
+pub mod merge;
+pub mod mode;
+pub mod schema;
+pub mod select;
+pub mod shard;
+pub mod sparsity;
+pub mod stats;
+
+pub use atomic::write_atomic;
+pub use cumulative::{greedy_cumulative, GreedyOptions, GreedyStep};
+pub use error::{Error, Result};
+pub use merge::{merge, merge_files};
+pub use mode::AblationMode;
+pub use schema::{
+    csv_path_for, sha256_file, LayerInfo, LayerRecord, ResultsFile, WeightsRef, SCHEMA_VERSION,
+};
+pub use select::{glob_match, parse_patterns, select_layers};
+pub use shard::Shard;
+pub use sparsity::{filters_to_zero, weights_to_prune};
+pub use stats::{
+    mcnemar_exact_p, measure, paired_difference_wald, wilson_interval, Ci95, Evaluation,
+    Measurement, Metrics, PairedCounts, Verdict, VerdictRule, Z95,
+};

@@ -1,0 +1,24 @@
+//! Training for layerzero: SGD with momentum, learning-rate schedules, and atomic, checksummed
+//! checkpoints that the ablation engine reads.
+//!
+//! # Example
+//!
+//! ```
+//! use layerzero_train::LrSchedule;
+//!
+//! // He et al. 2016: 0.1, divided by 10 at 32k and 48k iterations.
+//! let schedule = LrSchedule::he_et_al();
+//! assert_eq!(schedule.lr_at(0), 0.1);
+//! assert!((schedule.lr_at(40_000) - 0.01).abs() < 1e-12);
+//! ```
+#![deny(missing_docs)]
+
+pub mod checkpoint;
+mod error;
+pub mod optim;
+mod schedule;
+
+pub use checkpoint::{write_atomic, Checkpoint, CheckpointMeta};
+pub use error::{Result, TrainError};
+pub use optim::{Param, Sgd, SgdConfig};
+pub use schedule::LrSchedule;
