@@ -1,0 +1,214 @@
+//! Layers as small structs (in the style of candle-nn), each knowing its [`LayerId`] so that it
+//! applies the interventions meant for it. Architectures, built-in or user-defined, compose
+//! these and keep every layer as a named field; nothing is hidden in closures.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use candle_core::{Tensor, Var};
+
+use crate::error::{ModelError, Result};
+use crate::intervention::{ForwardCtx, ForwardMode, WeightOverride};
+use crate::inventory::LayerId;
+use crate::ops;
+
+/// The tensor to compute with: in eval mode a detached view (no autograd graph is recorded, so
+/// intermediate activations are freed as soon as they are used), in train mode the variable.
+fn use_var(v: &Var, mode: ForwardMode) -> Tensor {
+    match mode {
+        ForwardMode::Eval => v.as_detached_tensor(),
+        ForwardMode::Train => v.as_tensor().clone(),
+    }
+}
+
+/// 2-D convolution with a square kernel (PyTorch `Conv2d`, groups 1, dilation 1).
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    pub(crate) id: LayerId,
+    pub(crate) weight: Var,
+    pub(crate) bias: Option<Var>,
+    pub(crate) kernel: usize,
+    pub(crate) stride: usize,
+    pub(crate) padding: usize,
+}
+
+impl Conv2d {
+    /// The layer's id in the inventory.
+    pub fn id(&self) -> LayerId {
+        self.id
+    }
+
+    /// The kernel variable, `[out, in, k, k]`.
+    pub fn weight(&self) -> &Var {
+        &self.weight
+    }
+
+    /// Applies the convolution, honouring a [`WeightOverride`] for this layer.
+    pub fn forward(&self, x: &Tensor, ctx: &ForwardCtx<'_>) -> Result<Tensor> {
+        // Checked here rather than left to candle, whose size arithmetic can underflow on
+        // inputs smaller than the kernel.
+        let (n, _, h, w) = x.dims4()?;
+        let out = |s| {
+            ops::conv_out(s, self.kernel, self.stride, self.padding).ok_or_else(|| {
+                ModelError::BadInput(format!(
+                    "input {:?} too small for a {}x{} kernel with padding {}",
+                    x.dims(),
+                    self.kernel,
+                    self.kernel,
+                    self.padding
+                ))
+            })
+        };
+        let out_hw = (out(h)?, out(w)?);
+        let stored_bias = self.bias.as_ref().map(|b| use_var(b, ctx.mode));
+        let (y, bias) = match ctx.interventions.weight_override(self.id) {
+            None => (
+                ops::conv2d(
+                    x,
+                    &use_var(&self.weight, ctx.mode),
+                    self.stride,
+                    self.padding,
+                )?,
+                stored_bias,
+            ),
+            Some(WeightOverride::Zero) => {
+                // A zero kernel gives a zero output: build it instead of convolving.
+                let shape = [n, self.weight.dim(0)?, out_hw.0, out_hw.1];
+                (ops::zeros_like_shape(x, &shape)?, stored_bias)
+            }
+            Some(WeightOverride::Replace { weight, bias }) => (
+                ops::conv2d(x, weight, self.stride, self.padding)?,
+                bias.clone().or(stored_bias),
+            ),
+        };
+        match bias {
+            Some(b) => ops::add_channel_bias(&y, &b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Fully connected layer (PyTorch `Linear`) on `(N, in)` inputs.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub(crate) id: LayerId,
+    pub(crate) weight: Var,
+    pub(crate) bias: Option<Var>,
+}
+
+impl Linear {
+    /// The layer's id in the inventory.
+    pub fn id(&self) -> LayerId {
+        self.id
+    }
+
+    /// The weight variable, `[out, in]`.
+    pub fn weight(&self) -> &Var {
+        &self.weight
+    }
+
+    /// Applies the layer, honouring a [`WeightOverride`] for this layer.
+    pub fn forward(&self, x: &Tensor, ctx: &ForwardCtx<'_>) -> Result<Tensor> {
+        let stored_bias = self.bias.as_ref().map(|b| use_var(b, ctx.mode));
+        match ctx.interventions.weight_override(self.id) {
+            None => ops::linear(x, &use_var(&self.weight, ctx.mode), stored_bias.as_ref()),
+            Some(WeightOverride::Zero) => {
+                let n = x.dim(0)?;
+                let y = ops::zeros_like_shape(x, &[n, self.weight.dim(0)?])?;
+                match stored_bias {
+                    Some(b) => Ok(y.broadcast_add(&b)?),
+                    None => Ok(y),
+                }
+            }
+            Some(WeightOverride::Replace { weight, bias }) => {
+                ops::linear(x, weight, bias.as_ref().or(stored_bias.as_ref()))
+            }
+        }
+    }
+}
+
+/// 2-D batch normalisation (PyTorch `BatchNorm2d`: affine, running statistics, eps 1e-5,
+/// momentum 0.1).
+#[derive(Debug, Clone)]
+pub struct BatchNorm2d {
+    pub(crate) id: LayerId,
+    pub(crate) weight: Var,
+    pub(crate) bias: Var,
+    pub(crate) running_mean: Var,
+    pub(crate) running_var: Var,
+    pub(crate) num_batches_tracked: Arc<AtomicI64>,
+    pub(crate) eps: f64,
+    pub(crate) momentum: f64,
+}
+
+impl BatchNorm2d {
+    /// The layer's id in the inventory.
+    pub fn id(&self) -> LayerId {
+        self.id
+    }
+
+    /// Batch norm without activation.
+    pub fn forward(&self, x: &Tensor, ctx: &ForwardCtx<'_>) -> Result<Tensor> {
+        self.apply(x, ctx, false)
+    }
+
+    /// Batch norm followed by ReLU (one call, so a fused kernel can do both).
+    pub fn forward_relu(&self, x: &Tensor, ctx: &ForwardCtx<'_>) -> Result<Tensor> {
+        self.apply(x, ctx, true)
+    }
+
+    fn apply(&self, x: &Tensor, ctx: &ForwardCtx<'_>, relu: bool) -> Result<Tensor> {
+        match ctx.mode {
+            ForwardMode::Eval => ops::batch_norm_eval(
+                x,
+                &self.running_mean.as_detached_tensor(),
+                &self.running_var.as_detached_tensor(),
+                &self.weight.as_detached_tensor(),
+                &self.bias.as_detached_tensor(),
+                self.eps,
+                relu,
+            ),
+            ForwardMode::Train => {
+                let (y, stats) =
+                    ops::batch_norm_train(x, &self.weight, &self.bias, self.eps, relu)?;
+                // PyTorch: running = (1 − momentum) · running + momentum · batch statistic,
+                // with the unbiased batch variance.
+                let m = self.momentum;
+                let mean =
+                    ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (stats.mean * m)?)?;
+                let var = ((self.running_var.as_detached_tensor() * (1.0 - m))?
+                    + (stats.var_unbiased * m)?)?;
+                self.running_mean.set(&mean)?;
+                self.running_var.set(&var)?;
+                self.num_batches_tracked.fetch_add(1, Ordering::Relaxed);
+                Ok(y)
+            }
+        }
+    }
+
+    /// Number of training-mode forwards this layer has seen (PyTorch `num_batches_tracked`).
+    pub fn num_batches_tracked(&self) -> i64 {
+        self.num_batches_tracked.load(Ordering::Relaxed)
+    }
+}
+
+/// ReLU.
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    ops::relu(x)
+}
+
+/// Global average pooling `(N, C, H, W) → (N, C)`.
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    ops::global_avg_pool(x)
+}
+
+/// Max pooling with a square window and equal stride.
+pub fn max_pool2d(x: &Tensor, kernel: usize) -> Result<Tensor> {
+    ops::max_pool2d(x, kernel)
+}
+
+/// He et al.'s option-A shortcut: keep every `stride`-th pixel and add `pad` zero channels on
+/// each side (`F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, pad, pad))`).
+pub fn shortcut_pad(x: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+    ops::shortcut_pad(x, stride, pad)
+}

@@ -1,0 +1,552 @@
+//! Weights in safetensors files, under the names of PyTorch's `state_dict()`, so that weights
+//! trained in PyTorch load unchanged and ours load in PyTorch.
+//!
+//! - Float tensors are F32; `num_batches_tracked` is an I64 scalar, written on export and
+//!   optional on import (a file without it leaves the counters as they are).
+//! - Loading checks everything before changing anything: missing, unexpected, wrong-shape and
+//!   wrong-dtype tensors are reported together in one [`ModelError::WeightMismatch`]; the
+//!   network is only written when there is no problem at all.
+//! - Files we write are deterministic: the same weights and metadata give the same bytes.
+//!
+//! Header metadata (all values are strings, as safetensors requires):
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `layerzero.arch` | registry name, e.g. `resnet20-b` |
+//! | `layerzero.shortcut` | `A`, `B` or `none` |
+//! | `layerzero.num_classes` | decimal integer |
+//! | `layerzero.dataset` | free text chosen by the writer, e.g. `cifar10` |
+//! | `layerzero.normalization` | input normalisation the weights expect, free text, e.g. `mean=0.4914,0.4822,0.4465;std=0.2470,0.2435,0.2616` |
+//!
+//! Other keys are kept in [`WeightsMetadata::other`] and written back unchanged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use safetensors::tensor::{Dtype, SafeTensors};
+
+use crate::arch::{ModelConfig, ModelRegistry};
+use crate::error::{ModelError, Result, WeightProblem};
+use crate::init::Init;
+use crate::network::Network;
+use crate::params::TensorRole;
+
+/// Metadata key of the architecture name.
+pub const META_ARCH: &str = "layerzero.arch";
+/// Metadata key of the shortcut option.
+pub const META_SHORTCUT: &str = "layerzero.shortcut";
+/// Metadata key of the input normalisation.
+pub const META_NORMALIZATION: &str = "layerzero.normalization";
+/// Metadata key of the data set.
+pub const META_DATASET: &str = "layerzero.dataset";
+/// Metadata key of the number of classes.
+pub const META_NUM_CLASSES: &str = "layerzero.num_classes";
+
+/// The `layerzero.*` entries of a safetensors header, plus any other entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WeightsMetadata {
+    /// `layerzero.arch`.
+    pub arch: Option<String>,
+    /// `layerzero.shortcut`.
+    pub shortcut: Option<String>,
+    /// `layerzero.normalization`.
+    pub normalization: Option<String>,
+    /// `layerzero.dataset`.
+    pub dataset: Option<String>,
+    /// `layerzero.num_classes`.
+    pub num_classes: Option<usize>,
+    /// Every other header entry (e.g. PyTorch-written `framework`), kept verbatim.
+    pub other: BTreeMap<String, String>,
+}
+
+impl WeightsMetadata {
+    /// Architecture, shortcut and class count of `net`; data set and normalisation unset.
+    pub fn for_network(net: &dyn Network) -> Self {
+        let spec = net.spec();
+        WeightsMetadata {
+            arch: Some(spec.name.clone()),
+            shortcut: Some(spec.shortcut.as_str().to_string()),
+            num_classes: Some(spec.num_classes),
+            ..Default::default()
+        }
+    }
+
+    /// Sets the data set.
+    pub fn with_dataset(mut self, dataset: impl Into<String>) -> Self {
+        self.dataset = Some(dataset.into());
+        self
+    }
+
+    /// Sets the input normalisation.
+    pub fn with_normalization(mut self, normalization: impl Into<String>) -> Self {
+        self.normalization = Some(normalization.into());
+        self
+    }
+
+    /// The header entries, sorted by key.
+    pub fn to_header(&self) -> BTreeMap<String, String> {
+        let mut h = self.other.clone();
+        let mut put = |k: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                h.insert(k.to_string(), v.clone());
+            }
+        };
+        put(META_ARCH, &self.arch);
+        put(META_SHORTCUT, &self.shortcut);
+        put(META_NORMALIZATION, &self.normalization);
+        put(META_DATASET, &self.dataset);
+        put(META_NUM_CLASSES, &self.num_classes.map(|n| n.to_string()));
+        h
+    }
+
+    /// Reads the entries of a header; fails only on a `layerzero.num_classes` that is not a
+    /// positive integer.
+    pub fn from_header(header: &HashMap<String, String>) -> Result<Self> {
+        let mut m = WeightsMetadata::default();
+        for (k, v) in header {
+            match k.as_str() {
+                META_ARCH => m.arch = Some(v.clone()),
+                META_SHORTCUT => m.shortcut = Some(v.clone()),
+                META_NORMALIZATION => m.normalization = Some(v.clone()),
+                META_DATASET => m.dataset = Some(v.clone()),
+                META_NUM_CLASSES => match v.trim().parse::<usize>() {
+                    Ok(n) if n > 0 => m.num_classes = Some(n),
+                    _ => {
+                        return Err(ModelError::BadMetadata {
+                            key: k.clone(),
+                            value: v.clone(),
+                            message: "expected a positive integer".into(),
+                        })
+                    }
+                },
+                _ => {
+                    m.other.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// How strictly [`load_safetensors`] and [`load_state_dict`] match tensors to the network.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Tensors whose names start with one of these are ignored (e.g. `fixture.`).
+    pub ignore_prefixes: Vec<String>,
+    /// Report a problem when the file's `layerzero.arch` names another architecture (tensor
+    /// names alone cannot tell `resnet20` from `plain20`).
+    pub check_arch: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            ignore_prefixes: Vec::new(),
+            check_arch: true,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// Default options plus an ignored name prefix.
+    pub fn ignoring(prefix: impl Into<String>) -> Self {
+        LoadOptions::default().ignore(prefix)
+    }
+
+    /// Adds an ignored name prefix.
+    pub fn ignore(mut self, prefix: impl Into<String>) -> Self {
+        self.ignore_prefixes.push(prefix.into());
+        self
+    }
+
+    fn ignores(&self, name: &str) -> bool {
+        self.ignore_prefixes.iter().any(|p| name.starts_with(p))
+    }
+}
+
+/// Name, dtype (safetensors spelling: `F32`, `I64`, …) and shape of a tensor offered for loading.
+struct Offered<'a> {
+    name: &'a str,
+    dtype: String,
+    shape: &'a [usize],
+}
+
+fn dtype_name(d: DType) -> String {
+    d.as_str().to_ascii_uppercase()
+}
+
+/// Every way the offered tensors fail to fit `net`.
+fn find_problems(
+    net: &dyn Network,
+    offered: &[Offered<'_>],
+    file_arch: Option<&str>,
+    opts: &LoadOptions,
+) -> Vec<WeightProblem> {
+    let mut problems = Vec::new();
+    if opts.check_arch {
+        if let Some(found) = file_arch {
+            if found != net.spec().name {
+                problems.push(WeightProblem::ArchMismatch {
+                    expected: net.spec().name.clone(),
+                    found: found.to_string(),
+                });
+            }
+        }
+    }
+    let params = net.params();
+    let mut seen = std::collections::HashSet::new();
+    for t in offered {
+        if opts.ignores(t.name) {
+            continue;
+        }
+        seen.insert(t.name);
+        match params.get(t.name) {
+            None => problems.push(WeightProblem::Unexpected {
+                name: t.name.to_string(),
+                shape: t.shape.to_vec(),
+                dtype: t.dtype.clone(),
+            }),
+            Some(e) => {
+                if e.shape() != t.shape {
+                    problems.push(WeightProblem::WrongShape {
+                        name: t.name.to_string(),
+                        expected: e.shape().to_vec(),
+                        found: t.shape.to_vec(),
+                    });
+                }
+                let want = dtype_name(e.role().dtype());
+                if want != t.dtype {
+                    problems.push(WeightProblem::WrongDtype {
+                        name: t.name.to_string(),
+                        expected: want,
+                        found: t.dtype.clone(),
+                    });
+                }
+            }
+        }
+    }
+    for e in params.entries() {
+        // PyTorch-derived files from older versions, or hand-made ones, lack the counters;
+        // they carry no information the network needs.
+        if e.role() != TensorRole::NumBatchesTracked && !seen.contains(e.name()) {
+            problems.push(WeightProblem::Missing {
+                name: e.name().to_string(),
+                expected_shape: e.shape().to_vec(),
+                expected_dtype: dtype_name(e.role().dtype()),
+            });
+        }
+    }
+    problems
+}
+
+/// Loads an in-memory state dict (name → tensor, as [`crate::ParamStore::state_dict`] returns)
+/// into `net`. Nothing is changed unless every tensor fits.
+pub fn load_state_dict(
+    net: &dyn Network,
+    tensors: &[(String, Tensor)],
+    opts: &LoadOptions,
+) -> Result<()> {
+    let offered: Vec<Offered<'_>> = tensors
+        .iter()
+        .map(|(n, t)| Offered {
+            name: n,
+            dtype: dtype_name(t.dtype()),
+            shape: t.dims(),
+        })
+        .collect();
+    let problems = find_problems(net, &offered, None, opts);
+    if !problems.is_empty() {
+        return Err(ModelError::WeightMismatch {
+            origin: "state dict".into(),
+            problems,
+        });
+    }
+    for (name, t) in tensors {
+        if let Some(e) = net.params().get(name) {
+            e.set(t)?;
+        }
+    }
+    Ok(())
+}
+
+fn malformed(origin: &str, e: impl std::fmt::Display) -> ModelError {
+    ModelError::MalformedFile {
+        origin: origin.to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn st_dtype_name(d: Dtype) -> String {
+    d.to_string()
+}
+
+/// Decodes little-endian bytes of a safetensors tensor. Only the two dtypes networks hold are
+/// supported; a byte count that does not match the shape is reported, never trusted.
+fn decode(
+    name: &str,
+    dtype: Dtype,
+    shape: &[usize],
+    data: &[u8],
+    device: &Device,
+) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let bad_len = || ModelError::MalformedFile {
+        origin: name.to_string(),
+        message: format!("{} bytes for {dtype} {shape:?}", data.len()),
+    };
+    let t = match dtype {
+        Dtype::F32 => {
+            if data.len() != n * 4 {
+                return Err(bad_len());
+            }
+            let v: Vec<f32> = data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            Tensor::from_vec(v, shape, device)?
+        }
+        Dtype::I64 => {
+            if data.len() != n * 8 {
+                return Err(bad_len());
+            }
+            let v: Vec<i64> = data
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect();
+            Tensor::from_vec(v, shape, device)?
+        }
+        other => {
+            return Err(ModelError::WeightMismatch {
+                origin: name.to_string(),
+                problems: vec![WeightProblem::WrongDtype {
+                    name: name.to_string(),
+                    expected: "F32 or I64".into(),
+                    found: other.to_string(),
+                }],
+            })
+        }
+    };
+    Ok(t)
+}
+
+fn parse<'a>(bytes: &'a [u8], origin: &str) -> Result<(SafeTensors<'a>, WeightsMetadata)> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| malformed(origin, e))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| malformed(origin, e))?;
+    let meta = match header.metadata() {
+        Some(h) => WeightsMetadata::from_header(h)?,
+        None => WeightsMetadata::default(),
+    };
+    Ok((st, meta))
+}
+
+/// Loads weights from the bytes of a safetensors file into `net`; `origin` names the bytes in
+/// error messages. Nothing is changed unless every tensor fits. Returns the header metadata.
+pub fn load_safetensors_bytes(
+    net: &dyn Network,
+    bytes: &[u8],
+    origin: &str,
+    opts: &LoadOptions,
+) -> Result<WeightsMetadata> {
+    let (st, meta) = parse(bytes, origin)?;
+    let views = st.tensors();
+    let offered: Vec<Offered<'_>> = views
+        .iter()
+        .map(|(n, v)| Offered {
+            name: n,
+            dtype: st_dtype_name(v.dtype()),
+            shape: v.shape(),
+        })
+        .collect();
+    let problems = find_problems(net, &offered, meta.arch.as_deref(), opts);
+    if !problems.is_empty() {
+        return Err(ModelError::WeightMismatch {
+            origin: origin.to_string(),
+            problems,
+        });
+    }
+    // Decode everything first, so a decoding failure leaves the network untouched.
+    let device = net.params().device();
+    let mut decoded = Vec::new();
+    for (name, view) in &views {
+        if opts.ignores(name) {
+            continue;
+        }
+        decoded.push((
+            name.as_str(),
+            decode(name, view.dtype(), view.shape(), view.data(), device)?,
+        ));
+    }
+    for (name, t) in decoded {
+        if let Some(e) = net.params().get(name) {
+            e.set(&t)?;
+        }
+    }
+    Ok(meta)
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Loads a safetensors file into `net` (see [`load_safetensors_bytes`]).
+pub fn load_safetensors(
+    net: &dyn Network,
+    path: &Path,
+    opts: &LoadOptions,
+) -> Result<WeightsMetadata> {
+    let bytes = read_file(path)?;
+    load_safetensors_bytes(net, &bytes, &path.display().to_string(), opts)
+}
+
+/// Loads weights named by a path or an `hf://owner/repo[@revision]/path` location into `net`.
+pub fn load_weights(
+    net: &dyn Network,
+    source: &str,
+    opts: &LoadOptions,
+) -> Result<WeightsMetadata> {
+    let path = crate::hub::resolve_weights(source)?;
+    load_safetensors(net, &path, opts)
+}
+
+/// Tensors and metadata of a safetensors file, as read by [`read_safetensors`].
+#[derive(Debug, Clone)]
+pub struct SafetensorsContent {
+    /// Every tensor, by name.
+    pub tensors: BTreeMap<String, Tensor>,
+    /// The header metadata.
+    pub metadata: WeightsMetadata,
+}
+
+/// Reads every tensor of a safetensors file (F32 and I64 only) onto the CPU, without a network.
+pub fn read_safetensors(path: &Path) -> Result<SafetensorsContent> {
+    let bytes = read_file(path)?;
+    let origin = path.display().to_string();
+    let (st, metadata) = parse(&bytes, &origin)?;
+    let mut tensors = BTreeMap::new();
+    for (name, v) in st.tensors() {
+        let t = decode(&name, v.dtype(), v.shape(), v.data(), &Device::Cpu)?;
+        tensors.insert(name, t);
+    }
+    Ok(SafetensorsContent { tensors, metadata })
+}
+
+/// Creates the network a safetensors file describes (from `layerzero.arch` and
+/// `layerzero.num_classes`) through `registry`, and loads the weights into it. `source` is a
+/// path or an `hf://` location.
+pub fn load_model(
+    source: &str,
+    device: &Device,
+    registry: &ModelRegistry,
+) -> Result<(Box<dyn Network>, WeightsMetadata)> {
+    let path = crate::hub::resolve_weights(source)?;
+    let bytes = read_file(&path)?;
+    let origin = path.display().to_string();
+    let (_, meta) = parse(&bytes, &origin)?;
+    let missing = |key: &str| ModelError::BadMetadata {
+        key: key.to_string(),
+        value: String::new(),
+        message: format!("{origin} does not say which network it holds"),
+    };
+    let arch = meta.arch.clone().ok_or_else(|| missing(META_ARCH))?;
+    let classes = meta.num_classes.ok_or_else(|| missing(META_NUM_CLASSES))?;
+    let cfg = ModelConfig::new(classes)
+        .with_init(Init::Zeros)
+        .with_device(device.clone());
+    let net = registry.create(&arch, &cfg)?;
+    load_safetensors_bytes(net.as_ref(), &bytes, &origin, &LoadOptions::default())?;
+    Ok((net, meta))
+}
+
+/// Serialises `net`'s state dict with `metadata` into safetensors bytes. Deterministic: tensors
+/// are laid out by descending alignment, then name (as the safetensors library does), and header
+/// keys are sorted.
+pub fn to_safetensors_bytes(net: &dyn Network, metadata: &WeightsMetadata) -> Result<Vec<u8>> {
+    let mut entries: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, t) in net.params().state_dict()? {
+        let shape = t.dims().to_vec();
+        let flat = t.flatten_all()?;
+        let (dtype, bytes) = match t.dtype() {
+            DType::F32 => (
+                Dtype::F32,
+                flat.to_vec1::<f32>()?
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect(),
+            ),
+            DType::I64 => (
+                Dtype::I64,
+                flat.to_vec1::<i64>()?
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect(),
+            ),
+            other => {
+                return Err(ModelError::BadInput(format!(
+                    "cannot save `{name}` of dtype {other:?}"
+                )))
+            }
+        };
+        entries.push((name, dtype, shape, bytes));
+    }
+    // Eight-byte tensors first keeps every tensor aligned to its element size in the file.
+    entries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+
+    let mut header = serde_json::Map::new();
+    let meta: serde_json::Map<String, serde_json::Value> = metadata
+        .to_header()
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    header.insert("__metadata__".into(), serde_json::Value::Object(meta));
+    let mut offset = 0usize;
+    for (name, dtype, shape, bytes) in &entries {
+        let end = offset + bytes.len();
+        header.insert(
+            name.clone(),
+            serde_json::json!({
+                "dtype": dtype.to_string(),
+                "shape": shape,
+                "data_offsets": [offset, end],
+            }),
+        );
+        offset = end;
+    }
+    let mut header =
+        serde_json::to_vec(&header).map_err(|e| ModelError::BadInput(e.to_string()))?;
+    // Pad with spaces so the data starts 8-byte aligned, as the safetensors writer does.
+    while header.len() % 8 != 0 {
+        header.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + header.len() + offset);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    for (_, _, _, bytes) in &entries {
+        out.extend_from_slice(bytes);
+    }
+    Ok(out)
+}
+
+/// Writes `net`'s weights to a safetensors file. The file is written beside its final name and
+/// renamed into place, so readers never see a partial file.
+pub fn save_safetensors(net: &dyn Network, path: &Path, metadata: &WeightsMetadata) -> Result<()> {
+    let bytes = to_safetensors_bytes(net, metadata)?;
+    let io = |source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| ModelError::BadInput(format!("{} is not a file path", path.display())))?;
+    let mut tmp_name = file_name.to_os_string();
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    std::fs::write(&tmp, &bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(e)
+    })
+}

@@ -1,0 +1,763 @@
+//! Text renderings of a [`Summary`]: `report.md` and `layers.csv`.
+
+use std::fmt::Write as _;
+
+use layerzero_ablate::AblationMode;
+
+use crate::claims::{ClaimEvaluation, ClaimOutcome, COMBINATION_RULE};
+use crate::summary::{
+    seed_label, Consensus, LayerSummary, ModeSummary, NetworkSummary, Stat, Summary,
+};
+
+/// A fraction as a percentage with two decimals: `0.9312` → `93.12`.
+pub fn pct(fraction: f64) -> String {
+    format!("{:.2}", fraction * 100.0)
+}
+
+/// A fraction difference as signed percentage points with two decimals: `-0.0211` →
+/// `-2.11`, `0.0` → `+0.00`.
+pub fn pp(fraction: f64) -> String {
+    let v = fraction * 100.0;
+    // Avoid "-0.00" for tiny negatives.
+    if v.abs() < 0.005 {
+        "+0.00".to_string()
+    } else {
+        format!("{v:+.2}")
+    }
+}
+
+/// A p-value: three decimals from 0.001 up (`1` exactly for 1), else scientific
+/// (`1.2e-30`).
+pub fn pvalue(p: f64) -> String {
+    if p >= 1.0 {
+        "1".to_string()
+    } else if p >= 1e-3 {
+        format!("{p:.3}")
+    } else if p == 0.0 {
+        "0 (underflow)".to_string()
+    } else {
+        format!("{p:.1e}")
+    }
+}
+
+/// Mean ± std of a fraction in percentage points (`-2.11 ± 0.35`); only the mean when there
+/// is one value.
+fn pp_stat(s: &Stat) -> String {
+    match s.std {
+        Some(std) => format!("{} ± {:.2}", pp(s.mean), std * 100.0),
+        None => pp(s.mean),
+    }
+}
+
+fn pct_stat(s: &Stat) -> String {
+    match s.std {
+        Some(std) => format!("{} ± {:.2}", pct(s.mean), std * 100.0),
+        None => pct(s.mean),
+    }
+}
+
+fn seeds_label(seeds: &[Option<u64>]) -> String {
+    if seeds == [None] {
+        return "none recorded".to_string();
+    }
+    seeds
+        .iter()
+        .map(|s| seed_label(*s))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// A value for a Markdown table cell: `|` would end the cell, line breaks the row.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+fn short_sha(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
+}
+
+/// Markdown for `report.md`.
+pub fn render_markdown(summary: &Summary) -> String {
+    let mut md = String::new();
+    let p = &summary.provenance;
+    let _ = writeln!(md, "# Layer-ablation report\n");
+    let _ = writeln!(
+        md,
+        "Generated {} by layerzero {} ({}), git commit {}.\n",
+        or_unknown(&p.created_utc),
+        or_unknown(&p.layerzero_version),
+        summary.generator,
+        p.git_commit.as_deref().unwrap_or("unknown")
+    );
+    let _ = writeln!(
+        md,
+        "Question (after \"Is Each Layer Non-trivial in CNN?\", Liang et al., arXiv 2009.09938): \
+         when one layer's kernel is replaced by zeros and the network is evaluated again, does its \
+         accuracy change? Accuracies are percentages of the evaluated images; **Δtop-1 = ablated − \
+         baseline top-1 in percentage points (pp)**, negative when the ablation hurts. The 95 % \
+         interval of Δtop-1 is the Wald interval of the paired difference; the McNemar p-value is \
+         the exact two-sided test on the paired per-image correctness.\n"
+    );
+    let mut rules: Vec<&str> = summary
+        .networks
+        .iter()
+        .flat_map(|n| &n.modes)
+        .map(|m| m.verdict_rule.as_str())
+        .collect();
+    rules.sort_unstable();
+    rules.dedup();
+    for rule in &rules {
+        let _ = writeln!(md, "Verdict rule: {rule}.\n");
+    }
+    let _ = writeln!(
+        md,
+        "Inputs: {} results file(s), {} training-metrics file(s).\n",
+        summary.inputs.len(),
+        summary.training.len()
+    );
+
+    let _ = writeln!(md, "## Summary\n");
+    baseline_section(&mut md, summary);
+    claims_overview(&mut md, summary);
+    claims_detail(&mut md, summary);
+
+    for net in &summary.networks {
+        network_section(&mut md, net);
+    }
+    training_section(&mut md, summary);
+    figures_section(&mut md, summary);
+    reproducibility_section(&mut md, summary);
+    md
+}
+
+fn or_unknown(s: &str) -> &str {
+    if s.is_empty() {
+        "(unknown)"
+    } else {
+        s
+    }
+}
+
+fn baseline_section(md: &mut String, summary: &Summary) {
+    let _ = writeln!(md, "### Baseline accuracy\n");
+    if summary.networks.is_empty() {
+        let _ = writeln!(md, "No results files were given.\n");
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "| network | shortcuts | seed | weights (sha256, first 12) | images | top-1 (%) | top-5 (%) | loss |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---:|---:|---:|---:|");
+    for net in &summary.networks {
+        for b in &net.baselines {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | `{}` | {} | {} | {} | {:.4} |",
+                net.arch,
+                net.family.describe(),
+                seeds_label(&b.seeds),
+                short_sha(&b.weights.sha256),
+                b.n_images,
+                pct(b.metrics.top1),
+                pct(b.metrics.top5),
+                b.metrics.loss
+            );
+        }
+        if net.baselines.len() > 1 {
+            let _ = writeln!(
+                md,
+                "| {} | {} | mean ± std over {} weights | | | {} | | |",
+                net.arch,
+                net.family.describe(),
+                net.baselines.len(),
+                pct_stat(&net.baseline_top1)
+            );
+        }
+    }
+    let _ = writeln!(md);
+}
+
+fn claims_overview(md: &mut String, summary: &Summary) {
+    let _ = writeln!(md, "### Claims of the seed paper\n");
+    let _ = writeln!(md, "| # | claim | outcome | deciding numbers |");
+    let _ = writeln!(md, "|---|---|---|---|");
+    for c in &summary.claims {
+        let numbers = if c.outcome == ClaimOutcome::NotTested {
+            format!("not tested: {}", c.note)
+        } else {
+            c.by_network
+                .iter()
+                .filter(|n| n.tested_in > 0)
+                .map(|n| {
+                    let evals: Vec<&ClaimEvaluation> =
+                        c.evaluations.iter().filter(|e| e.arch == n.arch).collect();
+                    let counts: Vec<String> = evals
+                        .iter()
+                        .filter(|e| e.outcome != ClaimOutcome::NotTested)
+                        .map(|e| eval_count(c.id, e, true))
+                        .collect();
+                    if n.tested_in > 1 {
+                        format!(
+                            "{}: {} — holds in {} of {} seeds ({})",
+                            n.arch,
+                            n.outcome,
+                            n.holds_in,
+                            n.tested_in,
+                            counts.join("; ")
+                        )
+                    } else {
+                        format!("{}: {} — {}", n.arch, n.outcome, counts.join("; "))
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("<br>")
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | **{}** | {} |",
+            c.id, c.statement, c.outcome, numbers
+        );
+    }
+    let _ = writeln!(md);
+}
+
+/// `seed 1: 12/16 residual-branch convs trivial (75.0 %)` etc. (`with_seed`: the prefix).
+fn eval_count(claim: u32, e: &ClaimEvaluation, with_seed: bool) -> String {
+    let frac = if e.considered > 0 {
+        100.0 * e.as_claimed as f64 / e.considered as f64
+    } else {
+        0.0
+    };
+    let what = match claim {
+        1 => "channel-preserving residual-branch convs trivial",
+        2 => "channel-changing convs non-trivial",
+        _ => "conv/linear layers non-trivial",
+    };
+    let seed = if with_seed && e.seed.is_some() {
+        format!("seed {}: ", seed_label(e.seed))
+    } else {
+        String::new()
+    };
+    format!(
+        "{seed}{}/{} {what} ({frac:.1} %)",
+        e.as_claimed, e.considered
+    )
+}
+
+fn claims_detail(md: &mut String, summary: &Summary) {
+    let _ = writeln!(md, "{COMBINATION_RULE}\n");
+    for c in &summary.claims {
+        let _ = writeln!(md, "#### Claim {}: {}\n", c.id, c.statement);
+        let _ = writeln!(md, "Rule: {}\n", c.rule);
+        let _ = writeln!(
+            md,
+            "Outcome: **{}** (holds in {} of {} tested network/seed evaluations).\n",
+            c.outcome, c.holds_in, c.tested_in
+        );
+        if !c.note.is_empty() {
+            let _ = writeln!(md, "Not tested: {}.\n", c.note);
+        }
+        for e in &c.evaluations {
+            let seed = match e.seed {
+                Some(s) => format!(", seed {s}"),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                md,
+                "- {}{} ({}): **{}** — {}.",
+                e.arch,
+                seed,
+                e.source,
+                e.outcome,
+                eval_count(c.id, e, false)
+            );
+            let listed: Vec<_> = if c.id == 2 {
+                // Claim 2 has few layers: list them all.
+                e.layers.iter().collect()
+            } else {
+                e.exceptions().collect()
+            };
+            if listed.is_empty() {
+                if e.considered > 0 {
+                    let _ = writeln!(md, "  No exceptions.");
+                }
+                continue;
+            }
+            let label = if c.id == 2 {
+                "Considered layers"
+            } else {
+                "Exceptions"
+            };
+            let items: Vec<String> = listed
+                .iter()
+                .map(|l| {
+                    format!(
+                        "`{}` {} pp [{}, {}], p = {}, {}",
+                        cell(&l.layer),
+                        pp(l.delta_top1),
+                        pp(l.ci95_delta_top1[0]),
+                        pp(l.ci95_delta_top1[1]),
+                        pvalue(l.mcnemar_p),
+                        l.verdict
+                    )
+                })
+                .collect();
+            let _ = writeln!(md, "  {label}: {}.", items.join("; "));
+        }
+        let _ = writeln!(md);
+    }
+}
+
+fn network_section(md: &mut String, net: &NetworkSummary) {
+    let twin = net
+        .twin
+        .as_ref()
+        .map(|t| format!("; twin: {t}"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        md,
+        "## Network {} ({}{twin})\n",
+        net.arch,
+        net.family.describe()
+    );
+    let _ = writeln!(
+        md,
+        "Dataset {} ({} split); baseline top-1 {} %{}.\n",
+        net.dataset,
+        net.split,
+        pct_stat(&net.baseline_top1),
+        if net.baseline_top1.n > 1 {
+            format!(" (mean ± std over {} weights)", net.baseline_top1.n)
+        } else {
+            String::new()
+        }
+    );
+    for m in &net.modes {
+        let _ = writeln!(md, "### {} — {}\n", net.arch, m.mode);
+        let _ = writeln!(
+            md,
+            "{}. Seeds: {}. Files: {}.\n",
+            capitalise(m.mode.description()),
+            seeds_label(&m.seeds),
+            m.sources
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if m.mode.is_cumulative() {
+            cumulative_tables(md, m);
+        } else if m.mode.is_swept() {
+            sweep_table(md, m);
+        } else {
+            layer_table(md, m);
+        }
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+fn layer_table(md: &mut String, m: &ModeSummary) {
+    if m.seeds.len() <= 1 {
+        let _ = writeln!(
+            md,
+            "| # | layer | kind | role | changes channels | top-1 (%) | Δtop-1 (pp) | 95 % CI of Δtop-1 (pp) | McNemar p | flips right→wrong / wrong→right | verdict |"
+        );
+        let _ = writeln!(md, "|---:|---|---|---|---|---:|---:|---|---:|---:|---|");
+        for l in &m.layers {
+            let Some(s) = l.per_seed.first() else {
+                continue;
+            };
+            let r = &s.record;
+            let _ = writeln!(
+                md,
+                "| {} | `{}` | {} | {} | {} | {} | {} | [{}, {}] | {} | {} / {} | {} |",
+                l.index,
+                cell(&l.layer),
+                cell(&l.kind),
+                cell(&l.role),
+                yes_no(l.changes_channels),
+                pct(r.top1),
+                pp(r.delta_top1),
+                pp(r.ci95.delta_top1[0]),
+                pp(r.ci95.delta_top1[1]),
+                pvalue(r.mcnemar_p),
+                r.flips_right_to_wrong,
+                r.flips_wrong_to_right,
+                r.verdict
+            );
+        }
+    } else {
+        let _ = writeln!(
+            md,
+            "Over {} seeds: Δtop-1 as mean ± sample std and range; the largest McNemar p over \
+             seeds; the number of seeds with verdict `trivial`; the verdict when all seeds agree, \
+             `mixed` otherwise.\n",
+            m.seeds.len()
+        );
+        let _ = writeln!(
+            md,
+            "| # | layer | kind | role | changes channels | Δtop-1 mean ± std (pp) | Δtop-1 range (pp) | max McNemar p | trivial in | verdict |"
+        );
+        let _ = writeln!(md, "|---:|---|---|---|---|---:|---|---:|---:|---|");
+        for l in &m.layers {
+            let max_p = l
+                .per_seed
+                .iter()
+                .map(|s| s.record.mcnemar_p)
+                .fold(0.0f64, f64::max);
+            let _ = writeln!(
+                md,
+                "| {} | `{}` | {} | {} | {} | {} | [{}, {}] | {} | {}/{} | {} |",
+                l.index,
+                cell(&l.layer),
+                cell(&l.kind),
+                cell(&l.role),
+                yes_no(l.changes_channels),
+                pp_stat(&l.delta_top1),
+                pp(l.delta_top1.min),
+                pp(l.delta_top1.max),
+                pvalue(max_p),
+                l.trivial,
+                l.trivial + l.non_trivial,
+                l.consensus
+            );
+        }
+    }
+    let counts = |c: Consensus| m.layers.iter().filter(|l| l.consensus == c).count();
+    let _ = writeln!(
+        md,
+        "\n{} layers: {} trivial, {} non-trivial{}.\n",
+        m.layers.len(),
+        counts(Consensus::Trivial),
+        counts(Consensus::NonTrivial),
+        if counts(Consensus::Mixed) > 0 {
+            format!(", {} mixed across seeds", counts(Consensus::Mixed))
+        } else {
+            String::new()
+        }
+    );
+}
+
+fn sweep_table(md: &mut String, m: &ModeSummary) {
+    let mut levels: Vec<f64> = m.layers.iter().filter_map(|l| l.level).collect();
+    levels.sort_by(f64::total_cmp);
+    levels.dedup();
+    let _ = writeln!(
+        md,
+        "Δtop-1 (pp{}) at each level (fraction of {} removed). **Bold**: non-trivial{}; \
+         _italic_: the seeds disagree; plain: trivial.\n",
+        if m.seeds.len() > 1 {
+            ", mean over seeds"
+        } else {
+            ""
+        },
+        if m.mode == AblationMode::ZeroFilters {
+            "output filters"
+        } else {
+            "weights"
+        },
+        if m.seeds.len() > 1 {
+            " in every seed"
+        } else {
+            ""
+        }
+    );
+    let _ = write!(md, "| # | layer | role |");
+    for l in &levels {
+        let _ = write!(md, " {} % |", fmt_level(*l));
+    }
+    let _ = writeln!(md);
+    let _ = write!(md, "|---:|---|---|");
+    for _ in &levels {
+        let _ = write!(md, "---:|");
+    }
+    let _ = writeln!(md);
+    let mut rows: Vec<(usize, &str, &str)> = m
+        .layers
+        .iter()
+        .map(|l| (l.index, l.layer.as_str(), l.role.as_str()))
+        .collect();
+    rows.dedup();
+    for (index, name, role) in rows {
+        let _ = write!(md, "| {index} | `{}` | {} |", cell(name), cell(role));
+        for level in &levels {
+            let cell = m
+                .layers
+                .iter()
+                .find(|l| l.index == index && l.layer == name && l.level == Some(*level))
+                .map(sweep_cell)
+                .unwrap_or_default();
+            let _ = write!(md, " {cell} |");
+        }
+        let _ = writeln!(md);
+    }
+    let _ = writeln!(md);
+}
+
+fn fmt_level(level: f64) -> String {
+    let v = level * 100.0;
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+fn sweep_cell(l: &LayerSummary) -> String {
+    let v = pp(l.delta_top1.mean);
+    match l.consensus {
+        Consensus::NonTrivial => format!("**{v}**"),
+        Consensus::Mixed => format!("_{v}_"),
+        Consensus::Trivial => v,
+    }
+}
+
+fn cumulative_tables(md: &mut String, m: &ModeSummary) {
+    for c in &m.cumulative {
+        if m.cumulative.len() > 1 {
+            let _ = writeln!(md, "Seed {} (`{}`):\n", seed_label(c.seed), c.source);
+        }
+        let _ = writeln!(
+            md,
+            "| step | layer ablated (in addition) | role | top-1 (%) | Δtop-1 vs baseline (pp) |"
+        );
+        let _ = writeln!(md, "|---:|---|---|---:|---:|");
+        let _ = writeln!(md, "| 0 | (none) | | {} | +0.00 |", pct(c.baseline_top1));
+        for r in &c.steps {
+            let _ = writeln!(
+                md,
+                "| {} | `{}` | {} | {} | {} |",
+                r.step.unwrap_or(0),
+                cell(&r.layer),
+                cell(&r.role),
+                pct(r.top1),
+                pp(r.delta_top1)
+            );
+        }
+        let _ = writeln!(md);
+    }
+}
+
+fn training_section(md: &mut String, summary: &Summary) {
+    let _ = writeln!(md, "## Training\n");
+    if summary.training.is_empty() {
+        let _ = writeln!(md, "No training metrics were given.\n");
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "| network | seed | epochs | final test top-1 (%) | best test top-1 (%) (epoch) | final train loss | mean images/s | file |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---|");
+    for t in &summary.training {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} ({}) | {:.4} | {} | `{}` |",
+            t.arch,
+            seed_label(t.seed),
+            t.final_epoch,
+            pct(t.final_test_top1),
+            pct(t.best_test_top1),
+            t.best_epoch,
+            t.final_train_loss,
+            t.mean_images_per_s
+                .map_or_else(|| "—".to_string(), |v| format!("{v:.0}")),
+            t.path
+        );
+    }
+    let _ = writeln!(md);
+}
+
+fn figures_section(md: &mut String, summary: &Summary) {
+    let _ = writeln!(md, "## Figures\n");
+    for f in summary.figures.iter().filter(|f| f.drawn) {
+        let _ = writeln!(md, "### {}\n\n![{}]({})\n", f.title, f.title, f.file);
+    }
+    let omitted: Vec<_> = summary.figures.iter().filter(|f| !f.drawn).collect();
+    if !omitted.is_empty() {
+        let _ = writeln!(md, "Figures not drawn:\n");
+        for f in omitted {
+            let _ = writeln!(md, "- `{}` omitted: {}.", f.file, f.reason);
+        }
+        let _ = writeln!(md);
+    }
+}
+
+fn reproducibility_section(md: &mut String, summary: &Summary) {
+    let p = &summary.provenance;
+    let _ = writeln!(md, "## Reproducibility\n");
+    let _ = writeln!(
+        md,
+        "- layerzero version: {}\n- report generator: {}\n- git commit: {}\n- created (UTC): {}\n- seeds: {}\n- results schema: {}; summary.json schema: {}\n",
+        or_unknown(&p.layerzero_version),
+        summary.generator,
+        p.git_commit.as_deref().unwrap_or("unknown"),
+        or_unknown(&p.created_utc),
+        if p.seeds.is_empty() {
+            "(none given)".to_string()
+        } else {
+            p.seeds
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        layerzero_ablate::SCHEMA_VERSION,
+        crate::summary::REPORT_SCHEMA
+    );
+    let _ = writeln!(md, "Commands:\n");
+    if p.commands.is_empty() {
+        let _ = writeln!(md, "(none recorded)\n");
+    } else {
+        let _ = writeln!(md, "```sh");
+        for c in &p.commands {
+            let _ = writeln!(md, "{c}");
+        }
+        let _ = writeln!(md, "```\n");
+    }
+    let _ = writeln!(md, "Weights (SHA-256):\n");
+    if summary.weights.is_empty() {
+        let _ = writeln!(md, "(none)\n");
+    } else {
+        let _ = writeln!(md, "| file | sha256 |");
+        let _ = writeln!(md, "|---|---|");
+        for w in &summary.weights {
+            let _ = writeln!(md, "| `{}` | `{}` |", w.path, w.sha256);
+        }
+        let _ = writeln!(md);
+    }
+    let _ = writeln!(md, "Results files:\n");
+    if summary.inputs.is_empty() {
+        let _ = writeln!(md, "(none)\n");
+    } else {
+        let _ = writeln!(
+            md,
+            "| file | file sha256 (first 12) | arch | mode | seed | dataset/split | images | records | weights sha256 (first 12) | elapsed (s) |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---:|---:|---|---:|");
+        for f in &summary.inputs {
+            let _ = writeln!(
+                md,
+                "| `{}` | {} | {} | {} | {} | {}/{} | {} | {} | `{}` | {:.1} |",
+                f.path,
+                f.sha256
+                    .as_deref()
+                    .map_or_else(|| "—".to_string(), |s| format!("`{}`", short_sha(s))),
+                f.arch,
+                f.mode,
+                seed_label(f.seed),
+                f.dataset,
+                f.split,
+                f.n_images,
+                f.records,
+                short_sha(&f.weights.sha256),
+                f.elapsed_s
+            );
+        }
+        let _ = writeln!(md);
+    }
+    let _ = writeln!(
+        md,
+        "`layers.csv` has one row per record of every results file (fractions, not \
+         percentages); `summary.json` holds everything in this report as data.\n"
+    );
+}
+
+/// The CSV header of `layers.csv`.
+pub const CSV_HEADER: &str = "arch,mode,seed,index,layer,kind,role,changes_channels,params,level,step,top1,top5,loss,delta_top1,ci95_delta_top1_lo,ci95_delta_top1_hi,mcnemar_p,flips_right_to_wrong,flips_wrong_to_right,verdict,source";
+
+/// `layers.csv`: one row per record of every results file, in report order, accuracies as
+/// fractions; empty `seed`, `level`, `step` when absent.
+pub fn render_csv(summary: &Summary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{CSV_HEADER}");
+    for net in &summary.networks {
+        for m in &net.modes {
+            let rows = m
+                .layers
+                .iter()
+                .flat_map(|l| l.per_seed.iter().map(|s| (s.seed, &s.source, &s.record)))
+                .chain(
+                    m.cumulative
+                        .iter()
+                        .flat_map(|c| c.steps.iter().map(move |r| (c.seed, &c.source, r))),
+                );
+            for (seed, source, r) in rows {
+                let fields = [
+                    csv_field(&net.arch),
+                    m.mode.name().to_string(),
+                    seed.map(|s| s.to_string()).unwrap_or_default(),
+                    r.index.to_string(),
+                    csv_field(&r.layer),
+                    csv_field(&r.kind),
+                    csv_field(&r.role),
+                    r.changes_channels.to_string(),
+                    r.params.to_string(),
+                    r.level.map(|l| l.to_string()).unwrap_or_default(),
+                    r.step.map(|s| s.to_string()).unwrap_or_default(),
+                    r.top1.to_string(),
+                    r.top5.to_string(),
+                    r.loss.to_string(),
+                    r.delta_top1.to_string(),
+                    r.ci95.delta_top1[0].to_string(),
+                    r.ci95.delta_top1[1].to_string(),
+                    r.mcnemar_p.to_string(),
+                    r.flips_right_to_wrong.to_string(),
+                    r.flips_wrong_to_right.to_string(),
+                    r.verdict.to_string(),
+                    csv_field(source),
+                ];
+                let _ = writeln!(out, "{}", fields.join(","));
+            }
+        }
+    }
+    out
+}
+
+/// Quotes a CSV field when it contains a comma, quote or line break (RFC 4180).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn number_formats() {
+        assert_eq!(pct(0.9312), "93.12");
+        assert_eq!(pp(-0.0211), "-2.11");
+        assert_eq!(pp(0.0), "+0.00");
+        assert_eq!(pp(-0.00001), "+0.00");
+        assert_eq!(pp(0.013), "+1.30");
+        assert_eq!(pvalue(1.0), "1");
+        assert_eq!(pvalue(0.0123), "0.012");
+        assert_eq!(pvalue(1.2e-30), "1.2e-30");
+        assert_eq!(fmt_level(0.5), "50");
+        assert_eq!(fmt_level(0.125), "12.5");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("x\"y"), "\"x\"\"y\"");
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(cell("a|b\nc"), "a\\|b c");
+    }
+}
