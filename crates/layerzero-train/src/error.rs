@@ -46,6 +46,12 @@ pub enum TrainError {
         /// What was given.
         found: String,
     },
+    /// Reading the data failed.
+    #[error(transparent)]
+    Data(#[from] layerzero_data::DataError),
+    /// Building, loading or running the model failed.
+    #[error(transparent)]
+    Model(#[from] layerzero_models::ModelError),
     /// A tensor operation failed.
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),

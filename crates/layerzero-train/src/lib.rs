@@ -15,10 +15,19 @@
 
 pub mod checkpoint;
 mod error;
+pub mod eval;
 pub mod optim;
+mod profile;
 mod schedule;
+pub mod trainer;
 
 pub use checkpoint::{write_atomic, Checkpoint, CheckpointMeta};
 pub use error::{Result, TrainError};
+pub use eval::{evaluate, score_logits, EvalSummary, PerImage};
 pub use optim::{Param, Sgd, SgdConfig};
+pub use profile::{Profile, TrainConfig};
 pub use schedule::LrSchedule;
+pub use trainer::{
+    cross_entropy, train, train_observed, EpochMetrics, Quiet, RunDir, RunOptions, TrainObserver,
+    TrainOutcome,
+};

@@ -95,15 +95,19 @@ impl Sgd {
             } else {
                 c.weight_decay
             };
+            // Detached: the update must not record an autograd graph, or every step's
+            // momentum buffer would keep all earlier gradients alive through its history.
+            let w = w.detach();
+            let grad = grad.detach();
             let g = if decay != 0.0 {
-                (grad + (w * decay)?)?
+                (&grad + (&w * decay)?)?
             } else {
-                grad.clone()
+                grad
             };
             let d = if c.momentum != 0.0 {
                 let b = match buf.take() {
                     None => g.clone(),
-                    Some(b) => ((b * c.momentum)? + &g)?,
+                    Some(b) => ((b * c.momentum)? + &g)?.detach(),
                 };
                 let d = if c.nesterov {
                     (&g + (&b * c.momentum)?)?
@@ -115,7 +119,7 @@ impl Sgd {
             } else {
                 g
             };
-            p.var.set(&(w - (d * lr)?)?)?;
+            p.var.set(&(&w - (d * lr)?)?)?;
         }
         Ok(())
     }

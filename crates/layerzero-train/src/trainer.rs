@@ -1,0 +1,440 @@
+//! The training loop: epochs of SGD over augmented batches, an evaluation and a checkpoint after
+//! each epoch, metrics as JSON lines, and resumption from the last good checkpoint.
+//!
+//! A run directory holds:
+//!
+//! ```text
+//! config.json                  the TrainConfig (a resumed run must match it)
+//! checkpoints/epoch-000.safetensors   initialisation (kept: re-initialisation ablations need it)
+//! checkpoints/epoch-NNN.safetensors   the last two epochs (older ones are removed)
+//! metrics.jsonl                one EpochMetrics per line
+//! init.safetensors             epoch-0 weights in the model crate's format
+//! weights.safetensors          final weights in the model crate's format (when all epochs ran)
+//! ```
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Tensor, D};
+use layerzero_data::{BatchConfig, Batcher, CifarSet};
+use layerzero_models::{
+    load_state_dict, save_safetensors, ForwardMode, Interventions, LoadOptions, Network,
+    WeightsMetadata,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{write_atomic, Checkpoint, CheckpointMeta};
+use crate::error::{Result, TrainError};
+use crate::eval::evaluate;
+use crate::optim::{Param, Sgd};
+use crate::profile::TrainConfig;
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// Epoch number, from 1.
+    pub epoch: usize,
+    /// Optimiser steps completed at the end of the epoch.
+    pub step: usize,
+    /// Learning rate of the epoch's last step.
+    pub lr: f64,
+    /// Mean training loss over the epoch (augmented images, training-mode batch norm).
+    pub train_loss: f64,
+    /// Training top-1 over the epoch, as a fraction.
+    pub train_top1: f64,
+    /// Test loss after the epoch.
+    pub test_loss: f64,
+    /// Test top-1 after the epoch, as a fraction.
+    pub test_top1: f64,
+    /// Test top-5 after the epoch, as a fraction.
+    pub test_top5: f64,
+    /// Training throughput of the epoch.
+    pub images_per_s: f64,
+    /// Wall time of the epoch (training and evaluation), in seconds.
+    pub wall_s: f64,
+}
+
+/// How to run (as opposed to what to train, which is the [`TrainConfig`]).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue from the last good checkpoint in the run directory.
+    pub resume: bool,
+    /// Stop after this many epochs in this invocation (the run can be resumed later).
+    pub max_epochs: Option<usize>,
+    /// Metadata written into the weights files (data set, normalisation).
+    pub metadata: Option<WeightsMetadata>,
+}
+
+/// Hooks for progress display; every method has a no-op default.
+pub trait TrainObserver {
+    /// Training (re)starts at `epoch` (epochs completed) of `epochs`, with `steps_per_epoch`.
+    fn start(&self, _epoch: usize, _epochs: usize, _steps_per_epoch: usize) {}
+    /// After each optimiser step: epoch (from 1), step within the epoch (from 1), batch loss.
+    fn step(&self, _epoch: usize, _step_in_epoch: usize, _loss: f32) {}
+    /// After each epoch's evaluation and checkpoint.
+    fn epoch(&self, _metrics: &EpochMetrics) {}
+}
+
+/// An observer that shows nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quiet;
+impl TrainObserver for Quiet {}
+
+/// What a run left behind.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// Epochs completed in total.
+    pub epochs_done: usize,
+    /// Whether every configured epoch has run.
+    pub finished: bool,
+    /// All metrics lines so far.
+    pub metrics: Vec<EpochMetrics>,
+    /// `weights.safetensors` (present when finished).
+    pub weights: PathBuf,
+    /// `init.safetensors`.
+    pub init_weights: PathBuf,
+}
+
+/// Paths inside a run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// A run directory at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        RunDir { root: root.into() }
+    }
+    /// The root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// `config.json`.
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+    /// `metrics.jsonl`.
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    /// The checkpoint of an epoch.
+    pub fn checkpoint(&self, epoch: usize) -> PathBuf {
+        self.root
+            .join("checkpoints")
+            .join(format!("epoch-{epoch:03}.safetensors"))
+    }
+    /// Final weights.
+    pub fn weights(&self) -> PathBuf {
+        self.root.join("weights.safetensors")
+    }
+    /// Epoch-0 weights.
+    pub fn init_weights(&self) -> PathBuf {
+        self.root.join("init.safetensors")
+    }
+
+    /// Epochs that have a checkpoint file, ascending.
+    pub fn checkpoint_epochs(&self) -> Vec<usize> {
+        let mut epochs: Vec<usize> = fs::read_dir(self.root.join("checkpoints"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                name.strip_prefix("epoch-")?
+                    .strip_suffix(".safetensors")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        epochs.sort_unstable();
+        epochs
+    }
+}
+
+/// Cross-entropy with optional label smoothing, averaged over the batch.
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor, smoothing: f64) -> Result<Tensor> {
+    let log_probs = candle_core::Tensor::log_sum_exp(logits, D::Minus1)?;
+    let log_probs = logits.broadcast_sub(&log_probs.unsqueeze(1)?)?;
+    let picked = log_probs
+        .gather(&labels.to_dtype(DType::U32)?.unsqueeze(1)?, 1)?
+        .squeeze(1)?;
+    let nll = picked.neg()?.mean_all()?;
+    if smoothing == 0.0 {
+        return Ok(nll);
+    }
+    let uniform = log_probs.mean(D::Minus1)?.neg()?.mean_all()?;
+    Ok(((nll * (1.0 - smoothing))? + (uniform * smoothing)?)?)
+}
+
+fn trainable_params(net: &dyn Network) -> Vec<Param> {
+    net.params()
+        .entries()
+        .iter()
+        .filter(|e| e.role().is_trainable())
+        .filter_map(|e| {
+            Some(Param {
+                name: e.name().to_string(),
+                var: e.var()?.clone(),
+                norm_or_bias: !e.role().is_decayed(),
+            })
+        })
+        .collect()
+}
+
+fn save_checkpoint(
+    net: &dyn Network,
+    sgd: &Sgd,
+    dir: &RunDir,
+    config: &TrainConfig,
+    epoch: usize,
+    step: usize,
+) -> Result<()> {
+    let model = net.params().state_dict()?.into_iter().collect();
+    let ck = Checkpoint {
+        meta: CheckpointMeta {
+            format: 1,
+            epoch,
+            step,
+            seed: config.seed,
+            arch: config.arch.clone(),
+            config: serde_json::to_value(config).map_err(|e| TrainError::InvalidConfig {
+                what: "config",
+                expected: "serialisable".into(),
+                found: e.to_string(),
+            })?,
+        },
+        model,
+        momentum: sgd.state(),
+    };
+    ck.save(&dir.checkpoint(epoch))?;
+    // Keep epoch 0 and the last two epochs: the newest may be the one a crash interrupts.
+    for old in dir.checkpoint_epochs() {
+        if old != 0 && old + 2 <= epoch {
+            let _ = fs::remove_file(dir.checkpoint(old));
+        }
+    }
+    Ok(())
+}
+
+/// Finds the newest checkpoint that loads and verifies, naming the ones that do not.
+fn last_good_checkpoint(dir: &RunDir, device: &candle_core::Device) -> Result<Option<Checkpoint>> {
+    let mut last_err = None;
+    for epoch in dir.checkpoint_epochs().into_iter().rev() {
+        match Checkpoint::load(&dir.checkpoint(epoch), device) {
+            Ok(ck) => return Ok(Some(ck)),
+            Err(e) => {
+                eprintln!("warning: skipping {e}");
+                last_err = Some(e);
+            }
+        }
+    }
+    match last_err {
+        Some(e) => Err(e),
+        None => Ok(None),
+    }
+}
+
+fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(TrainError::io(path, e)),
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| TrainError::InvalidConfig {
+                what: "metrics line",
+                expected: format!(
+                    "an EpochMetrics object on line {} of {}",
+                    i + 1,
+                    path.display()
+                ),
+                found: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn write_metrics(path: &Path, metrics: &[EpochMetrics]) -> Result<()> {
+    let mut text = String::new();
+    for m in metrics {
+        text.push_str(&serde_json::to_string(m).unwrap_or_default());
+        text.push('\n');
+    }
+    write_atomic(path, text.as_bytes())
+}
+
+/// Trains `net` on `train_set`, evaluating on `test_set` after each epoch, with checkpoints in
+/// `run_dir`.
+pub fn train(
+    net: &dyn Network,
+    train_set: &CifarSet,
+    test_set: &CifarSet,
+    config: &TrainConfig,
+    run_dir: &Path,
+    opts: &RunOptions,
+) -> Result<TrainOutcome> {
+    train_observed(net, train_set, test_set, config, run_dir, opts, &Quiet)
+}
+
+/// [`train`], reporting progress to `observer`.
+pub fn train_observed(
+    net: &dyn Network,
+    train_set: &CifarSet,
+    test_set: &CifarSet,
+    config: &TrainConfig,
+    run_dir: &Path,
+    opts: &RunOptions,
+    observer: &dyn TrainObserver,
+) -> Result<TrainOutcome> {
+    config.validate()?;
+    let dir = RunDir::new(run_dir);
+    let device = net.params().device().clone();
+    fs::create_dir_all(dir.root()).map_err(|e| TrainError::io(dir.root(), e))?;
+    let config_json = serde_json::to_string_pretty(config).unwrap_or_default();
+    if !opts.resume && dir.config().exists() {
+        return Err(TrainError::InvalidConfig {
+            what: "run directory",
+            expected: "an empty directory, or --resume to continue the run in it".into(),
+            found: format!("{} already holds a run", dir.root().display()),
+        });
+    }
+
+    let train_set = match config.train_limit {
+        Some(n) => train_set.clone().truncate(n),
+        None => train_set.clone(),
+    };
+    let test_set = match config.test_limit {
+        Some(n) => test_set.clone().truncate(n),
+        None => test_set.clone(),
+    };
+
+    let mut sgd = Sgd::new(trainable_params(net), config.sgd.clone());
+    let metadata = opts
+        .metadata
+        .clone()
+        .unwrap_or_else(|| WeightsMetadata::for_network(net));
+    let (mut epoch, mut step, mut metrics) =
+        match (opts.resume, last_good_checkpoint(&dir, &device)?) {
+            (true, Some(ck)) => {
+                let saved: TrainConfig =
+                    serde_json::from_value(ck.meta.config.clone()).map_err(|e| {
+                        TrainError::StateMismatch(format!("checkpoint config unreadable: {e}"))
+                    })?;
+                if &saved != config {
+                    return Err(TrainError::StateMismatch(format!(
+                    "{} was written with another configuration; resume with the same options or \
+                     use a new run directory",
+                    dir.root().display()
+                )));
+                }
+                let tensors: Vec<(String, Tensor)> = ck.model.into_iter().collect();
+                load_state_dict(net, &tensors, &LoadOptions::default())?;
+                sgd.load_state(ck.momentum)?;
+                let mut metrics = read_metrics(&dir.metrics())?;
+                metrics.retain(|m| m.epoch <= ck.meta.epoch);
+                (ck.meta.epoch, ck.meta.step, metrics)
+            }
+            _ => {
+                write_atomic(&dir.config(), config_json.as_bytes())?;
+                save_checkpoint(net, &sgd, &dir, config, 0, 0)?;
+                save_safetensors(net, &dir.init_weights(), &metadata)?;
+                (0, 0, Vec::new())
+            }
+        };
+    write_metrics(&dir.metrics(), &metrics)?;
+
+    let batch_config = if config.augment {
+        BatchConfig::train(train_set.dataset(), config.batch_size, config.seed)
+    } else {
+        BatchConfig {
+            augmentation: None,
+            ..BatchConfig::train(train_set.dataset(), config.batch_size, config.seed)
+        }
+    };
+    let batcher = Batcher::new(&train_set, batch_config, device.clone())?;
+    let steps_per_epoch = batcher.batches_per_epoch();
+    observer.start(epoch, config.epochs, steps_per_epoch);
+    let mut ran = 0;
+    while epoch < config.epochs && opts.max_epochs.is_none_or(|m| ran < m) {
+        let started = Instant::now();
+        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+        let mut lr = 0.0;
+        for (i, batch) in batcher.epoch(epoch as u64).enumerate() {
+            let batch = batch?;
+            lr = config.schedule.lr_at(step);
+            let logits = net.forward(&batch.images, ForwardMode::Train, Interventions::none())?;
+            let loss = cross_entropy(&logits, &batch.labels, config.label_smoothing)?;
+            let loss_value = loss.to_scalar::<f32>()?;
+            if !loss_value.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    value: loss_value,
+                    epoch: epoch + 1,
+                    step,
+                });
+            }
+            let grads = loss.backward()?;
+            sgd.step(&grads, lr)?;
+            let n = batch.indices.len();
+            loss_sum += loss_value as f64 * n as f64;
+            let pred = logits.argmax(D::Minus1)?;
+            correct += pred
+                .eq(&batch.labels)?
+                .to_dtype(DType::F32)?
+                .sum_all()?
+                .to_scalar::<f32>()? as usize;
+            seen += n;
+            step += 1;
+            observer.step(epoch + 1, i + 1, loss_value);
+        }
+        let train_time = started.elapsed().as_secs_f64();
+        let eval = evaluate(net, &test_set, 500, Interventions::none())?.summary();
+        epoch += 1;
+        ran += 1;
+        let m = EpochMetrics {
+            epoch,
+            step,
+            lr,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_top1: correct as f64 / seen.max(1) as f64,
+            test_loss: eval.loss,
+            test_top1: eval.top1,
+            test_top5: eval.top5,
+            images_per_s: seen as f64 / train_time.max(1e-9),
+            wall_s: started.elapsed().as_secs_f64(),
+        };
+        // Checkpoint first, then the metrics line: a crash between the two re-runs nothing
+        // and the metrics are rewritten from the checkpoint's epoch on resume.
+        save_checkpoint(net, &sgd, &dir, config, epoch, step)?;
+        metrics.push(m.clone());
+        append_metrics(&dir.metrics(), &m)?;
+        observer.epoch(&m);
+    }
+    let finished = epoch >= config.epochs;
+    if finished {
+        save_safetensors(net, &dir.weights(), &metadata)?;
+    }
+    Ok(TrainOutcome {
+        epochs_done: epoch,
+        finished,
+        metrics,
+        weights: dir.weights(),
+        init_weights: dir.init_weights(),
+    })
+}
+
+fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| TrainError::io(path, e))?;
+    let line = serde_json::to_string(m).unwrap_or_default();
+    writeln!(f, "{line}").map_err(|e| TrainError::io(path, e))?;
+    f.sync_all().map_err(|e| TrainError::io(path, e))
+}

@@ -1,0 +1,294 @@
+//! The training loop end to end: overfitting real images, resume equivalence, corrupt
+//! checkpoints, run-directory rules.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use layerzero_data::{fetch, CifarSet, Dataset, Location, Source, Split};
+use layerzero_models::{create_model, ModelConfig, Network};
+use layerzero_train::{train, LrSchedule, Profile, RunDir, RunOptions, TrainConfig, TrainError};
+
+/// The real CIFAR-10 (extracted once into the target folder), or `None` with the reason printed.
+fn real_cifar() -> Option<PathBuf> {
+    let archive = match std::env::var_os("LAYERZERO_CIFAR10_ARCHIVE") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => {
+            eprintln!("skipped: set LAYERZERO_CIFAR10_ARCHIVE to a CIFAR-10 binary .tar.gz");
+            return None;
+        }
+    };
+    let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cifar10");
+    let src = Source::new(Dataset::Cifar10).with_location(Location::Archive(archive));
+    Some(
+        fetch(&dest, &src)
+            .expect("extracting the archive")
+            .dir()
+            .to_path_buf(),
+    )
+}
+
+/// Synthetic images whose class is visible (a per-class colour), for tests that only need the
+/// loop to run.
+fn synthetic(n: usize, split: Split) -> CifarSet {
+    let mut pixels = Vec::with_capacity(n * 3072);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let label = (i * 7 % 10) as u8;
+        for c in 0..3 {
+            for p in 0..1024 {
+                let base = (label as usize * 25 + c * 60) % 256;
+                pixels.push(((base + (p * (i + 1)) % 17) % 256) as u8);
+            }
+        }
+        labels.push(label);
+    }
+    let names = (0..10).map(|i| format!("class{i}")).collect();
+    CifarSet::from_parts(Dataset::Cifar10, split, pixels, labels, names).unwrap()
+}
+
+fn small_config(epochs: usize, images: usize, batch: usize) -> TrainConfig {
+    let mut c = TrainConfig::from_profile(Profile::Smoke, "resnet8", 3);
+    c.epochs = epochs;
+    c.batch_size = batch;
+    c.train_limit = Some(images);
+    c.test_limit = None;
+    c.schedule = LrSchedule::one_cycle(0.1, epochs * (images / batch), 0.3);
+    c
+}
+
+fn net(seed: u64) -> Box<dyn Network> {
+    create_model("resnet8", &ModelConfig::new(10).with_seed(seed)).unwrap()
+}
+
+fn state_bytes(net: &dyn Network) -> Vec<(String, Vec<u8>)> {
+    net.params()
+        .state_dict()
+        .unwrap()
+        .into_iter()
+        .map(|(name, t)| {
+            let t = t.flatten_all().unwrap();
+            let bytes = match t.dtype() {
+                candle_core::DType::I64 => t
+                    .to_vec1::<i64>()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+                _ => t
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+            };
+            (name, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn overfits_256_real_images() {
+    let Some(dir) = real_cifar() else {
+        return;
+    };
+    let train_set = CifarSet::load(&dir, Dataset::Cifar10, Split::Train)
+        .unwrap()
+        .truncate(256);
+    let mut config = small_config(40, 256, 32);
+    config.augment = false;
+    config.sgd.weight_decay = 0.0;
+    config.schedule = LrSchedule::one_cycle(0.05, 40 * 8, 0.2);
+    let net = net(1);
+    let run = tempfile::tempdir().unwrap();
+    // Evaluate on the same 256 images: the point is memorisation, in eval mode too.
+    let outcome = train(
+        net.as_ref(),
+        &train_set,
+        &train_set,
+        &config,
+        run.path(),
+        &RunOptions::default(),
+    )
+    .unwrap();
+    let last = outcome.metrics.last().unwrap();
+    assert!(outcome.finished);
+    assert_eq!(
+        last.train_top1, 1.0,
+        "train accuracy {} after 40 epochs ({:?})",
+        last.train_top1, outcome.metrics
+    );
+    assert!(
+        last.test_top1 >= 0.99,
+        "eval-mode accuracy {}",
+        last.test_top1
+    );
+}
+
+#[test]
+fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
+    let train_set = synthetic(192, Split::Train);
+    let test_set = synthetic(64, Split::Test);
+    let config = small_config(2, 192, 32);
+
+    let straight = net(5);
+    let dir_a = tempfile::tempdir().unwrap();
+    let a = train(
+        straight.as_ref(),
+        &train_set,
+        &test_set,
+        &config,
+        dir_a.path(),
+        &RunOptions::default(),
+    )
+    .unwrap();
+    assert!(a.finished);
+
+    let dir_b = tempfile::tempdir().unwrap();
+    let first = net(5);
+    let stop = RunOptions {
+        max_epochs: Some(1),
+        ..RunOptions::default()
+    };
+    let b1 = train(
+        first.as_ref(),
+        &train_set,
+        &test_set,
+        &config,
+        dir_b.path(),
+        &stop,
+    )
+    .unwrap();
+    assert!(!b1.finished);
+    assert!(!RunDir::new(dir_b.path()).weights().exists());
+    // A new process: a fresh network with another initialisation, restored from the checkpoint.
+    let resumed = net(99);
+    let resume = RunOptions {
+        resume: true,
+        ..RunOptions::default()
+    };
+    let b2 = train(
+        resumed.as_ref(),
+        &train_set,
+        &test_set,
+        &config,
+        dir_b.path(),
+        &resume,
+    )
+    .unwrap();
+    assert!(b2.finished);
+    assert_eq!(
+        state_bytes(straight.as_ref()),
+        state_bytes(resumed.as_ref())
+    );
+    assert_eq!(a.metrics.len(), 2);
+    assert_eq!(b2.metrics.len(), 2);
+    assert_eq!(a.metrics[1].test_top1, b2.metrics[1].test_top1);
+    assert_eq!(a.metrics[1].train_loss, b2.metrics[1].train_loss);
+    // The saved files agree byte for byte too.
+    assert_eq!(
+        std::fs::read(RunDir::new(dir_a.path()).weights()).unwrap(),
+        std::fs::read(RunDir::new(dir_b.path()).weights()).unwrap()
+    );
+}
+
+#[test]
+fn corrupt_checkpoint_is_named_and_not_loaded() {
+    let train_set = synthetic(64, Split::Train);
+    let test_set = synthetic(32, Split::Test);
+    let config = small_config(2, 64, 32);
+    let dir = tempfile::tempdir().unwrap();
+    let stop = RunOptions {
+        max_epochs: Some(1),
+        ..RunOptions::default()
+    };
+    train(
+        net(1).as_ref(),
+        &train_set,
+        &test_set,
+        &config,
+        dir.path(),
+        &stop,
+    )
+    .unwrap();
+    let run = RunDir::new(dir.path());
+    let ck1 = run.checkpoint(1);
+    let mut bytes = std::fs::read(&ck1).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x01;
+    std::fs::write(&ck1, &bytes).unwrap();
+    // Epoch 0 is still good, so a resume falls back to it; epoch 1's file is never loaded.
+    let err = layerzero_train::Checkpoint::load(&ck1, &Device::Cpu).unwrap_err();
+    assert!(matches!(err, TrainError::CorruptCheckpoint { .. }));
+    assert!(err.to_string().contains("epoch-001.safetensors"), "{err}");
+
+    // With every checkpoint corrupt, resuming is refused naming the file.
+    let ck0 = run.checkpoint(0);
+    std::fs::write(&ck0, &std::fs::read(&ck0).unwrap()[..100]).unwrap();
+    let resume = RunOptions {
+        resume: true,
+        ..RunOptions::default()
+    };
+    let err = train(
+        net(1).as_ref(),
+        &train_set,
+        &test_set,
+        &config,
+        dir.path(),
+        &resume,
+    )
+    .unwrap_err();
+    assert!(matches!(err, TrainError::CorruptCheckpoint { .. }), "{err}");
+    assert!(err.to_string().contains("epoch-000.safetensors"), "{err}");
+}
+
+#[test]
+fn an_existing_run_is_not_overwritten_without_resume() {
+    let train_set = synthetic(32, Split::Train);
+    let config = small_config(1, 32, 32);
+    let dir = tempfile::tempdir().unwrap();
+    train(
+        net(1).as_ref(),
+        &train_set,
+        &train_set,
+        &config,
+        dir.path(),
+        &RunOptions::default(),
+    )
+    .unwrap();
+    let err = train(
+        net(1).as_ref(),
+        &train_set,
+        &train_set,
+        &config,
+        dir.path(),
+        &RunOptions::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("--resume"), "{err}");
+}
+
+#[test]
+fn nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint() {
+    let train_set = synthetic(64, Split::Train);
+    let mut config = small_config(1, 64, 32);
+    config.schedule = LrSchedule::MultiStep {
+        base: 1e30,
+        milestones: vec![],
+        gamma: 1.0,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let err = train(
+        net(1).as_ref(),
+        &train_set,
+        &train_set,
+        &config,
+        dir.path(),
+        &RunOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, TrainError::NonFiniteLoss { .. }), "{err}");
+    let ck =
+        layerzero_train::Checkpoint::load(&RunDir::new(dir.path()).checkpoint(0), &Device::Cpu)
+            .unwrap();
+    assert_eq!(ck.meta.epoch, 0);
+}
