@@ -2,15 +2,13 @@
 //!
 //! It stays thin: each task parses its options and calls the library crates.
 //! - `cargo xtask fetch`: get CIFAR-10 into `data/` (official archive, a mirror or a local copy).
-//! - `cargo xtask reproduce`: the whole study. Today it runs the stages that exist (fetch and
-//!   verify the data); training, ablation and the report are added as their crates land.
+//! - `cargo xtask reproduce`: the whole study: fetch → train ResNet → train its plain twin →
+//!   ablate (zero-kernel, skip-branch, cumulative) → report. See `reproduce.rs`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use layerzero_data::{Dataset, FetchOutcome, Location, Source, Split};
+use xtask::{fetch, reproduce, FetchArgs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -26,31 +24,20 @@ struct Xtask {
 enum Task {
     /// Fetch CIFAR-10 into the data directory (uses LAYERZERO_CIFAR10_ARCHIVE when set).
     Fetch(FetchArgs),
-    /// Run the study end to end: fetch → train → ablate → report (stages land one by one).
-    Reproduce(ReproduceArgs),
-}
-
-#[derive(clap::Args, Debug)]
-struct FetchArgs {
-    /// Data root (holds `cifar-10-batches-bin/`).
-    #[arg(long, visible_alias = "dir", default_value = "data")]
-    data_dir: PathBuf,
-    /// A local CIFAR-10 .tar.gz to use instead of downloading.
-    #[arg(long)]
-    archive: Option<PathBuf>,
-}
-
-#[derive(clap::Args, Debug)]
-struct ReproduceArgs {
-    #[command(flatten)]
-    fetch: FetchArgs,
+    /// Run the study end to end: fetch → train ResNet and plain twin → ablate → report.
+    #[command(after_help = "Examples:\n  \
+        cargo xtask reproduce                      # quick profile on the CPU\n  \
+        cargo xtask reproduce --profile smoke      # minutes: checks the pipeline\n  \
+        cargo xtask reproduce --profile paper --device cuda --seeds 3\n\n\
+        Re-running skips finished stages and resumes an interrupted training.")]
+    Reproduce(reproduce::ReproduceArgs),
 }
 
 fn main() -> ExitCode {
     let args = Xtask::parse();
     let result = match args.task {
         Task::Fetch(a) => fetch(&a).map(|_| ()),
-        Task::Reproduce(a) => reproduce(&a),
+        Task::Reproduce(a) => reproduce::reproduce(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,36 +46,4 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn fetch(args: &FetchArgs) -> Result<PathBuf> {
-    let mut source = Source::new(Dataset::Cifar10);
-    if let Some(p) = &args.archive {
-        source = source.with_location(Location::Archive(p.clone()));
-    }
-    let outcome = layerzero_data::fetch(&args.data_dir, &source).context("fetching CIFAR-10")?;
-    let dir = outcome.dir().to_path_buf();
-    match outcome {
-        FetchOutcome::AlreadyPresent(_) => {
-            println!("[fetch] CIFAR-10 present in {}", dir.display())
-        }
-        FetchOutcome::Fetched(_) => println!("[fetch] CIFAR-10 extracted into {}", dir.display()),
-    }
-    Ok(dir)
-}
-
-fn reproduce(args: &ReproduceArgs) -> Result<()> {
-    let dir = fetch(&args.fetch)?;
-    for split in [Split::Train, Split::Test] {
-        let set = layerzero_data::CifarSet::load(&dir, Dataset::Cifar10, split)?;
-        println!(
-            "[verify] {split}: {} images, {:?} per class",
-            set.len(),
-            set.class_counts()
-        );
-    }
-    println!(
-        "[reproduce] data stage done; the training, ablation and report stages are not built yet"
-    );
-    Ok(())
 }

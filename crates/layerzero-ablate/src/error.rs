@@ -78,6 +78,64 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Building, loading or running the network failed (a tensor operation, a weights file
+    /// that cannot be read, an intervention the network rejects).
+    #[error("{context}: {source}")]
+    Model {
+        /// What the engine was doing, e.g. `evaluating layer2.0.conv1 on images 0..1000`.
+        context: String,
+        /// The model crate's error.
+        #[source]
+        source: Box<layerzero_models::ModelError>,
+    },
+
+    /// Reading or batching the test images failed.
+    #[error("{context}: {source}")]
+    Data {
+        /// What the engine was doing.
+        context: String,
+        /// The data crate's error.
+        #[source]
+        source: Box<layerzero_data::DataError>,
+    },
+
+    /// Scoring logits (top-1, top-5, cross-entropy) failed.
+    #[error("{context}: {source}")]
+    Train {
+        /// What the engine was doing.
+        context: String,
+        /// The training crate's error.
+        #[source]
+        source: Box<layerzero_train::TrainError>,
+    },
+
+    /// A tensor needed from a weights file (e.g. `--init-weights` for `reinit`) is missing or
+    /// does not fit the layer.
+    #[error("{}: tensor `{tensor}`: expected {expected}, found {found}", path.display())]
+    WeightsFile {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor's PyTorch name, e.g. `layer2.0.conv1.weight`.
+        tensor: String,
+        /// What the layer needs, e.g. `an F32 tensor of shape [32, 16, 3, 3]`.
+        expected: String,
+        /// What the file holds.
+        found: String,
+    },
+
+    /// The network has nothing the mode can ablate (e.g. `skip-branch` on a plain net).
+    #[error("mode {mode} on `{arch}`: expected {expected}, found {found}")]
+    NoCandidates {
+        /// The ablation mode.
+        mode: crate::mode::AblationMode,
+        /// The network's architecture name.
+        arch: String,
+        /// What the mode needs, e.g. `at least one residual block`.
+        expected: String,
+        /// What the network has instead.
+        found: String,
+    },
+
     /// A file is not valid JSON, or does not have the results-file structure.
     #[error("{origin}: invalid results JSON: {source}")]
     Json {

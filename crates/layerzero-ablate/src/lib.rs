@@ -1,10 +1,15 @@
-//! Layer-ablation studies of trained CIFAR CNNs: the parts of `layerzero ablate` that do not
-//! depend on a model.
+//! Layer-ablation studies of trained CIFAR CNNs: the engine behind `layerzero ablate` and
+//! everything around it.
 //!
 //! The study ("Is Each Layer Non-trivial in CNN?") applies one intervention at a time to
 //! every selected layer of a trained network, evaluates the test set, and measures the
 //! effect against the unablated baseline. This crate provides:
 //!
+//! * [`engine`] — [`run`]: applies a mode's interventions to a [`layerzero_models::Network`]
+//!   (on the fly, never written into the weights), evaluates a [`layerzero_data::CifarSet`]
+//!   chunk by chunk through a prefix cache (each ablation re-runs only the segments after
+//!   the ablated layer's block; memory bounded by the chunk size), in parallel, and returns a
+//!   validated [`ResultsFile`]; [`evaluate_baseline`] for `layerzero eval`;
 //! * [`AblationMode`] — the interventions (`zero-kernel`, `skip-branch`, `reinit`,
 //!   `rerandomize`, `zero-filters`, `prune`, and the cumulative forms), with CLI names;
 //! * [`select`] — layer selection by comma-separated glob patterns (`--layers 'layer2.*'`);
@@ -17,10 +22,42 @@
 //!   atomically;
 //! * [`shard`] and [`mod@merge`] — `--shard K/N` and `layerzero ablate merge`.
 //!
-//! The model-dependent engine (applying interventions to real weights and evaluating) is
-//! built on top of these pieces.
+//! # Example: an ablation run
 //!
-//! # Example
+//! Zero each kernel of the first stage of a (here untrained) ResNet-8, one at a time, on four
+//! images:
+//!
+//! ```
+//! use layerzero_ablate::{run, AblationMode, EngineConfig, RunContext, WeightsRef};
+//! use layerzero_data::{CifarSet, Dataset, Split};
+//! use layerzero_models::{create_model, ModelConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let net = create_model("resnet8", &ModelConfig::new(10).with_seed(1))?;
+//! let pixels: Vec<u8> = (0..4 * 3072).map(|i| (i * 7 % 251) as u8).collect();
+//! let names = (0..10).map(|c| format!("class{c}")).collect();
+//! let test = CifarSet::from_parts(Dataset::Cifar10, Split::Test, pixels, vec![3, 1, 4, 1], names)?;
+//!
+//! let mut cfg = EngineConfig::new(AblationMode::ZeroKernel);
+//! cfg.layers = Some("layer1.*".into());
+//! let ctx = RunContext {
+//!     net: net.as_ref(),
+//!     test: &test,
+//!     weights: WeightsRef { path: "resnet8.safetensors".into(), sha256: "0".repeat(64) },
+//!     dataset: "cifar10".into(),
+//!     split: "test".into(),
+//!     threads: 1,
+//! };
+//! let results = run(&ctx, &cfg, None)?;
+//! let layers: Vec<&str> = results.layers.iter().map(|r| r.layer.as_str()).collect();
+//! assert_eq!(layers, ["layer1.0.conv1", "layer1.0.conv2"]);
+//! assert_eq!(results.layers[0].role, "residual-branch");
+//! assert_eq!(results.n_images, 4);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Example: statistics, records and shards
 //!
 //! Measure one ablation from paired per-image results, record it, and split a study into
 //! shards:
@@ -53,7 +90,7 @@
 //!     index: 4,
 //!     name: "layer1.1.conv2".into(),
 //!     kind: "conv".into(),
-//!     role: "residual".into(),
+//!     role: "residual-branch".into(),
 //!     changes_channels: false,
 //!     params: 2304,
 //! };
@@ -74,6 +111,7 @@
 pub mod atomic;
 pub mod csv;
 pub mod cumulative;
+pub mod engine;
 pub mod error;
 pub mod merge;
 pub mod mode;
@@ -85,6 +123,9 @@ pub mod stats;
 
 pub use atomic::write_atomic;
 pub use cumulative::{greedy_cumulative, GreedyOptions, GreedyStep};
+pub use engine::{
+    evaluate_baseline, role_name, run, EngineConfig, Evaluator, Job, Plan, PrefixCache, RunContext,
+};
 pub use error::{Error, Result};
 pub use merge::{merge, merge_files};
 pub use mode::AblationMode;

@@ -10,6 +10,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use layerzero_data::{Checksum, Dataset, FetchOutcome, Location, Source};
 
+mod ablate_cmd;
+mod train_cmd;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "layerzero",
@@ -30,6 +33,39 @@ enum Command {
     /// Fetch and inspect the CIFAR data sets.
     #[command(subcommand)]
     Data(DataCommand),
+    /// List the built-in architectures with parameter counts and MACs per image.
+    #[command(after_help = "Example:\n  layerzero models --num-classes 100")]
+    Models(train_cmd::ModelsArgs),
+    /// Train a model on CIFAR, with checkpoints every epoch (resumable).
+    #[command(after_help = "Examples:\n  \
+        layerzero train --arch resnet20 --out runs/resnet20 --data-dir data\n  \
+        layerzero train --arch plain20 --profile smoke --out runs/smoke\n  \
+        layerzero train --arch resnet20 --out runs/resnet20 --resume\n\n\
+        Profiles: smoke (2,048 images, 1 epoch), quick (one-cycle, 15 epochs: the CPU default),\n\
+        paper (He et al.: 0.1, /10 at 32k and 48k steps, 64k steps; for a GPU).")]
+    Train(train_cmd::TrainArgs),
+    /// Evaluate weights on the test set (the ablation baseline).
+    #[command(
+        after_help = "Example:\n  layerzero eval --weights runs/resnet20/weights.safetensors --json"
+    )]
+    Eval(train_cmd::EvalArgs),
+    /// Ablate every selected layer, one at a time, and measure the effect on the test set.
+    #[command(after_help = "Examples:\n  \
+        layerzero ablate --weights runs/resnet20/weights.safetensors --mode zero-kernel --out results.json\n  \
+        layerzero ablate --weights w.safetensors --mode skip-branch --layers 'layer2.*' --out skip.json\n  \
+        layerzero ablate --weights w.safetensors --shard 0/4 --out shard-0.json   # then: ablate merge\n  \
+        layerzero ablate merge shard-*.json --out results.json\n\n\
+        Each layer gets top-1/top-5/loss, delta top-1 with a 95% interval, McNemar's exact p and a\n\
+        trivial/non-trivial verdict (default: |delta| <= 1 point and p >= 0.01 -> trivial).")]
+    Ablate(ablate_cmd::AblateArgs),
+    /// Write report.md, summary.json, layers.csv and SVG figures from results and metrics.
+    #[command(
+        after_help = "Example:\n  layerzero report --results runs/*/zero-kernel.json \\\n    --metrics resnet20:0:runs/resnet20/metrics.jsonl --out runs/report"
+    )]
+    Report(ablate_cmd::ReportArgs),
+    /// Show the metadata, tensors and layer inventory of a weights file.
+    #[command(after_help = "Example:\n  layerzero inspect runs/resnet20/weights.safetensors")]
+    Inspect(train_cmd::InspectArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -119,6 +155,12 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Data(DataCommand::Fetch(args)) => data_fetch(args),
         Command::Data(DataCommand::Info(args)) => data_info(args),
+        Command::Models(args) => train_cmd::models(args),
+        Command::Train(args) => train_cmd::train(args),
+        Command::Eval(args) => train_cmd::eval(args),
+        Command::Inspect(args) => train_cmd::inspect(args),
+        Command::Ablate(args) => ablate_cmd::ablate(args),
+        Command::Report(args) => ablate_cmd::report(args),
     }
 }
 

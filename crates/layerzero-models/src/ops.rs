@@ -10,7 +10,9 @@ use crate::error::{ModelError, Result};
 
 /// 2-D convolution without bias, square kernel, same stride and padding in both directions.
 pub(crate) fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    Ok(x.conv2d(w, padding, stride, 1, 1)?)
+    // Fast CPU custom ops (with gradients) by default; candle's own ops on other devices or
+    // with LAYERZERO_KERNELS=reference.
+    Ok(layerzero_kernels::conv2d(x, w, stride, padding)?)
 }
 
 /// Spatial output size of a convolution or pooling window; `None` when the window does not fit.
@@ -71,7 +73,7 @@ pub(crate) fn batch_norm_train(
     eps: f64,
     relu: bool,
 ) -> Result<(Tensor, BatchStats)> {
-    let (n, c, h, w) = x.dims4()?;
+    let (n, _c, h, w) = x.dims4()?;
     let count = n * h * w;
     if count < 2 {
         // PyTorch refuses too: the unbiased variance of one value is undefined.
@@ -80,20 +82,15 @@ pub(crate) fn batch_norm_train(
             x.dims()
         )));
     }
-    let mean = x.mean_keepdim((0, 2, 3))?;
-    let centred = x.broadcast_sub(&mean)?;
-    let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
-    let inv_std = (var.clone() + eps)?.sqrt()?.recip()?;
-    let y = centred
-        .broadcast_mul(&inv_std)?
-        .broadcast_mul(&gamma.reshape((1, c, 1, 1))?)?
-        .broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
-    let y = if relu { y.relu()? } else { y };
+    let out = layerzero_kernels::batch_norm_train(x, gamma, beta, eps, relu)?;
+    // The kernels report the biased variance used for normalising; running statistics take the
+    // unbiased one, as PyTorch does.
     let correction = count as f64 / (count - 1) as f64;
     let stats = BatchStats {
-        mean: mean.detach().flatten_all()?,
-        var_unbiased: (var.detach().flatten_all()? * correction)?,
+        mean: out.mean.detach().flatten_all()?,
+        var_unbiased: (out.var.detach().flatten_all()? * correction)?,
     };
+    let y = out.y;
     Ok((y, stats))
 }
 

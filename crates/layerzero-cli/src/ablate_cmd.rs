@@ -1,0 +1,257 @@
+//! `layerzero ablate` (+ `merge`) and `layerzero report`: thin wrappers over the ablation and
+//! report crates.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use layerzero_ablate::engine::{run, EngineConfig, RunContext};
+use layerzero_ablate::{AblationMode, Shard, VerdictRule, WeightsRef};
+use layerzero_data::{CifarSet, Split};
+use layerzero_report::{MetricsSeries, Provenance, ReportInput, ResultsSource};
+
+use crate::train_cmd::{device, load_network, set_threads, CommonArgs};
+
+fn parse_mode(s: &str) -> Result<AblationMode, String> {
+    s.parse::<AblationMode>().map_err(|e| e.to_string())
+}
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    s.parse::<Shard>().map_err(|e| e.to_string())
+}
+
+/// `layerzero ablate`.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AblateArgs {
+    #[command(subcommand)]
+    pub merge: Option<AblateSub>,
+    #[command(flatten)]
+    pub run: AblateRunArgs,
+}
+
+/// `layerzero ablate merge`.
+#[derive(Subcommand, Debug)]
+pub enum AblateSub {
+    /// Combine the partial results of `--shard K/N` runs into one results.json.
+    #[command(after_help = "Example:\n  layerzero ablate merge shard-*.json --out results.json")]
+    Merge {
+        /// The shard files (all N of them).
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
+        /// The merged results.json (a .csv is written beside it).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// The options of an ablation run.
+#[derive(Args, Debug)]
+pub struct AblateRunArgs {
+    /// Model name; default: the `layerzero.arch` recorded in the weights file.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Trained weights (safetensors, PyTorch state_dict names).
+    #[arg(long)]
+    pub weights: Option<String>,
+    /// zero-kernel, skip-branch, reinit, rerandomize, zero-filters, prune,
+    /// cumulative-zero-kernel or cumulative-skip-branch.
+    #[arg(long, default_value = "zero-kernel", value_parser = parse_mode)]
+    pub mode: AblationMode,
+    /// Where to write results.json (a .csv is written beside it).
+    #[arg(long, default_value = "results.json")]
+    pub out: PathBuf,
+    /// Comma-separated name patterns with * and ?, e.g. 'layer2.*,fc'. Default: every layer.
+    #[arg(long)]
+    pub layers: Option<String>,
+    /// Evaluate every N-th ablation starting at K, writing a partial file for `ablate merge`.
+    #[arg(long, value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+    /// Epoch-0 weights for --mode reinit (the run's init.safetensors).
+    #[arg(long)]
+    pub init_weights: Option<PathBuf>,
+    /// Seed of --mode rerandomize.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Sparsity levels of zero-filters / prune, comma-separated fractions.
+    #[arg(long, default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")]
+    pub levels: String,
+    /// Most greedy steps of the cumulative modes.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// A layer is trivial when |Δtop-1| ≤ this (a fraction) …
+    #[arg(long, default_value_t = 0.01)]
+    pub max_abs_delta: f64,
+    /// … and McNemar's p ≥ this.
+    #[arg(long, default_value_t = 0.01)]
+    pub min_p: f64,
+    /// Test images held per chunk of the activation cache (memory ∝ this).
+    #[arg(long, default_value_t = 1000)]
+    pub chunk_images: usize,
+    /// Evaluate only the first N test images.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+pub fn ablate(args: AblateArgs) -> Result<()> {
+    match args.merge {
+        Some(AblateSub::Merge { shards, out }) => {
+            let merged = layerzero_ablate::merge_files(&shards)?;
+            let csv = merged.write(&out)?;
+            println!(
+                "merged {} shards: {} and {}",
+                shards.len(),
+                out.display(),
+                csv.display()
+            );
+            Ok(())
+        }
+        None => ablate_run(args.run),
+    }
+}
+
+fn ablate_run(args: AblateRunArgs) -> Result<()> {
+    set_threads(args.common.threads)?;
+    let weights = args
+        .weights
+        .clone()
+        .context("--weights is required (the trained safetensors file)")?;
+    let device = device(&args.common.device)?;
+    let net = load_network(args.arch.as_deref(), &weights, args.common.dataset, &device)?;
+    let mut test = CifarSet::load(&args.common.data_dir, args.common.dataset, Split::Test)?;
+    if let Some(n) = args.limit {
+        test = test.truncate(n);
+    }
+    let path = layerzero_models::hub::resolve_weights(&weights)?;
+    let mut cfg = EngineConfig::new(args.mode);
+    cfg.layers = args.layers;
+    cfg.shard = args.shard;
+    cfg.rule = VerdictRule::new(args.max_abs_delta, args.min_p)?;
+    cfg.chunk_images = args.chunk_images;
+    cfg.levels = layerzero_ablate::sparsity::parse_levels(&args.levels)?;
+    cfg.seed = args.seed;
+    cfg.init_weights = args.init_weights;
+    cfg.max_cumulative_steps = args.max_steps;
+    let ctx = RunContext {
+        net: net.as_ref(),
+        test: &test,
+        weights: WeightsRef {
+            path: weights.clone(),
+            sha256: layerzero_ablate::sha256_file(&path)?,
+        },
+        dataset: args.common.dataset.cli_name().to_string(),
+        split: "test".to_string(),
+        threads: args
+            .common
+            .threads
+            .unwrap_or_else(rayon::current_num_threads),
+    };
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b.set_message(format!("{}", args.mode));
+        Some(b)
+    } else {
+        None
+    };
+    let report = |done: usize, total: usize| {
+        if let Some(b) = &bar {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+        }
+    };
+    let results = run(&ctx, &cfg, Some(&report))?;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let csv = results.write(&args.out)?;
+    let trivial = results
+        .layers
+        .iter()
+        .filter(|l| l.verdict == layerzero_ablate::Verdict::Trivial)
+        .count();
+    println!(
+        "{} {} on {} images: baseline top-1 {:.2}%, {} of {} ablations trivial ({}); {} and {}",
+        results.arch,
+        results.mode,
+        results.n_images,
+        100.0 * results.baseline.top1,
+        trivial,
+        results.layers.len(),
+        cfg.rule.describe(),
+        args.out.display(),
+        csv.display()
+    );
+    Ok(())
+}
+
+/// `layerzero report`.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// results.json files (any modes, architectures and seeds).
+    #[arg(long, num_args = 1.., required = true)]
+    pub results: Vec<PathBuf>,
+    /// Training metrics as ARCH:SEED:PATH (e.g. resnet20:0:runs/resnet20/metrics.jsonl).
+    #[arg(long, num_args = 0..)]
+    pub metrics: Vec<String>,
+    /// Output directory (report.md, summary.json, layers.csv, figures/).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn report(args: ReportArgs) -> Result<()> {
+    let input = ReportInput {
+        results: args
+            .results
+            .iter()
+            .map(ResultsSource::read)
+            .collect::<Result<_, _>>()?,
+        metrics: args
+            .metrics
+            .iter()
+            .map(|spec| parse_metrics_spec(spec))
+            .collect::<Result<_>>()?,
+        provenance: provenance(std::env::args().collect::<Vec<_>>().join(" ")),
+    };
+    let files = layerzero_report::write_report(&args.out, &input)?;
+    println!("report written to {}", files.report_md.display());
+    Ok(())
+}
+
+fn parse_metrics_spec(spec: &str) -> Result<MetricsSeries> {
+    let mut parts = spec.splitn(3, ':');
+    let (Some(arch), Some(seed), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+        anyhow::bail!("--metrics: expected ARCH:SEED:PATH, found {spec:?}");
+    };
+    let seed = if seed.is_empty() {
+        None
+    } else {
+        Some(
+            seed.parse()
+                .with_context(|| format!("--metrics {spec:?}: seed {seed:?} is not a number"))?,
+        )
+    };
+    Ok(MetricsSeries::read(arch, seed, path)?)
+}
+
+/// Version, commit (when run inside a git checkout) and the command, for the report.
+pub fn provenance(command: String) -> Provenance {
+    let git_commit = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    Provenance {
+        layerzero_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_commit,
+        commands: vec![command],
+        ..Provenance::default()
+    }
+}

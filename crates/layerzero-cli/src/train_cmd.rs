@@ -1,0 +1,446 @@
+//! `layerzero models`, `train`, `eval` and `inspect`: thin wrappers over the model and training
+//! crates.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use layerzero_data::{CifarSet, Dataset, Split};
+use layerzero_models::{
+    create_model, list_models, load_safetensors, read_safetensors, LoadOptions, ModelConfig,
+    Network, WeightsMetadata,
+};
+use layerzero_train::{
+    evaluate, train_observed, EpochMetrics, Profile, RunOptions, TrainConfig, TrainObserver,
+};
+
+/// Picks the compute device: `cpu`, `cuda` (built with the `cuda` feature), or `auto`.
+pub fn device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => {
+            if !candle_core::utils::cuda_is_available() {
+                bail!("--device cuda: this binary was built without CUDA; rebuild with `--features cuda`");
+            }
+            Device::new_cuda(0).context("opening CUDA device 0")
+        }
+        "auto" => {
+            if candle_core::utils::cuda_is_available() {
+                if let Ok(d) = Device::new_cuda(0) {
+                    return Ok(d);
+                }
+            }
+            Ok(Device::Cpu)
+        }
+        other => bail!("--device: expected cpu, cuda or auto, found {other:?}"),
+    }
+}
+
+/// Sets the size of the thread pool the kernels and data decoding use.
+pub fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(n) = threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("setting the thread count")?;
+    }
+    Ok(())
+}
+
+fn parse_dataset(s: &str) -> Result<Dataset, String> {
+    s.parse::<Dataset>().map_err(|e| e.to_string())
+}
+
+fn parse_profile(s: &str) -> Result<Profile, String> {
+    s.parse::<Profile>().map_err(|e| e.to_string())
+}
+
+/// Options shared by the commands that read CIFAR and run a network.
+#[derive(Args, Debug)]
+pub struct CommonArgs {
+    /// Data root holding `cifar-10-batches-bin/` (or that folder itself).
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Data set: cifar10 or cifar100.
+    #[arg(long, default_value = "cifar10", value_parser = parse_dataset)]
+    pub dataset: Dataset,
+    /// cpu, cuda, or auto (CUDA when built with it and a GPU exists).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Threads for the CPU kernels (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// `layerzero models`.
+#[derive(Args, Debug)]
+pub struct ModelsArgs {
+    /// Classes of the classifier (10 for CIFAR-10, 100 for CIFAR-100).
+    #[arg(long, default_value_t = 10)]
+    pub num_classes: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn models(args: ModelsArgs) -> Result<()> {
+    let list = list_models(args.num_classes)?;
+    if args.json {
+        let rows: Vec<_> = list
+            .iter()
+            .map(|m| {
+                serde_json::json!({"name": m.name, "description": m.description,
+                    "params": m.params, "macs": m.macs, "weight_layers": m.weight_layers})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<12} {:>12} {:>14} {:>7}  description",
+        "name", "params", "MACs/image", "layers"
+    );
+    for m in list {
+        println!(
+            "{:<12} {:>12} {:>14} {:>7}  {}",
+            m.name, m.params, m.macs, m.weight_layers, m.description
+        );
+    }
+    Ok(())
+}
+
+/// `layerzero train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Model name (see `layerzero models`), e.g. resnet20, plain20, resnet56-b.
+    #[arg(long, default_value = "resnet20")]
+    pub arch: String,
+    /// smoke (seconds, for tests), quick (the CPU default), paper (He et al., for a GPU).
+    #[arg(long, default_value = "quick", value_parser = parse_profile)]
+    pub profile: Profile,
+    /// Seed of initialisation, data order and augmentation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Override the profile's number of epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Run directory (checkpoints, metrics.jsonl, weights.safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in --out from its last good checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this many epochs in this invocation (resume later with --resume).
+    #[arg(long)]
+    pub max_epochs: Option<usize>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Progress bar on a terminal, one log line per epoch otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl TrainObserver for Progress {
+    fn start(&self, epoch: usize, epochs: usize, steps_per_epoch: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_length((epochs * steps_per_epoch) as u64);
+            bar.set_position((epoch * steps_per_epoch) as u64);
+            bar.reset_eta();
+        } else {
+            eprintln!(
+                "training from epoch {epoch} of {epochs} ({steps_per_epoch} steps per epoch)"
+            );
+        }
+    }
+    fn step(&self, epoch: usize, _step: usize, loss: f32) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            bar.set_message(format!("epoch {epoch} loss {loss:.3}"));
+        }
+    }
+    fn epoch(&self, m: &EpochMetrics) {
+        let line = format!(
+            "epoch {:>3}: train loss {:.4} acc {:.2}% | test loss {:.4} top-1 {:.2}% top-5 {:.2}% | {:.0} img/s, {:.0} s",
+            m.epoch,
+            m.train_loss,
+            100.0 * m.train_top1,
+            m.test_loss,
+            100.0 * m.test_top1,
+            100.0 * m.test_top5,
+            m.images_per_s,
+            m.wall_s
+        );
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+fn progress_bar() -> Option<ProgressBar> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return None;
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    Some(bar)
+}
+
+fn load_split(common: &CommonArgs, split: Split) -> Result<CifarSet> {
+    CifarSet::load(&common.data_dir, common.dataset, split)
+        .with_context(|| format!("loading the {split} split"))
+}
+
+pub fn train(args: TrainArgs) -> Result<()> {
+    set_threads(args.common.threads)?;
+    let device = device(&args.common.device)?;
+    let mut config = TrainConfig::from_profile(args.profile, &args.arch, args.seed);
+    if let Some(e) = args.epochs {
+        config.epochs = e;
+        rescale_schedule(&mut config);
+    }
+    let net = create_model(
+        &args.arch,
+        &ModelConfig::new(args.common.dataset.num_classes())
+            .with_seed(args.seed)
+            .with_device(device),
+    )?;
+    let train_set = load_split(&args.common, Split::Train)?;
+    let test_set = load_split(&args.common, Split::Test)?;
+    let opts = RunOptions {
+        resume: args.resume,
+        max_epochs: args.max_epochs,
+        metadata: Some(weights_metadata(net.as_ref(), args.common.dataset)),
+    };
+    let progress = Progress {
+        bar: progress_bar(),
+    };
+    let outcome = train_observed(
+        net.as_ref(),
+        &train_set,
+        &test_set,
+        &config,
+        &args.out,
+        &opts,
+        &progress,
+    )?;
+    if let Some(bar) = &progress.bar {
+        bar.finish_and_clear();
+    }
+    if outcome.finished {
+        let last = outcome.metrics.last();
+        println!(
+            "trained {} for {} epochs: test top-1 {}; weights in {}",
+            args.arch,
+            outcome.epochs_done,
+            last.map_or("n/a".into(), |m| format!("{:.2}%", 100.0 * m.test_top1)),
+            outcome.weights.display()
+        );
+    } else {
+        println!(
+            "stopped after epoch {} of {}; continue with --resume",
+            outcome.epochs_done, config.epochs
+        );
+    }
+    Ok(())
+}
+
+/// Keeps a schedule with a fixed length in step with an `--epochs` override.
+fn rescale_schedule(config: &mut TrainConfig) {
+    use layerzero_train::LrSchedule;
+    let images = config.train_limit.unwrap_or(50_000);
+    let steps = config.epochs * (images / config.batch_size).max(1);
+    match &mut config.schedule {
+        LrSchedule::OneCycle { total_steps, .. } | LrSchedule::Cosine { total_steps, .. } => {
+            *total_steps = steps
+        }
+        LrSchedule::MultiStep { .. } => {}
+    }
+}
+
+/// Header metadata for weights trained here.
+pub fn weights_metadata(net: &dyn Network, dataset: Dataset) -> WeightsMetadata {
+    let (m, s) = (dataset.channel_mean(), dataset.channel_std());
+    WeightsMetadata::for_network(net)
+        .with_dataset(dataset.cli_name())
+        .with_normalization(format!("mean={m:?} std={s:?}"))
+}
+
+/// `layerzero eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Model name; default: the `layerzero.arch` recorded in the weights file.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Weights (safetensors with PyTorch state_dict names, or hf://owner/repo/path).
+    #[arg(long)]
+    pub weights: String,
+    /// Evaluate only the first N test images.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 500)]
+    pub batch_size: usize,
+    /// Print {"top1", "top5", "loss", "n_images"} as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Builds the network for a weights file and loads the weights.
+pub fn load_network(
+    arch: Option<&str>,
+    weights: &str,
+    dataset: Dataset,
+    device: &Device,
+) -> Result<Box<dyn Network>> {
+    let path = layerzero_models::hub::resolve_weights(weights)?;
+    let arch = match arch {
+        Some(a) => a.to_string(),
+        None => read_safetensors(&path)?.metadata.arch.with_context(|| {
+            format!(
+                "{} does not record its architecture (layerzero.arch); pass --arch",
+                path.display()
+            )
+        })?,
+    };
+    let net = create_model(
+        &arch,
+        &ModelConfig::new(dataset.num_classes()).with_device(device.clone()),
+    )?;
+    load_safetensors(net.as_ref(), &path, &LoadOptions::default())
+        .with_context(|| format!("loading {} into {arch}", path.display()))?;
+    Ok(net)
+}
+
+pub fn eval(args: EvalArgs) -> Result<()> {
+    set_threads(args.common.threads)?;
+    let device = device(&args.common.device)?;
+    let net = load_network(
+        args.arch.as_deref(),
+        &args.weights,
+        args.common.dataset,
+        &device,
+    )?;
+    let mut test = load_split(&args.common, Split::Test)?;
+    if let Some(n) = args.limit {
+        test = test.truncate(n);
+    }
+    let s = evaluate(
+        net.as_ref(),
+        &test,
+        args.batch_size.max(1),
+        layerzero_models::Interventions::none(),
+    )?
+    .summary();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"top1": s.top1, "top5": s.top5, "loss": s.loss, "n_images": s.n_images})
+        );
+    } else {
+        println!(
+            "{}: top-1 {:.2}%  top-5 {:.2}%  loss {:.4}  on {} test images",
+            net.spec().name,
+            100.0 * s.top1,
+            100.0 * s.top5,
+            s.loss,
+            s.n_images
+        );
+    }
+    Ok(())
+}
+
+/// `layerzero inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// A safetensors weights file.
+    pub weights: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn inspect(args: InspectArgs) -> Result<()> {
+    let content = read_safetensors(&args.weights)?;
+    let meta = &content.metadata;
+    let sha = sha256_file(&args.weights)?;
+    let inventory = match &meta.arch {
+        Some(arch) => Some(create_model(
+            arch,
+            &ModelConfig::new(meta.num_classes.unwrap_or(10)),
+        )?),
+        None => None,
+    };
+    if args.json {
+        let layers: Vec<_> = inventory
+            .iter()
+            .flat_map(|n| n.inventory().iter().cloned().collect::<Vec<_>>())
+            .map(|l| {
+                serde_json::json!({"layer": l.name, "kind": l.kind.short_name(),
+                    "in_channels": l.in_channels, "out_channels": l.out_channels,
+                    "params": l.params, "macs": l.macs, "changes_channels": l.changes_channels()})
+            })
+            .collect();
+        let tensors: Vec<_> = content
+            .tensors
+            .iter()
+            .map(|(n, t)| serde_json::json!({"name": n, "shape": t.dims(), "dtype": format!("{:?}", t.dtype())}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "file": args.weights, "sha256": sha, "arch": meta.arch, "dataset": meta.dataset,
+                "shortcut": meta.shortcut, "normalization": meta.normalization,
+                "num_classes": meta.num_classes, "tensors": tensors, "layers": layers,
+            }))?
+        );
+        return Ok(());
+    }
+    println!("{}  sha256 {sha}", args.weights.display());
+    println!(
+        "arch {}  dataset {}  shortcut {}  classes {}",
+        meta.arch.as_deref().unwrap_or("?"),
+        meta.dataset.as_deref().unwrap_or("?"),
+        meta.shortcut.as_deref().unwrap_or("?"),
+        meta.num_classes.map_or("?".into(), |n| n.to_string())
+    );
+    println!("{} tensors", content.tensors.len());
+    if let Some(net) = inventory {
+        println!(
+            "\n{:<28} {:<9} {:>6} {:>6} {:>10} {:>12}  channel-changing",
+            "layer", "kind", "in", "out", "params", "MACs"
+        );
+        for l in net.inventory().iter() {
+            println!(
+                "{:<28} {:<9} {:>6} {:>6} {:>10} {:>12}  {}",
+                l.name,
+                l.kind.short_name(),
+                l.in_channels,
+                l.out_channels,
+                l.params,
+                l.macs,
+                if l.changes_channels() { "yes" } else { "" }
+            );
+        }
+    } else {
+        for (n, t) in &content.tensors {
+            println!("  {n:<40} {:?}", t.dims());
+        }
+    }
+    Ok(())
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex::encode(Sha256::digest(bytes)))
+}

@@ -1,0 +1,280 @@
+//! Fast f32 CPU kernels for the CIFAR CNNs of layerzero: NCHW convolution (forward, input
+//! gradient, weight gradient), training-mode batch norm fused with ReLU (and optionally with
+//! the residual add that ends a ResNet block), and an eval path that folds batch norm into the
+//! convolution.
+//!
+//! The kernels are [candle](candle_core) custom ops, so candle's autograd differentiates
+//! through them. Each public function dispatches on [`backend()`]:
+//!
+//! * [`KernelBackend::Fast`] (the default) runs this crate's kernels for f32 tensors on the CPU;
+//! * [`KernelBackend::Reference`] runs candle's own ops ([`reference`](mod@reference)); this is
+//!   also what any non-CPU device (CUDA, Metal) or non-f32 dtype gets, so GPU code keeps
+//!   working unchanged.
+//!
+//! The environment variable `LAYERZERO_KERNELS=reference|fast` selects the backend at start-up;
+//! [`set_backend`] overrides it. The [`fast`] and [`reference`](mod@reference) modules call one
+//! path directly, which is how the tests compare them.
+//!
+//! # How the kernels work
+//!
+//! * **Convolution** (x86-64 with AVX2+FMA; AVX-512VL builds of the same code get 32
+//!   registers): each image is copied into a zero-padded buffer whose columns are split by
+//!   phase (column mod stride), so for every kernel tap the inputs of 8 consecutive output
+//!   columns are 8 consecutive floats. A register tile of output channels × 8-wide output
+//!   vectors then accumulates over all Cin·KH·KW taps with unaligned loads straight from that
+//!   buffer (an implicit GEMM: no im2col matrix, no packing), and the epilogue adds bias,
+//!   residual and ReLU before the single store. The input gradient at stride 1 is the same
+//!   kernel on the output gradient with the flipped, transposed weight; at stride s it is split
+//!   into s² sub-pixel phases, each an ordinary stride-1 correlation. The weight gradient
+//!   accumulates dy·x over all positions of a group of images in a tile of output channels ×
+//!   taps. Threads: rayon over images (weight gradient: per-thread partial sums).
+//!   Without AVX2 (or `LAYERZERO_KERNELS_ISA=portable`) im2col/col2im + the `gemm` crate
+//!   handle every geometry.
+//! * **Batch norm**: per channel (one rayon task each) shifted sums for mean/variance, then
+//!   `y = max(0, a·x + b [+ residual])` while the channel's data is still in cache; backward
+//!   likewise: Σg and Σg·(x−μ) with the ReLU mask recomputed from x, then dx.
+//! * **Memory**: outputs the kernels overwrite are not zeroed, per-thread scratch buffers are
+//!   reused, and [`configure_allocator`] (called automatically, see its docs) keeps glibc from
+//!   returning freed tensors to the OS, which otherwise re-faults every activation each step.
+//!
+//! Tuning knobs (environment, read once): `LAYERZERO_KERNELS_ISA=avx2|portable` caps the
+//! instruction set; `LAYERZERO_FWD_TILE=4x4`, `LAYERZERO_DW_TILE=4x5` force register tiles,
+//! `LAYERZERO_DW_GROUP=256x16` the weight gradient's image grouping (output vectors per
+//! group × at most that many images); `LAYERZERO_MALLOC_TUNE=0` leaves the allocator alone.
+//!
+//! # Example
+//!
+//! ```
+//! use candle_core::{Device, Tensor, Var};
+//!
+//! # fn main() -> candle_core::Result<()> {
+//! let dev = Device::Cpu;
+//! let x = Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &dev)?;
+//! let w = Var::randn(0f32, 0.1, (4, 3, 3, 3), &dev)?;
+//! let gamma = Var::ones(4, candle_core::DType::F32, &dev)?;
+//! let beta = Var::zeros(4, candle_core::DType::F32, &dev)?;
+//!
+//! // conv (3×3, stride 1, padding 1) → batch norm + ReLU, then a scalar loss.
+//! let y = layerzero_kernels::conv2d(&x, &w, 1, 1)?;
+//! let bn = layerzero_kernels::batch_norm_train(&y, &gamma, &beta, 1e-5, true)?;
+//! assert_eq!(bn.mean.dims(), &[4]);
+//! let loss = bn.y.sqr()?.mean_all()?;
+//! let grads = loss.backward()?;
+//! assert_eq!(grads.get(&w).unwrap().dims(), &[4, 3, 3, 3]);
+//!
+//! // Eval: fold the batch norm into the convolution, then one fused kernel.
+//! let (wf, bf) = layerzero_kernels::fold_batch_norm(&w, &gamma, &beta, &bn.mean, &bn.var, 1e-5)?;
+//! let z = layerzero_kernels::conv2d_bias_act(&x, &wf, &bf, 1, 1, None, true)?;
+//! let z_ref = layerzero_kernels::reference::conv2d_bias_act(&x, &wf, &bf, 1, 1, None, true)?;
+//! let err = (z - z_ref)?.abs()?.max_all()?.to_scalar::<f32>()?;
+//! assert!(err < 1e-4);
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod alloc;
+mod backend;
+mod bn;
+mod conv;
+mod error;
+mod geom;
+mod peak;
+pub mod reference;
+mod scratch;
+mod storage;
+
+use candle_core::{DType, Result, Tensor};
+
+pub use alloc::configure_allocator;
+pub use backend::{backend, parse_backend, set_backend, KernelBackend};
+pub use error::KernelError;
+pub use geom::ConvGeom;
+pub use peak::{gemm_gflops, measure_gemm_peak_gflops};
+
+static FAST_OPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts one fast-kernel invocation (see [`fast_op_count`]).
+pub(crate) fn count_fast_op() {
+    FAST_OPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How many fast kernels (forward or backward) this process has run: lets callers check which
+/// backend actually executed.
+pub fn fast_op_count() -> u64 {
+    FAST_OPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// This crate's kernels, called directly (errors unless every tensor is f32 on the CPU).
+pub mod fast {
+    pub use crate::bn::{batch_norm_add_relu_train, batch_norm_train};
+    pub use crate::conv::{conv2d, conv2d_bias_act, conv2d_input_grad, conv2d_weight_grad};
+}
+
+/// Output of [`batch_norm_train`].
+#[derive(Debug, Clone)]
+pub struct BatchNormTrainOutput {
+    /// Normalised (and, if asked, ReLU'd) output, same shape as the input; differentiable.
+    pub y: Tensor,
+    /// Per-channel batch mean, shape (C,), detached.
+    pub mean: Tensor,
+    /// Per-channel biased batch variance, shape (C,), detached.
+    pub var: Tensor,
+}
+
+/// Whether the fast kernels handle these tensors under the current backend.
+fn use_fast(ts: &[&Tensor]) -> bool {
+    backend() == KernelBackend::Fast
+        && ts
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// NCHW f32 convolution without bias, differentiable w.r.t. `x` and `w` (candle backprop works
+/// through it). `x`: (N, Cin, H, W), `w`: (Cout, Cin, KH, KW); the same `stride` and zero
+/// `padding` apply to both spatial axes.
+pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    ConvGeom::new("conv2d", x.dims(), w.dims(), stride, padding)?;
+    if use_fast(&[x, w]) {
+        fast::conv2d(x, w, stride, padding)
+    } else {
+        reference::conv2d(x, w, stride, padding)
+    }
+}
+
+/// Shape checks for batch-norm parameters, shared by both backends.
+pub(crate) fn check_bn_params(
+    op: &'static str,
+    c: usize,
+    gamma: &Tensor,
+    beta: &Tensor,
+) -> std::result::Result<(), KernelError> {
+    for (name, t) in [("gamma", gamma), ("beta", beta)] {
+        if t.dims() != [c] {
+            return Err(KernelError::shape(
+                op,
+                format!("{name} has shape {:?}, expected ({c},)", t.dims()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Training-mode batch norm over (N, H, W) per channel, optionally fused with ReLU;
+/// differentiable w.r.t. `x`, `gamma` and `beta`. Returns `y` and the batch statistics (mean
+/// and biased variance, shape (C,), detached) so the caller can update its running statistics.
+pub fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<BatchNormTrainOutput> {
+    let (_, c, _) = bn::nchw("batch_norm_train", x.dims())?;
+    check_bn_params("batch_norm_train", c, gamma, beta)?;
+    if use_fast(&[x, gamma, beta]) {
+        fast::batch_norm_train(x, gamma, beta, eps, relu)
+    } else {
+        reference::batch_norm_train(x, gamma, beta, eps, relu)
+    }
+}
+
+/// The end of a ResNet basic block in one op: `y = relu(batch_norm_train(x) + residual)`,
+/// differentiable w.r.t. `x`, `gamma`, `beta` and `residual` (same shape as `x`). Saves the
+/// separate add and ReLU passes, their allocations and their backward passes. Returns the batch
+/// statistics like [`batch_norm_train`].
+pub fn batch_norm_add_relu_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    residual: &Tensor,
+    eps: f64,
+) -> Result<BatchNormTrainOutput> {
+    const OP: &str = "batch_norm_add_relu_train";
+    let (_, c, _) = bn::nchw(OP, x.dims())?;
+    check_bn_params(OP, c, gamma, beta)?;
+    if residual.dims() != x.dims() {
+        return Err(KernelError::shape(
+            OP,
+            format!(
+                "residual {:?} differs from input {:?}",
+                residual.dims(),
+                x.dims()
+            ),
+        )
+        .into());
+    }
+    if use_fast(&[x, gamma, beta, residual]) {
+        fast::batch_norm_add_relu_train(x, gamma, beta, residual, eps)
+    } else {
+        reference::batch_norm_add_relu_train(x, gamma, beta, residual, eps)
+    }
+}
+
+/// Eval path: folds batch norm (`gamma`, `beta`, running `mean` and `var`, `eps`) into a
+/// convolution weight `w` (Cout, Cin, KH, KW), returning the scaled weight and the bias (Cout,)
+/// such that `conv(x, w') + b' = bn(conv(x, w))`.
+pub fn fold_batch_norm(
+    w: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "fold_batch_norm";
+    let c = match *w.dims() {
+        [c, _, _, _] => c,
+        _ => {
+            return Err(KernelError::shape(
+                OP,
+                format!("weight must be rank 4, got {:?}", w.dims()),
+            )
+            .into())
+        }
+    };
+    for (name, t) in [
+        ("gamma", gamma),
+        ("beta", beta),
+        ("mean", mean),
+        ("var", var),
+    ] {
+        if t.dims() != [c] {
+            return Err(KernelError::shape(
+                OP,
+                format!("{name} has shape {:?}, expected ({c},)", t.dims()),
+            )
+            .into());
+        }
+    }
+    // Tiny (C and C·K elements): candle's ops are fast enough and work on every device.
+    let scale = gamma.broadcast_div(&var.affine(1.0, eps)?.sqrt()?)?;
+    let wf = w.broadcast_mul(&scale.reshape((c, 1, 1, 1))?)?;
+    let bf = (beta - mean.mul(&scale)?)?;
+    Ok((wf, bf))
+}
+
+/// Eval-mode convolution + per-channel `bias` (+ optional `residual`, same shape as the output)
+/// + optional ReLU, in one fused kernel on the fast path. No gradient.
+pub fn conv2d_bias_act(
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    stride: usize,
+    padding: usize,
+    residual: Option<&Tensor>,
+    relu: bool,
+) -> Result<Tensor> {
+    const OP: &str = "conv2d_bias_act";
+    let g = ConvGeom::new(OP, x.dims(), w.dims(), stride, padding)?;
+    conv::check_bias_residual(OP, &g, bias, residual)?;
+    let fast_ok = match residual {
+        Some(r) => use_fast(&[x, w, bias, r]),
+        None => use_fast(&[x, w, bias]),
+    };
+    if fast_ok {
+        fast::conv2d_bias_act(x, w, bias, stride, padding, residual, relu)
+    } else {
+        reference::conv2d_bias_act(x, w, bias, stride, padding, residual, relu)
+    }
+}
