@@ -408,11 +408,13 @@ pub fn train_observed(
             images_per_s: seen as f64 / train_time.max(1e-9),
             wall_s: started.elapsed().as_secs_f64(),
         };
-        // Checkpoint first, then the metrics line: a crash between the two re-runs nothing
-        // and the metrics are rewritten from the checkpoint's epoch on resume.
-        save_checkpoint(net, &sgd, &dir, config, epoch, step)?;
+        // The metrics line first, then the checkpoint: a crash between the two leaves a line
+        // for an epoch without a checkpoint, which a resume drops (it keeps the lines up to
+        // the checkpoint's epoch) before running that epoch again. The other order could lose
+        // the line of a checkpointed epoch.
         metrics.push(m.clone());
         append_metrics(&dir.metrics(), &m)?;
+        save_checkpoint(net, &sgd, &dir, config, epoch, step)?;
         observer.epoch(&m);
     }
     let finished = epoch >= config.epochs;
