@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use layerzero_data::{Dataset, FetchOutcome, Location, Source};
 
+pub mod bench;
 pub mod reproduce;
 
 /// Options of `cargo xtask fetch` (and the fetch stage of `reproduce`).

@@ -8,12 +8,12 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use xtask::{fetch, reproduce, FetchArgs};
+use xtask::{bench, fetch, reproduce, FetchArgs};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "cargo xtask",
-    about = "layerzero's build system: fetch, reproduce"
+    about = "layerzero's build system: fetch, reproduce, bench"
 )]
 struct Xtask {
     #[command(subcommand)]
@@ -31,6 +31,12 @@ enum Task {
         cargo xtask reproduce --profile paper --device cuda --seeds 3\n\n\
         Re-running skips finished stages and resumes an interrupted training.")]
     Reproduce(reproduce::ReproduceArgs),
+    /// Benchmark ResNet-20 training, evaluation, memory and the zero-kernel sweep against the
+    /// PyTorch peer in the same run; writes target/bench/bench.json.
+    #[command(after_help = "Example:\n  \
+        LAYERZERO_PEER_PYTHON=/path/to/venv/bin/python cargo xtask bench --threads 2\n\n\
+        Without an interpreter that can `import torch`, prints absolute figures only.")]
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +44,7 @@ fn main() -> ExitCode {
     let result = match args.task {
         Task::Fetch(a) => fetch(&a).map(|_| ()),
         Task::Reproduce(a) => reproduce::reproduce(&a),
+        Task::Bench(a) => bench::bench(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -43,11 +43,10 @@ impl Conv2d {
         &self.weight
     }
 
-    /// Applies the convolution, honouring a [`WeightOverride`] for this layer.
-    pub fn forward(&self, x: &Tensor, ctx: &ForwardCtx<'_>) -> Result<Tensor> {
-        // Checked here rather than left to candle, whose size arithmetic can underflow on
-        // inputs smaller than the kernel.
-        let (n, _, h, w) = x.dims4()?;
+    /// Output height and width for input `x`, or a `BadInput` error. Checked here rather than
+    /// left to the kernels, whose size arithmetic can underflow on inputs smaller than the kernel.
+    pub(crate) fn output_hw(&self, x: &Tensor) -> Result<(usize, usize)> {
+        let (_, _, h, w) = x.dims4()?;
         let out = |s| {
             ops::conv_out(s, self.kernel, self.stride, self.padding).ok_or_else(|| {
                 ModelError::BadInput(format!(
@@ -59,7 +58,13 @@ impl Conv2d {
                 ))
             })
         };
-        let out_hw = (out(h)?, out(w)?);
+        Ok((out(h)?, out(w)?))
+    }
+
+    /// Applies the convolution, honouring a [`WeightOverride`] for this layer.
+    pub fn forward(&self, x: &Tensor, ctx: &ForwardCtx<'_>) -> Result<Tensor> {
+        let n = x.dims4()?.0;
+        let out_hw = self.output_hw(x)?;
         let stored_bias = self.bias.as_ref().map(|b| use_var(b, ctx.mode));
         let (y, bias) = match ctx.interventions.weight_override(self.id) {
             None => (
@@ -157,7 +162,7 @@ impl BatchNorm2d {
         self.apply(x, ctx, true)
     }
 
-    fn apply(&self, x: &Tensor, ctx: &ForwardCtx<'_>, relu: bool) -> Result<Tensor> {
+    pub(crate) fn apply(&self, x: &Tensor, ctx: &ForwardCtx<'_>, relu: bool) -> Result<Tensor> {
         match ctx.mode {
             ForwardMode::Eval => ops::batch_norm_eval(
                 x,
@@ -190,6 +195,71 @@ impl BatchNorm2d {
     pub fn num_batches_tracked(&self) -> i64 {
         self.num_batches_tracked.load(Ordering::Relaxed)
     }
+}
+
+/// `bn(conv(x))`, plus `residual` if given, then ReLU if `relu`: the conv–BN unit of the CIFAR
+/// nets, honouring interventions on the convolution.
+///
+/// In eval mode the batch norm is folded into the convolution (`w·γ/σ`, `β − μ·γ/σ`) and the
+/// unit runs as one fused kernel (bias, residual add and ReLU applied before the store), which
+/// is where evaluation and ablation sweeps spend their time. In train mode the two layers run
+/// one after the other, exactly as [`Conv2d::forward`] and [`BatchNorm2d::forward`].
+pub fn conv_bn(
+    conv: &Conv2d,
+    bn: &BatchNorm2d,
+    x: &Tensor,
+    ctx: &ForwardCtx<'_>,
+    residual: Option<&Tensor>,
+    relu: bool,
+) -> Result<Tensor> {
+    if ctx.mode == ForwardMode::Train {
+        let y = conv.forward(x, ctx)?;
+        return match residual {
+            Some(r) => {
+                let y = (bn.forward(&y, ctx)? + r)?;
+                if relu {
+                    ops::relu(&y)
+                } else {
+                    Ok(y)
+                }
+            }
+            None => bn.apply(&y, ctx, relu),
+        };
+    }
+    conv.output_hw(x)?;
+    let stored_bias = conv.bias.as_ref().map(|b| b.as_detached_tensor());
+    let (weight, bias) = match ctx.interventions.weight_override(conv.id) {
+        None => (conv.weight.as_detached_tensor(), stored_bias),
+        Some(WeightOverride::Zero) => (conv.weight.as_detached_tensor().zeros_like()?, stored_bias),
+        Some(WeightOverride::Replace { weight, bias }) => {
+            (weight.clone(), bias.clone().or(stored_bias))
+        }
+    };
+    let (w, mut b) = layerzero_kernels::fold_batch_norm(
+        &weight,
+        &bn.weight.as_detached_tensor(),
+        &bn.bias.as_detached_tensor(),
+        &bn.running_mean.as_detached_tensor(),
+        &bn.running_var.as_detached_tensor(),
+        bn.eps,
+    )?;
+    if let Some(conv_bias) = bias {
+        // bn(conv(x) + c) = fold(conv)(x) + c·γ/σ.
+        let scale = bn
+            .weight
+            .as_detached_tensor()
+            .div(&(bn.running_var.as_detached_tensor() + bn.eps)?.sqrt()?)?;
+        b = (b + conv_bias.mul(&scale)?)?;
+    }
+    Ok(layerzero_kernels::conv2d_bias_act(
+        x,
+        &w,
+        &b,
+        conv.stride,
+        conv.padding,
+        residual,
+        relu,
+    )?)
 }
 
 /// ReLU.

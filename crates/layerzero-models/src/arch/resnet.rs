@@ -12,7 +12,7 @@ use crate::error::{ModelError, Result};
 use crate::init::Init;
 use crate::intervention::ForwardCtx;
 use crate::inventory::{BlockId, Inventory, LayerRole, SegmentInfo, SegmentKind};
-use crate::layers::{relu, shortcut_pad, BatchNorm2d, Conv2d, Linear};
+use crate::layers::{conv_bn, relu, shortcut_pad, BatchNorm2d, Conv2d, Linear};
 use crate::network::{ArchSpec, Network, Shortcut};
 use crate::ops;
 use crate::params::ParamStore;
@@ -111,7 +111,7 @@ impl BasicBlock {
                 ShortcutPath::Identity => Some(x.clone()),
                 ShortcutPath::Pad { stride, pad } => Some(shortcut_pad(x, *stride, *pad)?),
                 ShortcutPath::Projection { conv, bn } => {
-                    Some(bn.forward(&conv.forward(x, ctx)?, ctx)?)
+                    Some(conv_bn(conv, bn, x, ctx, None, false)?)
                 }
                 ShortcutPath::None => None,
             })
@@ -125,15 +125,9 @@ impl BasicBlock {
                 ))),
             };
         }
-        let y = self.bn1.forward_relu(&self.conv1.forward(x, ctx)?, ctx)?;
-        let y = self.conv2.forward(&y, ctx)?;
-        match shortcut(x)? {
-            Some(s) => {
-                let y = self.bn2.forward(&y, ctx)?;
-                relu(&(y + s)?)
-            }
-            None => self.bn2.forward_relu(&y, ctx),
-        }
+        let y = conv_bn(&self.conv1, &self.bn1, x, ctx, None, true)?;
+        let s = shortcut(x)?;
+        conv_bn(&self.conv2, &self.bn2, &y, ctx, s.as_ref(), true)
     }
 }
 
@@ -340,7 +334,7 @@ impl Network for ResNet {
     fn forward_segment(&self, index: usize, x: &Tensor, ctx: &ForwardCtx<'_>) -> Result<Tensor> {
         let nblocks: usize = self.stages.iter().map(Vec::len).sum();
         if index == 0 {
-            self.bn1.forward_relu(&self.conv1.forward(x, ctx)?, ctx)
+            conv_bn(&self.conv1, &self.bn1, x, ctx, None, true)
         } else if index <= nblocks {
             match self.blocks().nth(index - 1) {
                 Some(block) => block.forward(x, ctx),

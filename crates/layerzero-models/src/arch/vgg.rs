@@ -13,7 +13,7 @@ use crate::error::{ModelError, Result};
 use crate::init::Init;
 use crate::intervention::ForwardCtx;
 use crate::inventory::{BlockId, Inventory, LayerRole, SegmentInfo, SegmentKind};
-use crate::layers::{max_pool2d, BatchNorm2d, Conv2d, Linear};
+use crate::layers::{conv_bn, max_pool2d, BatchNorm2d, Conv2d, Linear};
 use crate::network::{ArchSpec, Network, Shortcut};
 use crate::params::ParamStore;
 
@@ -180,7 +180,7 @@ impl Network for Vgg {
 
     fn forward_segment(&self, index: usize, x: &Tensor, ctx: &ForwardCtx<'_>) -> Result<Tensor> {
         if let Some(unit) = self.units.get(index) {
-            let y = unit.bn.forward_relu(&unit.conv.forward(x, ctx)?, ctx)?;
+            let y = conv_bn(&unit.conv, &unit.bn, x, ctx, None, true)?;
             if unit.pool_after {
                 max_pool2d(&y, 2)
             } else {

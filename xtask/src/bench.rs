@@ -1,0 +1,252 @@
+//! `cargo xtask bench`: ResNet-20 training and evaluation throughput, peak memory and the
+//! zero-kernel sweep, for layerzero and the PyTorch peer (`../shared/bench/pytorch_peer.py`)
+//! in the same run; writes `target/bench/bench.json`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use layerzero_models::{create_model, ForwardMode, Interventions, ModelConfig, Network};
+use layerzero_train::{cross_entropy, Param, Sgd, SgdConfig};
+use serde_json::json;
+
+/// Options of `cargo xtask bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Threads for both sides.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Timed steps per measurement (median reported).
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Images of the zero-kernel sweep.
+    #[arg(long, default_value_t = 10_000)]
+    pub sweep_images: usize,
+    /// The PyTorch peer script.
+    #[arg(long, default_value = "../shared/bench/pytorch_peer.py")]
+    pub peer: PathBuf,
+    /// Where to write bench.json.
+    #[arg(long, default_value = "target/bench/bench.json")]
+    pub out: PathBuf,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    // VmHWM: the peak resident set of this process.
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn train_images_per_s(net: &dyn Network, steps: usize) -> Result<f64> {
+    let dev = Device::Cpu;
+    let params: Vec<Param> = net
+        .params()
+        .entries()
+        .iter()
+        .filter(|e| e.role().is_trainable())
+        .filter_map(|e| {
+            Some(Param {
+                name: e.name().to_string(),
+                var: e.var()?.clone(),
+                norm_or_bias: !e.role().is_decayed(),
+            })
+        })
+        .collect();
+    let mut sgd = Sgd::new(params, SgdConfig::default());
+    let x = Tensor::randn(0f32, 1.0, (128, 3, 32, 32), &dev)?;
+    let y = Tensor::arange(0u32, 128, &dev)?.affine(1.0, 0.0)?;
+    let y = (y.to_dtype(DType::F32)? / 13.0)?
+        .floor()?
+        .to_dtype(DType::U32)?;
+    let mut times = Vec::new();
+    for i in 0..steps + 2 {
+        let t = Instant::now();
+        let logits = net.forward(&x, ForwardMode::Train, Interventions::none())?;
+        let loss = cross_entropy(&logits, &y, 0.0)?;
+        let grads = loss.backward()?;
+        sgd.step(&grads, 0.05)?;
+        if i >= 2 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(128.0 / median(times))
+}
+
+fn eval_images_per_s(net: &dyn Network, steps: usize) -> Result<f64> {
+    let x = Tensor::randn(0f32, 1.0, (500, 3, 32, 32), &Device::Cpu)?;
+    let mut times = Vec::new();
+    for i in 0..steps + 2 {
+        let t = Instant::now();
+        let _ = net
+            .forward(&x, ForwardMode::Eval, Interventions::none())?
+            .argmax(1)?;
+        if i >= 2 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(500.0 / median(times))
+}
+
+fn sweep_seconds(net: &dyn Network, images: usize) -> Result<f64> {
+    use layerzero_ablate::engine::{run, EngineConfig, RunContext};
+    use layerzero_ablate::{AblationMode, WeightsRef};
+    use layerzero_data::{CifarSet, Dataset, Split};
+    // Random images: the sweep's cost does not depend on what the pixels are.
+    let pixels: Vec<u8> = (0..images * 3072)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let labels: Vec<u8> = (0..images).map(|i| (i % 10) as u8).collect();
+    let names = (0..10).map(|i| format!("c{i}")).collect();
+    let set = CifarSet::from_parts(Dataset::Cifar10, Split::Test, pixels, labels, names)?;
+    let ctx = RunContext {
+        net,
+        test: &set,
+        weights: WeightsRef {
+            path: "random".into(),
+            sha256: "0".repeat(64),
+        },
+        dataset: "cifar10".into(),
+        split: "test".into(),
+        threads: rayon::current_num_threads(),
+    };
+    let t = Instant::now();
+    run(&ctx, &EngineConfig::new(AblationMode::ZeroKernel), None)?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn peer(args: &BenchArgs) -> Result<Option<serde_json::Value>> {
+    let python = std::env::var("LAYERZERO_PEER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_torch = Command::new(&python)
+        .args(["-c", "import torch"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_torch || !args.peer.exists() {
+        println!(
+            "PyTorch peer missing ({python} cannot import torch, or {} is absent): absolute figures only; \
+             set LAYERZERO_PEER_PYTHON to an interpreter with torch",
+            args.peer.display()
+        );
+        return Ok(None);
+    }
+    let out = Command::new(&python)
+        .arg(&args.peer)
+        .args(["--depth", "20", "--shortcut", "pad", "--train-batch", "128"])
+        .args(["--eval-batch", "500", "--steps", &args.steps.to_string()])
+        .args(["--threads", &args.threads.to_string()])
+        .args(["--sweep-images", &args.sweep_images.to_string()])
+        .output()
+        .context("running the PyTorch peer")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "the PyTorch peer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    Ok(Some(
+        serde_json::from_str(line).context("parsing the peer's JSON")?,
+    ))
+}
+
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build_global()
+        .ok();
+    let gemm_peak = layerzero_kernels::measure_gemm_peak_gflops(args.threads);
+    let net = create_model("resnet20", &ModelConfig::new(10).with_seed(0))?;
+    let train = train_images_per_s(net.as_ref(), args.steps)?;
+    let rss_train = peak_rss_mb();
+    let eval = eval_images_per_s(net.as_ref(), args.steps)?;
+    let sweep = sweep_seconds(net.as_ref(), args.sweep_images)?;
+    let rss = peak_rss_mb();
+    // ResNet-20 forward: 40.55 M MACs per image = 81.1 MFLOP; training ≈ 3× that.
+    let flop_fwd = 2.0 * 40_551_040.0;
+    let ours = json!({
+        "train_images_per_s": train,
+        "eval_images_per_s": eval,
+        "sweep_seconds": sweep,
+        "peak_rss_mb_after_train": rss_train,
+        "peak_rss_mb": rss,
+        "train_fraction_of_gemm_peak": train * 3.0 * flop_fwd / 1e9 / gemm_peak,
+        "eval_fraction_of_gemm_peak": eval * flop_fwd / 1e9 / gemm_peak,
+    });
+    let theirs = peer(args)?;
+    let ratios = theirs.as_ref().map(|p| {
+        let f = |k: &str| p.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+        json!({
+            "train": train / f("train_images_per_s"),
+            "eval": eval / f("eval_images_per_s"),
+            "memory": f("peak_rss_mb_after_train") / rss_train.unwrap_or(f64::NAN),
+            "sweep": f("sweep_seconds") / sweep,
+        })
+    });
+    let report = json!({
+        "threads": args.threads,
+        "gemm_peak_gflops": gemm_peak,
+        "layerzero": ours,
+        "pytorch": theirs,
+        "ratios": ratios,
+    });
+    println!(
+        "{:<28} {:>12} {:>12} {:>8}",
+        "", "layerzero", "pytorch", "ratio"
+    );
+    let p = |k: &str| {
+        theirs
+            .as_ref()
+            .and_then(|t| t.get(k))
+            .and_then(|v| v.as_f64())
+    };
+    let row = |name: &str, ours: f64, theirs: Option<f64>, ratio: Option<f64>| {
+        println!(
+            "{name:<28} {ours:>12.1} {:>12} {:>8}",
+            theirs.map_or("-".into(), |t| format!("{t:.1}")),
+            ratio.map_or("-".into(), |r| format!("{r:.2}×"))
+        );
+    };
+    row(
+        "train images/s (b=128)",
+        train,
+        p("train_images_per_s"),
+        p("train_images_per_s").map(|t| train / t),
+    );
+    row(
+        "eval images/s (b=500)",
+        eval,
+        p("eval_images_per_s"),
+        p("eval_images_per_s").map(|t| eval / t),
+    );
+    row(
+        "zero-kernel sweep (s)",
+        sweep,
+        p("sweep_seconds"),
+        p("sweep_seconds").map(|t| t / sweep),
+    );
+    let rss_t = rss_train.unwrap_or(f64::NAN);
+    row(
+        "peak RSS after train (MB)",
+        rss_t,
+        p("peak_rss_mb_after_train"),
+        p("peak_rss_mb_after_train").map(|t| t / rss_t),
+    );
+    println!(
+        "GEMM peak {gemm_peak:.1} GFLOP/s on {} threads",
+        args.threads
+    );
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    layerzero_ablate::write_atomic(&args.out, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
