@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use layerzero_models::{create_model, ForwardMode, Interventions, ModelConfig, Network};
-use layerzero_train::{cross_entropy, Param, Sgd, SgdConfig};
+use layerzero_train::{cross_entropy, trainable_params, Sgd, SgdConfig};
 use serde_json::json;
 
 /// Options of `cargo xtask bench`.
@@ -47,19 +47,7 @@ fn peak_rss_mb() -> Option<f64> {
 
 fn train_images_per_s(net: &dyn Network, steps: usize) -> Result<f64> {
     let dev = Device::Cpu;
-    let params: Vec<Param> = net
-        .params()
-        .entries()
-        .iter()
-        .filter(|e| e.role().is_trainable())
-        .filter_map(|e| {
-            Some(Param {
-                name: e.name().to_string(),
-                var: e.var()?.clone(),
-                norm_or_bias: !e.role().is_decayed(),
-            })
-        })
-        .collect();
+    let params = trainable_params(net);
     let mut sgd = Sgd::new(params, SgdConfig::default());
     let x = Tensor::randn(0f32, 1.0, (128, 3, 32, 32), &dev)?;
     let y = Tensor::arange(0u32, 128, &dev)?.affine(1.0, 0.0)?;

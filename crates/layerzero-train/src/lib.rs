@@ -28,6 +28,6 @@ pub use optim::{Param, Sgd, SgdConfig};
 pub use profile::{Profile, TrainConfig};
 pub use schedule::LrSchedule;
 pub use trainer::{
-    cross_entropy, train, train_observed, EpochMetrics, Quiet, RunDir, RunOptions, TrainObserver,
-    TrainOutcome,
+    cross_entropy, train, train_observed, trainable_params, EpochMetrics, Quiet, RunDir,
+    RunOptions, TrainObserver, TrainOutcome,
 };

@@ -169,7 +169,9 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, smoothing: f64) -> Result
     Ok(((nll * (1.0 - smoothing))? + (uniform * smoothing)?)?)
 }
 
-fn trainable_params(net: &dyn Network) -> Vec<Param> {
+/// The optimiser's view of a network: its trainable tensors by PyTorch name, with kernels and
+/// weight matrices marked for weight decay and batch-norm parameters and biases not.
+pub fn trainable_params(net: &dyn Network) -> Vec<Param> {
     net.params()
         .entries()
         .iter()
