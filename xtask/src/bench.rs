@@ -27,9 +27,27 @@ pub struct BenchArgs {
     /// The PyTorch peer script.
     #[arg(long, default_value = "../shared/bench/pytorch_peer.py")]
     pub peer: PathBuf,
-    /// Where to write bench.json.
-    #[arg(long, default_value = "target/bench/bench.json")]
-    pub out: PathBuf,
+    /// Where to write the results [default: target/bench/bench.json on the CPU,
+    /// target/bench/bench-cuda.json on CUDA, so one never overwrites the other].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Device of both sides: `cpu`, or `cuda` (xtask built with `--features cuda`; the peer runs
+    /// with `--device cuda`). On CUDA the memory row compares the GPU memory PyTorch allocated
+    /// with none (candle has no peak counter), so only throughput ratios are given.
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    pub device: String,
+}
+
+impl BenchArgs {
+    fn out_path(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            if self.device == "cuda" {
+                "target/bench/bench-cuda.json".into()
+            } else {
+                "target/bench/bench.json".into()
+            }
+        })
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -46,7 +64,7 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 fn train_images_per_s(net: &dyn Network, steps: usize) -> Result<f64> {
-    let dev = Device::Cpu;
+    let dev = net.params().device().clone();
     let params = trainable_params(net);
     let mut sgd = Sgd::new(params, SgdConfig::default());
     let x = Tensor::randn(0f32, 1.0, (128, 3, 32, 32), &dev)?;
@@ -61,6 +79,8 @@ fn train_images_per_s(net: &dyn Network, steps: usize) -> Result<f64> {
         let loss = cross_entropy(&logits, &y, 0.0)?;
         let grads = loss.backward()?;
         sgd.step(&grads, 0.05)?;
+        // CUDA runs asynchronously: wait for the step before reading the clock.
+        dev.synchronize()?;
         if i >= 2 {
             times.push(t.elapsed().as_secs_f64());
         }
@@ -69,13 +89,15 @@ fn train_images_per_s(net: &dyn Network, steps: usize) -> Result<f64> {
 }
 
 fn eval_images_per_s(net: &dyn Network, steps: usize) -> Result<f64> {
-    let x = Tensor::randn(0f32, 1.0, (500, 3, 32, 32), &Device::Cpu)?;
+    let dev = net.params().device().clone();
+    let x = Tensor::randn(0f32, 1.0, (500, 3, 32, 32), &dev)?;
     let mut times = Vec::new();
     for i in 0..steps + 2 {
         let t = Instant::now();
         let _ = net
             .forward(&x, ForwardMode::Eval, Interventions::none())?
             .argmax(1)?;
+        dev.synchronize()?;
         if i >= 2 {
             times.push(t.elapsed().as_secs_f64());
         }
@@ -130,6 +152,7 @@ fn peer(args: &BenchArgs) -> Result<Option<serde_json::Value>> {
         .args(["--eval-batch", "500", "--steps", &args.steps.to_string()])
         .args(["--threads", &args.threads.to_string()])
         .args(["--sweep-images", &args.sweep_images.to_string()])
+        .args(["--device", &args.device])
         .output()
         .context("running the PyTorch peer")?;
     if !out.status.success() {
@@ -150,8 +173,23 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         .num_threads(args.threads)
         .build_global()
         .ok();
-    let gemm_peak = layerzero_kernels::measure_gemm_peak_gflops(args.threads);
-    let net = create_model("resnet20", &ModelConfig::new(10).with_seed(0))?;
+    let device = match args.device.as_str() {
+        "cuda" => Device::new_cuda(0)
+            .context("--device cuda: opening CUDA device 0 (build xtask with --features cuda)")?,
+        _ => Device::Cpu,
+    };
+    // The CPU's GEMM peak is the yardstick of the CPU kernels only.
+    let gemm_peak = if device.is_cpu() {
+        layerzero_kernels::measure_gemm_peak_gflops(args.threads)
+    } else {
+        f64::NAN
+    };
+    let net = create_model(
+        "resnet20",
+        &ModelConfig::new(10)
+            .with_seed(0)
+            .with_device(device.clone()),
+    )?;
     let train = train_images_per_s(net.as_ref(), args.steps)?;
     let rss_train = peak_rss_mb();
     let eval = eval_images_per_s(net.as_ref(), args.steps)?;
@@ -174,11 +212,16 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         json!({
             "train": train / f("train_images_per_s"),
             "eval": eval / f("eval_images_per_s"),
-            "memory": f("peak_rss_mb_after_train") / rss_train.unwrap_or(f64::NAN),
+            "memory": if device.is_cpu() {
+                f("peak_rss_mb_after_train") / rss_train.unwrap_or(f64::NAN)
+            } else {
+                f64::NAN
+            },
             "sweep": f("sweep_seconds") / sweep,
         })
     });
     let report = json!({
+        "device": args.device,
         "threads": args.threads,
         "gemm_peak_gflops": gemm_peak,
         "layerzero": ours,
@@ -225,16 +268,21 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         "peak RSS after train (MB)",
         rss_t,
         p("peak_rss_mb_after_train"),
-        p("peak_rss_mb_after_train").map(|t| t / rss_t),
+        p("peak_rss_mb_after_train")
+            .filter(|_| device.is_cpu())
+            .map(|t| t / rss_t),
     );
-    println!(
-        "GEMM peak {gemm_peak:.1} GFLOP/s on {} threads",
-        args.threads
-    );
-    if let Some(dir) = args.out.parent() {
+    if device.is_cpu() {
+        println!(
+            "GEMM peak {gemm_peak:.1} GFLOP/s on {} threads",
+            args.threads
+        );
+    }
+    let out = args.out_path();
+    if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    layerzero_ablate::write_atomic(&args.out, serde_json::to_string_pretty(&report)?.as_bytes())?;
-    println!("wrote {}", args.out.display());
+    layerzero_ablate::write_atomic(&out, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    println!("wrote {}", out.display());
     Ok(())
 }
