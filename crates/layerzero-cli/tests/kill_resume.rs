@@ -1,12 +1,24 @@
-//! `layerzero train` killed with SIGKILL mid-run resumes with `--resume` and finishes with the
-//! same weights as an uninterrupted run. Needs the real data set (`LAYERZERO_CIFAR10_ARCHIVE`);
-//! skipped with the reason printed otherwise.
+//! `layerzero train` and `layerzero ablate` killed with SIGKILL at several moments — random
+//! ones, one while a checkpoint is being written, one right after a checkpoint appears — finish
+//! (after `--resume`, or a plain re-run for `ablate`) with exactly the outputs of an
+//! uninterrupted run. After every kill, every file the run left must be complete: each
+//! checkpoint verifies, `init.safetensors` and `results.json` parse, and there is no final
+//! `weights.safetensors` yet.
+//!
+//! The random moments come from `LAYERZERO_KILL_SEED` (default: the clock), printed so a failure
+//! can be replayed. Needs the real data set (`LAYERZERO_CIFAR10_ARCHIVE`); skipped with the
+//! reason printed otherwise.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use candle_core::Device;
+use layerzero_ablate::ResultsFile;
 use layerzero_data::{fetch, Dataset, Location, Source};
+use layerzero_train::Checkpoint;
+
+const EPOCHS: usize = 3;
 
 fn data_dir() -> Option<PathBuf> {
     let archive = match std::env::var_os("LAYERZERO_CIFAR10_ARCHIVE") {
@@ -23,56 +35,264 @@ fn data_dir() -> Option<PathBuf> {
 
 fn train(data: &Path, out: &Path, resume: bool) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_layerzero"));
-    cmd.args([
-        "train",
-        "--arch",
-        "resnet8",
-        "--profile",
-        "smoke",
-        "--epochs",
-        "3",
-    ])
-    .args(["--device", "cpu", "--seed", "4"])
-    .arg("--data-dir")
-    .arg(data)
-    .arg("--out")
-    .arg(out)
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    cmd.args(["train", "--arch", "resnet8", "--profile", "smoke"])
+        .args(["--epochs", &EPOCHS.to_string()])
+        .args(["--device", "cpu", "--seed", "4"])
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     if resume {
         cmd.arg("--resume");
     }
     cmd
 }
 
+fn ablate(data: &Path, weights: &Path, out: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_layerzero"));
+    cmd.args(["ablate", "--mode", "zero-kernel", "--limit", "500"])
+        .args(["--device", "cpu"])
+        .arg("--weights")
+        .arg(weights)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+/// A small xorshift generator: the kill moments need no statistical quality, only a seed.
+struct Moments(u64);
+
+impl Moments {
+    fn from_env() -> Self {
+        let seed = std::env::var("LAYERZERO_KILL_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("kill moments from LAYERZERO_KILL_SEED={seed}");
+        Moments(seed | 1)
+    }
+    /// A duration uniform in `[lo, hi)` × `span`.
+    fn within(&mut self, span: Duration, lo: f64, hi: f64) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let u = (self.0 >> 11) as f64 / (1u64 << 53) as f64;
+        span.mul_f64(lo + (hi - lo) * u)
+    }
+}
+
+/// When to kill the child.
+#[derive(Debug, Clone)]
+enum KillPoint {
+    /// This long after it started.
+    After(Duration),
+    /// As soon as a new file whose name contains `.tmp` appears in this folder: an atomic write
+    /// (checkpoint, results) is in progress. Temporary files an earlier kill left are ignored.
+    DuringWrite(PathBuf),
+    /// As soon as this file exists.
+    OnceExists(PathBuf),
+}
+
+/// What happened at a kill point.
+#[derive(Debug, PartialEq)]
+enum Killed {
+    /// Killed with SIGKILL at the point.
+    Yes,
+    /// The child finished before the point came.
+    FinishedFirst,
+}
+
+fn tmp_files(dir: &Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().contains(".tmp"))
+        .collect()
+}
+
+fn kill_at(mut child: Child, point: &KillPoint) -> Killed {
+    let start = Instant::now();
+    let old_tmp = match point {
+        KillPoint::DuringWrite(dir) => tmp_files(dir),
+        _ => Vec::new(),
+    };
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "child failed before {point:?}: {status}");
+            return Killed::FinishedFirst;
+        }
+        let now = match point {
+            KillPoint::After(d) => start.elapsed() >= *d,
+            KillPoint::DuringWrite(dir) => tmp_files(dir).iter().any(|n| !old_tmp.contains(n)),
+            KillPoint::OnceExists(p) => p.exists(),
+        };
+        if now {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            return Killed::Yes;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "{point:?} never came"
+        );
+        // Checkpoints of resnet8 take milliseconds to write: poll often while waiting for one.
+        std::thread::sleep(Duration::from_micros(match point {
+            KillPoint::DuringWrite(_) => 100,
+            _ => 2_000,
+        }));
+    }
+}
+
+/// Whatever a killed training run left behind is complete: every checkpoint verifies,
+/// `init.safetensors` (if there) reads, and there is no final `weights.safetensors`.
+fn check_train_leftovers(run: &Path, point: &KillPoint) {
+    for e in std::fs::read_dir(run.join("checkpoints"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("epoch-") && name.ends_with(".safetensors") {
+            if let Err(err) = Checkpoint::load(&p, &Device::Cpu) {
+                panic!("after kill at {point:?}: {err}");
+            }
+        }
+    }
+    let init = run.join("init.safetensors");
+    if init.exists() {
+        layerzero_models::read_safetensors(&init)
+            .unwrap_or_else(|e| panic!("after kill at {point:?}: {e}"));
+    }
+    assert!(
+        !run.join("weights.safetensors").exists(),
+        "final weights written before the run finished ({point:?})"
+    );
+}
+
+/// The metrics lines without their timing fields, which differ between runs.
+fn metrics_sans_timing(run: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove("wall_s");
+            o.remove("images_per_s");
+            v
+        })
+        .collect()
+}
+
+/// `results.json` without `elapsed_s` and `threads`, which differ between runs.
+fn results_sans_timing(path: &Path) -> serde_json::Value {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let o = v.as_object_mut().unwrap();
+    o.remove("elapsed_s");
+    o.remove("threads");
+    v
+}
+
 #[test]
-fn killed_training_resumes_to_the_same_weights() {
+fn killed_training_and_ablation_resume_to_the_same_outputs() {
     let Some(data) = data_dir() else {
         return;
     };
     let root = tempfile::tempdir().unwrap();
     let straight = root.path().join("straight");
+    let started = Instant::now();
     assert!(train(&data, &straight, false).status().unwrap().success());
+    let span = started.elapsed();
 
+    // ---- layerzero train: a chain of kills in one run directory, then a final resume.
     let killed = root.path().join("killed");
-    let mut child = train(&data, &killed, false).spawn().unwrap();
-    // Kill once the first epoch's checkpoint exists: the run is then mid-way through epoch 2.
-    let first = killed.join("checkpoints").join("epoch-001.safetensors");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !first.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+    let ckpts = killed.join("checkpoints");
+    let mut moments = Moments::from_env();
+    let points = [
+        // While it loads data or writes the epoch-0 checkpoint and init weights.
+        KillPoint::After(moments.within(span, 0.0, 0.15)),
+        KillPoint::DuringWrite(ckpts.clone()),
+        KillPoint::After(moments.within(span, 0.1, 0.9)),
+        KillPoint::OnceExists(ckpts.join("epoch-002.safetensors")),
+        KillPoint::DuringWrite(ckpts.clone()),
+        KillPoint::After(moments.within(span, 0.0, 0.6)),
+    ];
+    let mut killed_at = Vec::new();
+    for (i, point) in points.iter().enumerate() {
+        let child = train(&data, &killed, i > 0).spawn().unwrap();
+        match kill_at(child, point) {
+            Killed::Yes => {
+                check_train_leftovers(&killed, point);
+                killed_at.push(format!("{point:?}"));
+            }
+            Killed::FinishedFirst => {
+                eprintln!("train finished before {point:?}");
+                break;
+            }
+        }
     }
-    assert!(first.exists(), "no checkpoint after 300 s");
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    assert!(!killed.join("weights.safetensors").exists());
-
-    assert!(train(&data, &killed, true).status().unwrap().success());
-    assert_eq!(
-        std::fs::read(straight.join("weights.safetensors")).unwrap(),
-        std::fs::read(killed.join("weights.safetensors")).unwrap(),
-        "resumed weights differ from the uninterrupted run"
+    eprintln!(
+        "layerzero train: killed at {} points: {killed_at:#?}",
+        killed_at.len()
     );
-    let lines = std::fs::read_to_string(killed.join("metrics.jsonl")).unwrap();
-    assert_eq!(lines.lines().count(), 3, "{lines}");
+    assert!(killed_at.len() >= 3, "too few kills landed: {killed_at:?}");
+    assert!(train(&data, &killed, true).status().unwrap().success());
+    for file in ["weights.safetensors", "init.safetensors"] {
+        assert_eq!(
+            std::fs::read(straight.join(file)).unwrap(),
+            std::fs::read(killed.join(file)).unwrap(),
+            "{file} of the killed and resumed run differs from the uninterrupted run"
+        );
+    }
+    assert_eq!(metrics_sans_timing(&killed), metrics_sans_timing(&straight));
+    assert_eq!(metrics_sans_timing(&killed).len(), EPOCHS);
+
+    // ---- layerzero ablate: killed runs leave no partial results.json; a re-run completes it.
+    let weights = straight.join("weights.safetensors");
+    let reference = root.path().join("reference.json");
+    let started = Instant::now();
+    assert!(ablate(&data, &weights, &reference)
+        .status()
+        .unwrap()
+        .success());
+    let span = started.elapsed();
+    let out_dir = root.path().join("ablate");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join("results.json");
+    let points = [
+        KillPoint::After(moments.within(span, 0.0, 0.5)),
+        KillPoint::After(moments.within(span, 0.3, 1.0)),
+        KillPoint::DuringWrite(out_dir.clone()),
+    ];
+    let mut ablate_kills = 0;
+    for point in &points {
+        let child = ablate(&data, &weights, &out).spawn().unwrap();
+        match kill_at(child, point) {
+            Killed::Yes => ablate_kills += 1,
+            Killed::FinishedFirst => eprintln!("ablate finished before {point:?}"),
+        }
+        if out.exists() {
+            ResultsFile::read(&out).unwrap_or_else(|e| panic!("after kill at {point:?}: {e}"));
+        }
+    }
+    eprintln!(
+        "layerzero ablate: killed at {ablate_kills} of {} points",
+        points.len()
+    );
+    assert!(ablate(&data, &weights, &out).status().unwrap().success());
+    assert_eq!(results_sans_timing(&out), results_sans_timing(&reference));
 }

@@ -425,7 +425,7 @@ fn extract_and_install(
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(|e| DataError::io(&tmp, e))?;
     let result = (|| {
-        extract_safely(archive, &tmp)?;
+        extract_archive(archive, &tmp)?;
         let extracted = tmp.join(dataset.folder_name());
         let missing: Vec<&str> = dataset
             .required_files()
@@ -462,8 +462,12 @@ fn extract_and_install(
     result
 }
 
-/// Extracts a `.tar.gz` into `into`, refusing absolute paths, `..` components and links.
-fn extract_safely(archive: &Path, into: &Path) -> Result<()> {
+/// Extracts the `.tar.gz` file `archive` into the existing folder `into`, refusing absolute
+/// paths, `..` components and links (symbolic or hard), so nothing is ever written outside
+/// `into`. Entries other than files and folders (pax headers, devices) are skipped. A damaged
+/// archive is an error naming `archive`; what was extracted before the error stays in `into`
+/// ([`fetch`] extracts into a temporary folder and removes it on error).
+pub fn extract_archive(archive: &Path, into: &Path) -> Result<()> {
     let file = fs::File::open(archive).map_err(|e| DataError::io(archive, e))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
     let entries = tar.entries().map_err(|e| DataError::io(archive, e))?;

@@ -51,6 +51,6 @@ pub use cifar::{
 };
 pub use error::{DataError, Result};
 pub use fetch::{
-    fetch, validate, verify_file, Checksum, FetchOutcome, Location, OfficialArchive, Source,
-    CIFAR100_ARCHIVE_ENV, CIFAR10_ARCHIVE_ENV,
+    extract_archive, fetch, validate, verify_file, Checksum, FetchOutcome, Location,
+    OfficialArchive, Source, CIFAR100_ARCHIVE_ENV, CIFAR10_ARCHIVE_ENV,
 };

@@ -17,6 +17,11 @@
 //! | `layerzero.num_classes` | decimal integer |
 //! | `layerzero.dataset` | free text chosen by the writer, e.g. `cifar10` |
 //! | `layerzero.normalization` | input normalisation the weights expect, free text, e.g. `mean=0.4914,0.4822,0.4465;std=0.2470,0.2435,0.2616` |
+//! | `layerzero.sha256` | hex SHA-256 of the data section (every byte after the header), written by [`to_safetensors_bytes`] |
+//!
+//! A file that carries `layerzero.sha256` is checked against it on every load, so a bit flip
+//! in the weights is an error, not silently different weights. Files without it (written by
+//! PyTorch, or by older versions) load unchecked.
 //!
 //! Other keys are kept in [`WeightsMetadata::other`] and written back unchanged.
 
@@ -25,6 +30,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors};
+use sha2::Digest;
 
 use crate::arch::{ModelConfig, ModelRegistry};
 use crate::error::{ModelError, Result, WeightProblem};
@@ -42,6 +48,9 @@ pub const META_NORMALIZATION: &str = "layerzero.normalization";
 pub const META_DATASET: &str = "layerzero.dataset";
 /// Metadata key of the number of classes.
 pub const META_NUM_CLASSES: &str = "layerzero.num_classes";
+/// Metadata key of the SHA-256 of the data section; checked on load, not kept in
+/// [`WeightsMetadata`].
+pub const META_SHA256: &str = "layerzero.sha256";
 
 /// The `layerzero.*` entries of a safetensors header, plus any other entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -110,6 +119,8 @@ impl WeightsMetadata {
                 META_SHORTCUT => m.shortcut = Some(v.clone()),
                 META_NORMALIZATION => m.normalization = Some(v.clone()),
                 META_DATASET => m.dataset = Some(v.clone()),
+                // Belongs to the bytes it was computed from, not to the weights: never copied.
+                META_SHA256 => {}
                 META_NUM_CLASSES => match v.trim().parse::<usize>() {
                     Ok(n) if n > 0 => m.num_classes = Some(n),
                     _ => {
@@ -332,7 +343,19 @@ fn decode(
 
 fn parse<'a>(bytes: &'a [u8], origin: &str) -> Result<(SafeTensors<'a>, WeightsMetadata)> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| malformed(origin, e))?;
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| malformed(origin, e))?;
+    let (header_len, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| malformed(origin, e))?;
+    if let Some(expected) = header.metadata().as_ref().and_then(|h| h.get(META_SHA256)) {
+        // `deserialize` checked that the header and the data fit in `bytes`.
+        let data = bytes.get(8 + header_len..).unwrap_or_default();
+        let found = hex::encode(sha2::Sha256::digest(data));
+        if &found != expected {
+            return Err(malformed(
+                origin,
+                format!("checksum mismatch: {META_SHA256} says {expected}, the data gives {found}"),
+            ));
+        }
+    }
     let meta = match header.metadata() {
         Some(h) => WeightsMetadata::from_header(h)?,
         None => WeightsMetadata::default(),
@@ -424,8 +447,13 @@ pub struct SafetensorsContent {
 /// Reads every tensor of a safetensors file (F32 and I64 only) onto the CPU, without a network.
 pub fn read_safetensors(path: &Path) -> Result<SafetensorsContent> {
     let bytes = read_file(path)?;
-    let origin = path.display().to_string();
-    let (st, metadata) = parse(&bytes, &origin)?;
+    read_safetensors_bytes(&bytes, &path.display().to_string())
+}
+
+/// Reads every tensor of the bytes of a safetensors file (see [`read_safetensors`]); `origin`
+/// names the bytes in errors.
+pub fn read_safetensors_bytes(bytes: &[u8], origin: &str) -> Result<SafetensorsContent> {
+    let (st, metadata) = parse(bytes, origin)?;
     let mut tensors = BTreeMap::new();
     for (name, v) in st.tensors() {
         let t = decode(&name, v.dtype(), v.shape(), v.data(), &Device::Cpu)?;
@@ -444,8 +472,21 @@ pub fn load_model(
 ) -> Result<(Box<dyn Network>, WeightsMetadata)> {
     let path = crate::hub::resolve_weights(source)?;
     let bytes = read_file(&path)?;
-    let origin = path.display().to_string();
-    let (_, meta) = parse(&bytes, &origin)?;
+    load_model_bytes(&bytes, &path.display().to_string(), device, registry)
+}
+
+/// [`load_model`] on the bytes of a safetensors file; `origin` names the bytes in errors.
+///
+/// The header is untrusted: before any network is built, `layerzero.num_classes` is checked
+/// against the file's size (a classifier with `n` outputs needs at least `4·n` bytes of
+/// weights), so a forged class count cannot make us allocate more than the file could hold.
+pub fn load_model_bytes(
+    bytes: &[u8],
+    origin: &str,
+    device: &Device,
+    registry: &ModelRegistry,
+) -> Result<(Box<dyn Network>, WeightsMetadata)> {
+    let (_, meta) = parse(bytes, origin)?;
     let missing = |key: &str| ModelError::BadMetadata {
         key: key.to_string(),
         value: String::new(),
@@ -453,11 +494,21 @@ pub fn load_model(
     };
     let arch = meta.arch.clone().ok_or_else(|| missing(META_ARCH))?;
     let classes = meta.num_classes.ok_or_else(|| missing(META_NUM_CLASSES))?;
+    if classes.saturating_mul(4) > bytes.len() {
+        return Err(ModelError::BadMetadata {
+            key: META_NUM_CLASSES.to_string(),
+            value: classes.to_string(),
+            message: format!(
+                "{origin} has {} bytes, too few to hold a classifier with {classes} outputs",
+                bytes.len()
+            ),
+        });
+    }
     let cfg = ModelConfig::new(classes)
         .with_init(Init::Zeros)
         .with_device(device.clone());
     let net = registry.create(&arch, &cfg)?;
-    load_safetensors_bytes(net.as_ref(), &bytes, &origin, &LoadOptions::default())?;
+    load_safetensors_bytes(net.as_ref(), bytes, origin, &LoadOptions::default())?;
     Ok((net, meta))
 }
 
@@ -495,12 +546,20 @@ pub fn to_safetensors_bytes(net: &dyn Network, metadata: &WeightsMetadata) -> Re
     // Eight-byte tensors first keeps every tensor aligned to its element size in the file.
     entries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
 
+    let mut data = Vec::new();
+    for (_, _, _, bytes) in &entries {
+        data.extend_from_slice(bytes);
+    }
     let mut header = serde_json::Map::new();
-    let meta: serde_json::Map<String, serde_json::Value> = metadata
+    let mut meta: serde_json::Map<String, serde_json::Value> = metadata
         .to_header()
         .into_iter()
         .map(|(k, v)| (k, serde_json::Value::String(v)))
         .collect();
+    meta.insert(
+        META_SHA256.into(),
+        serde_json::Value::String(hex::encode(sha2::Sha256::digest(&data))),
+    );
     header.insert("__metadata__".into(), serde_json::Value::Object(meta));
     let mut offset = 0usize;
     for (name, dtype, shape, bytes) in &entries {
@@ -524,9 +583,7 @@ pub fn to_safetensors_bytes(net: &dyn Network, metadata: &WeightsMetadata) -> Re
     let mut out = Vec::with_capacity(8 + header.len() + offset);
     out.extend_from_slice(&(header.len() as u64).to_le_bytes());
     out.extend_from_slice(&header);
-    for (_, _, _, bytes) in &entries {
-        out.extend_from_slice(bytes);
-    }
+    out.extend_from_slice(&data);
     Ok(out)
 }
 
@@ -544,8 +601,15 @@ pub fn save_safetensors(net: &dyn Network, path: &Path, metadata: &WeightsMetada
     let mut tmp_name = file_name.to_os_string();
     tmp_name.push(format!(".tmp{}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
-    std::fs::write(&tmp, &bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
+    // Write, flush to disk, rename: a crash or a full disk leaves the old file (or none),
+    // never a partial one, and no temporary file is left behind on error.
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, &bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    written.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         io(e)
     })

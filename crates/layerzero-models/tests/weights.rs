@@ -9,9 +9,9 @@ use candle_core::{DType, Device, Tensor};
 use common::{max_abs_diff, values};
 use layerzero_models::weights::{load_safetensors_bytes, to_safetensors_bytes, META_ARCH};
 use layerzero_models::{
-    create_model, load_model, load_safetensors, load_state_dict, read_safetensors,
-    save_safetensors, ForwardMode, Interventions, LoadOptions, ModelConfig, ModelError,
-    ModelRegistry, Network, WeightProblem, WeightsMetadata,
+    create_model, load_model, load_model_bytes, load_safetensors, load_state_dict,
+    read_safetensors, read_safetensors_bytes, save_safetensors, ForwardMode, Interventions,
+    LoadOptions, ModelConfig, ModelError, ModelRegistry, Network, WeightProblem, WeightsMetadata,
 };
 
 fn net(name: &str, seed: u64) -> Box<dyn Network> {
@@ -381,4 +381,91 @@ fn malformed_files_are_errors_not_panics() {
     let u8t = Tensor::zeros(4, DType::U8, &Device::Cpu).unwrap();
     std::fs::write(&p, serialize(&[("x", u8t)], None)).unwrap();
     assert!(read_safetensors(&p).is_err());
+}
+
+#[test]
+fn bit_flipped_weights_are_refused_naming_the_file() {
+    let a = net("resnet8", 1);
+    let meta = WeightsMetadata::for_network(a.as_ref());
+    let good = to_safetensors_bytes(a.as_ref(), &meta).unwrap();
+    let header_len = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    let b = net("resnet8", 2);
+    let before = to_safetensors_bytes(b.as_ref(), &meta).unwrap();
+    // Any single flipped bit in the data section is caught by `layerzero.sha256`.
+    for pos in (8 + header_len..good.len()).step_by(997) {
+        let mut bad = good.clone();
+        bad[pos] ^= 0x04;
+        let err =
+            load_safetensors_bytes(b.as_ref(), &bad, "w.safetensors", &LoadOptions::default())
+                .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, ModelError::MalformedFile { .. }),
+            "byte {pos}: {msg}"
+        );
+        assert!(
+            msg.contains("w.safetensors") && msg.contains("checksum"),
+            "{msg}"
+        );
+        assert!(read_safetensors_bytes(&bad, "w.safetensors").is_err());
+    }
+    // Nothing was loaded.
+    assert!(
+        to_safetensors_bytes(b.as_ref(), &meta).unwrap() == before,
+        "weights changed"
+    );
+    // The checksum is not carried into the metadata, so a re-save computes it afresh.
+    let back = read_safetensors_bytes(&good, "w").unwrap();
+    assert_eq!(back.metadata, meta);
+}
+
+/// Replays the inputs that once crashed the `weights_import` fuzz target
+/// (`tests/data/fuzz-regressions/weights_import/`) and the target's seeds.
+#[test]
+fn fuzz_regressions_give_errors_not_panics() {
+    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let a = net("resnet20", 1);
+    let mut seen = 0;
+    for dir in [
+        crate_dir.join("tests/data/fuzz-regressions/weights_import"),
+        crate_dir.join("../../fuzz/seeds/weights_import"),
+    ] {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let bytes = std::fs::read(e.path()).unwrap();
+            let origin = e.path().display().to_string();
+            let _ = load_safetensors_bytes(a.as_ref(), &bytes, &origin, &LoadOptions::default());
+            let _ = read_safetensors_bytes(&bytes, &origin);
+            let _ = load_model_bytes(&bytes, &origin, &Device::Cpu, &ModelRegistry::new());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "only {seen} inputs found");
+}
+
+#[test]
+fn a_forged_class_count_is_refused_before_building_the_network() {
+    let t = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
+    let bytes = serialize(
+        &[("x", t)],
+        Some(HashMap::from([
+            (META_ARCH.to_string(), "resnet20".to_string()),
+            (
+                "layerzero.num_classes".to_string(),
+                "100000000000".to_string(),
+            ),
+        ])),
+    );
+    let err = load_model_bytes(
+        &bytes,
+        "forged.safetensors",
+        &Device::Cpu,
+        &ModelRegistry::new(),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ModelError::BadMetadata { .. }), "{msg}");
+    assert!(
+        msg.contains("forged.safetensors") && msg.contains("100000000000"),
+        "{msg}"
+    );
 }

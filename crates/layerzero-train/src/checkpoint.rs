@@ -154,13 +154,20 @@ impl Checkpoint {
     /// Reads and verifies a checkpoint; tensors are placed on `device`.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let bytes = fs::read(path).map_err(|e| TrainError::io(path, e))?;
+        Self::from_bytes(&bytes, path, device)
+    }
+
+    /// Verifies and decodes the bytes of a checkpoint file (see [`Checkpoint::load`]); `path`
+    /// only names the bytes in errors. Any malformed input is a
+    /// [`TrainError::CorruptCheckpoint`], never a panic.
+    pub fn from_bytes(bytes: &[u8], path: &Path, device: &Device) -> Result<Self> {
         let corrupt = |reason: String| TrainError::CorruptCheckpoint {
             path: path.to_path_buf(),
             reason,
         };
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| corrupt(format!("unreadable safetensors header ({e})")))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
+        let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| corrupt(format!("unreadable safetensors data ({e})")))?;
         let meta_map = header
             .metadata()

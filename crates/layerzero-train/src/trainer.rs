@@ -328,6 +328,15 @@ pub fn train_observed(
                     serde_json::from_value(ck.meta.config.clone()).map_err(|e| {
                         TrainError::StateMismatch(format!("checkpoint config unreadable: {e}"))
                     })?;
+                if saved.arch != config.arch || ck.meta.arch != config.arch {
+                    return Err(TrainError::StateMismatch(format!(
+                        "{} holds a checkpoint of architecture `{}`, expected `{}` (the --arch \
+                         of this run); resume with the same options or use a new run directory",
+                        dir.checkpoint(ck.meta.epoch).display(),
+                        ck.meta.arch,
+                        config.arch
+                    )));
+                }
                 if &saved != config {
                     return Err(TrainError::StateMismatch(format!(
                     "{} was written with another configuration; resume with the same options or \
@@ -344,8 +353,11 @@ pub fn train_observed(
             }
             _ => {
                 write_atomic(&dir.config(), config_json.as_bytes())?;
-                save_checkpoint(net, &sgd, &dir, config, 0, 0)?;
+                // The initial weights before the epoch-0 checkpoint: a resume starts from the
+                // checkpoint and would never write them, so a crash between the two must leave
+                // no checkpoint (and a resume then starts afresh, rewriting both).
                 save_safetensors(net, &dir.init_weights(), &metadata)?;
+                save_checkpoint(net, &sgd, &dir, config, 0, 0)?;
                 (0, 0, Vec::new())
             }
         };
@@ -438,7 +450,10 @@ fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<()> {
         .append(true)
         .open(path)
         .map_err(|e| TrainError::io(path, e))?;
-    let line = serde_json::to_string(m).unwrap_or_default();
-    writeln!(f, "{line}").map_err(|e| TrainError::io(path, e))?;
+    // One write of the whole line, newline included, so a crash cannot split it.
+    let mut line = serde_json::to_string(m).unwrap_or_default();
+    line.push('\n');
+    f.write_all(line.as_bytes())
+        .map_err(|e| TrainError::io(path, e))?;
     f.sync_all().map_err(|e| TrainError::io(path, e))
 }

@@ -292,3 +292,78 @@ fn nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint() {
             .unwrap();
     assert_eq!(ck.meta.epoch, 0);
 }
+
+#[test]
+fn checkpoint_of_another_architecture_is_named_and_not_loaded() {
+    let train_set = synthetic(64, Split::Train);
+    let test_set = synthetic(32, Split::Test);
+    let config = small_config(2, 64, 32);
+    let dir = tempfile::tempdir().unwrap();
+    let stop = RunOptions {
+        max_epochs: Some(1),
+        ..RunOptions::default()
+    };
+    train(
+        net(1).as_ref(),
+        &train_set,
+        &test_set,
+        &config,
+        dir.path(),
+        &stop,
+    )
+    .unwrap();
+
+    let mut other = config.clone();
+    other.arch = "plain8".into();
+    let plain = create_model("plain8", &ModelConfig::new(10).with_seed(1)).unwrap();
+    let before = state_bytes(plain.as_ref());
+    let resume = RunOptions {
+        resume: true,
+        ..RunOptions::default()
+    };
+    let err = train(
+        plain.as_ref(),
+        &train_set,
+        &test_set,
+        &other,
+        dir.path(),
+        &resume,
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, TrainError::StateMismatch(_)), "{msg}");
+    assert!(
+        msg.contains("epoch-001.safetensors")
+            && msg.contains("`resnet8`")
+            && msg.contains("`plain8`"),
+        "{msg}"
+    );
+    assert_eq!(state_bytes(plain.as_ref()), before, "weights changed");
+}
+
+/// Replays every input that once crashed the `checkpoint_read` fuzz target, or that stands for
+/// a known corruption (`tests/data/fuzz-regressions/checkpoint_read/`): each is refused as
+/// corrupt, naming it. The target's seed (`fuzz/seeds/checkpoint_read/`) is a valid checkpoint.
+#[test]
+fn fuzz_regressions_are_refused_as_corrupt() {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut seen = 0;
+    for e in std::fs::read_dir(crate_dir.join("tests/data/fuzz-regressions/checkpoint_read"))
+        .unwrap()
+        .flatten()
+    {
+        let bytes = std::fs::read(e.path()).unwrap();
+        let err = layerzero_train::Checkpoint::from_bytes(&bytes, &e.path(), &Device::Cpu)
+            .expect_err("a regression input is no valid checkpoint");
+        assert!(matches!(err, TrainError::CorruptCheckpoint { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&*e.file_name().to_string_lossy()),
+            "{err}"
+        );
+        seen += 1;
+    }
+    assert!(seen >= 2);
+    let seed = crate_dir.join("../../fuzz/seeds/checkpoint_read/valid-small");
+    let ck = layerzero_train::Checkpoint::load(&seed, &Device::Cpu).unwrap();
+    assert_eq!((ck.meta.epoch, ck.meta.arch.as_str()), (3, "resnet8"));
+}

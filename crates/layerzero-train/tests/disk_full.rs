@@ -1,0 +1,192 @@
+//! A full disk while writing a checkpoint, the final weights or a run file: the write fails
+//! with an error naming the file, the previous good file is intact, and no temporary file is
+//! left behind.
+//!
+//! The full disk is simulated with `RLIMIT_FSIZE` in a child process (this test binary run
+//! again, with `SIGXFSZ` ignored so an oversized write fails with `EFBIG` instead of killing
+//! the process). The child is the `#[ignore]`d `child_*` test of the same name.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::{Device, Tensor};
+use layerzero_models::{
+    create_model, read_safetensors, save_safetensors, ModelConfig, WeightsMetadata,
+};
+use layerzero_train::{write_atomic, Checkpoint, CheckpointMeta};
+
+const DIR_ENV: &str = "LAYERZERO_DISK_FULL_DIR";
+
+/// Runs the ignored test `child` of this binary with files limited to `limit` bytes.
+fn run_limited(child: &str, dir: &Path, limit: u64) -> String {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        child,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(DIR_ENV, dir);
+    // SAFETY: only async-signal-safe calls (signal, setrlimit) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: limit as libc::rlim_t,
+                rlim_max: limit as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child {child} failed:\n{text}");
+    assert!(
+        text.contains("1 passed"),
+        "child {child} did not run:\n{text}"
+    );
+    text
+}
+
+fn child_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os(DIR_ENV).expect("run by the disk-full tests"))
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn checkpoint(value: f32) -> Checkpoint {
+    let t = (Tensor::ones((64, 16, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap()
+        * value as f64)
+        .unwrap();
+    Checkpoint {
+        meta: CheckpointMeta {
+            format: 1,
+            epoch: value as usize,
+            step: 10,
+            seed: 1,
+            arch: "resnet8".into(),
+            config: serde_json::json!({}),
+        },
+        model: BTreeMap::from([("conv1.weight".to_string(), t.clone())]),
+        momentum: BTreeMap::from([("conv1.weight".to_string(), t)]),
+    }
+}
+
+#[test]
+#[ignore = "child of checkpoint_write_on_a_full_disk_keeps_the_previous_file"]
+fn child_checkpoint() {
+    let err = checkpoint(2.0)
+        .save(&child_dir().join("epoch-002.safetensors"))
+        .unwrap_err();
+    println!("error: {err}");
+}
+
+#[test]
+fn checkpoint_write_on_a_full_disk_keeps_the_previous_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("epoch-002.safetensors");
+    checkpoint(1.0).save(&path).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let out = run_limited("child_checkpoint", dir.path(), good.len() as u64 / 2);
+    assert!(
+        out.contains("error: ") && out.contains("epoch-002.safetensors"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        good,
+        "the previous checkpoint changed"
+    );
+    assert_eq!(Checkpoint::load(&path, &Device::Cpu).unwrap().meta.epoch, 1);
+    assert_eq!(
+        listing(dir.path()),
+        ["epoch-002.safetensors"],
+        "temporary file left"
+    );
+}
+
+#[test]
+#[ignore = "child of weights_write_on_a_full_disk_keeps_the_previous_file"]
+fn child_weights() {
+    let net = create_model("resnet8", &ModelConfig::new(10).with_seed(2)).unwrap();
+    let meta = WeightsMetadata::for_network(net.as_ref());
+    let err = save_safetensors(
+        net.as_ref(),
+        &child_dir().join("weights.safetensors"),
+        &meta,
+    )
+    .unwrap_err();
+    println!("error: {err}");
+}
+
+#[test]
+fn weights_write_on_a_full_disk_keeps_the_previous_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weights.safetensors");
+    let net = create_model("resnet8", &ModelConfig::new(10).with_seed(1)).unwrap();
+    save_safetensors(
+        net.as_ref(),
+        &path,
+        &WeightsMetadata::for_network(net.as_ref()),
+    )
+    .unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let out = run_limited("child_weights", dir.path(), good.len() as u64 / 2);
+    assert!(
+        out.contains("error: ") && out.contains("weights.safetensors"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        good,
+        "the previous weights changed"
+    );
+    read_safetensors(&path).unwrap();
+    assert_eq!(
+        listing(dir.path()),
+        ["weights.safetensors"],
+        "temporary file left"
+    );
+}
+
+#[test]
+#[ignore = "child of run_file_write_on_a_full_disk_keeps_the_previous_file"]
+fn child_run_file() {
+    let err = write_atomic(&child_dir().join("metrics.jsonl"), &[b'x'; 4096]).unwrap_err();
+    println!("error: {err}");
+}
+
+#[test]
+fn run_file_write_on_a_full_disk_keeps_the_previous_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.jsonl");
+    write_atomic(&path, b"{\"epoch\":1}\n").unwrap();
+    let out = run_limited("child_run_file", dir.path(), 1024);
+    assert!(
+        out.contains("error: ") && out.contains("metrics.jsonl"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"{\"epoch\":1}\n");
+    assert_eq!(
+        listing(dir.path()),
+        ["metrics.jsonl"],
+        "temporary file left"
+    );
+}
