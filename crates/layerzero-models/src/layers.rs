@@ -176,19 +176,32 @@ impl BatchNorm2d {
             ForwardMode::Train => {
                 let (y, stats) =
                     ops::batch_norm_train(x, &self.weight, &self.bias, self.eps, relu)?;
-                // PyTorch: running = (1 − momentum) · running + momentum · batch statistic,
-                // with the unbiased batch variance.
-                let m = self.momentum;
-                let mean =
-                    ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (stats.mean * m)?)?;
-                let var = ((self.running_var.as_detached_tensor() * (1.0 - m))?
-                    + (stats.var_unbiased * m)?)?;
-                self.running_mean.set(&mean)?;
-                self.running_var.set(&var)?;
-                self.num_batches_tracked.fetch_add(1, Ordering::Relaxed);
+                self.update_running_stats(stats)?;
                 Ok(y)
             }
         }
+    }
+
+    /// Training mode only: `relu(bn(x) + residual)` as one fused op, updating the running
+    /// statistics like [`BatchNorm2d::forward`].
+    pub(crate) fn train_add_relu(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let (y, stats) =
+            ops::batch_norm_add_relu_train(x, &self.weight, &self.bias, residual, self.eps)?;
+        self.update_running_stats(stats)?;
+        Ok(y)
+    }
+
+    fn update_running_stats(&self, stats: ops::BatchStats) -> Result<()> {
+        // PyTorch: running = (1 − momentum) · running + momentum · batch statistic, with the
+        // unbiased batch variance.
+        let m = self.momentum;
+        let mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (stats.mean * m)?)?;
+        let var =
+            ((self.running_var.as_detached_tensor() * (1.0 - m))? + (stats.var_unbiased * m)?)?;
+        self.running_mean.set(&mean)?;
+        self.running_var.set(&var)?;
+        self.num_batches_tracked.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Number of training-mode forwards this layer has seen (PyTorch `num_batches_tracked`).
@@ -202,8 +215,10 @@ impl BatchNorm2d {
 ///
 /// In eval mode the batch norm is folded into the convolution (`w·γ/σ`, `β − μ·γ/σ`) and the
 /// unit runs as one fused kernel (bias, residual add and ReLU applied before the store), which
-/// is where evaluation and ablation sweeps spend their time. In train mode the two layers run
-/// one after the other, exactly as [`Conv2d::forward`] and [`BatchNorm2d::forward`].
+/// is where evaluation and ablation sweeps spend their time. In train mode the convolution runs
+/// as [`Conv2d::forward`], then batch norm as [`BatchNorm2d::forward`], except at the end of a
+/// residual block (`residual` given and `relu`), where batch norm, the add and the ReLU run as
+/// one fused op with one backward pass.
 pub fn conv_bn(
     conv: &Conv2d,
     bn: &BatchNorm2d,
@@ -215,6 +230,7 @@ pub fn conv_bn(
     if ctx.mode == ForwardMode::Train {
         let y = conv.forward(x, ctx)?;
         return match residual {
+            Some(r) if relu => bn.train_add_relu(&y, r),
             Some(r) => {
                 let y = (bn.forward(&y, ctx)? + r)?;
                 if relu {
@@ -226,11 +242,24 @@ pub fn conv_bn(
             None => bn.apply(&y, ctx, relu),
         };
     }
-    conv.output_hw(x)?;
+    let (ho, wo) = conv.output_hw(x)?;
     let stored_bias = conv.bias.as_ref().map(|b| b.as_detached_tensor());
+    if let Some(WeightOverride::Zero) = ctx.interventions.weight_override(conv.id) {
+        // A zero kernel makes the conv output its bias alone, so batch norm gives one value per
+        // channel: skip the convolution (the zero-kernel sweep's ablated layer costs nothing).
+        // Same numbers as convolving with zeros: the sums are exact zeros plus the bias.
+        let b = zero_kernel_bn_output(conv, bn, stored_bias)?;
+        let cout = b.dim(0)?;
+        let shape = (x.dim(0)?, cout, ho, wo);
+        let y = b.reshape((1, cout, 1, 1))?.broadcast_as(shape)?;
+        let y = match residual {
+            Some(r) => y.add(r)?,
+            None => y.contiguous()?,
+        };
+        return if relu { ops::relu(&y) } else { Ok(y) };
+    }
     let (weight, bias) = match ctx.interventions.weight_override(conv.id) {
-        None => (conv.weight.as_detached_tensor(), stored_bias),
-        Some(WeightOverride::Zero) => (conv.weight.as_detached_tensor().zeros_like()?, stored_bias),
+        None | Some(WeightOverride::Zero) => (conv.weight.as_detached_tensor(), stored_bias),
         Some(WeightOverride::Replace { weight, bias }) => {
             (weight.clone(), bias.clone().or(stored_bias))
         }
@@ -260,6 +289,33 @@ pub fn conv_bn(
         residual,
         relu,
     )?)
+}
+
+/// Eval-mode `bn(conv_bias)`: the per-channel output of a conv–BN unit whose kernel is zero,
+/// computed as the fused path folds it (`β − μ·γ/σ`, plus the conv's bias times `γ/σ`).
+fn zero_kernel_bn_output(
+    conv: &Conv2d,
+    bn: &BatchNorm2d,
+    conv_bias: Option<Tensor>,
+) -> Result<Tensor> {
+    let (_, b) = layerzero_kernels::fold_batch_norm(
+        &conv.weight.as_detached_tensor(),
+        &bn.weight.as_detached_tensor(),
+        &bn.bias.as_detached_tensor(),
+        &bn.running_mean.as_detached_tensor(),
+        &bn.running_var.as_detached_tensor(),
+        bn.eps,
+    )?;
+    Ok(match conv_bias {
+        Some(c) => {
+            let scale = bn
+                .weight
+                .as_detached_tensor()
+                .div(&(bn.running_var.as_detached_tensor() + bn.eps)?.sqrt()?)?;
+            (b + c.mul(&scale)?)?
+        }
+        None => b,
+    })
 }
 
 /// ReLU.

@@ -73,6 +73,28 @@ pub(crate) fn batch_norm_train(
     eps: f64,
     relu: bool,
 ) -> Result<(Tensor, BatchStats)> {
+    let count = values_per_channel(x)?;
+    let out = layerzero_kernels::batch_norm_train(x, gamma, beta, eps, relu)?;
+    Ok((out.y, batch_stats(&out.mean, &out.var, count)?))
+}
+
+/// Training-mode `relu(batch_norm(x) + residual)` in one fused op (the end of a post-activation
+/// residual block); otherwise like [`batch_norm_train`]. Gradients flow to `x`, `gamma`, `beta`
+/// and `residual`.
+pub(crate) fn batch_norm_add_relu_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    residual: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, BatchStats)> {
+    let count = values_per_channel(x)?;
+    let out = layerzero_kernels::batch_norm_add_relu_train(x, gamma, beta, residual, eps)?;
+    Ok((out.y, batch_stats(&out.mean, &out.var, count)?))
+}
+
+/// Values per channel of a training batch (N·H·W), refusing fewer than two.
+fn values_per_channel(x: &Tensor) -> Result<usize> {
     let (n, _c, h, w) = x.dims4()?;
     let count = n * h * w;
     if count < 2 {
@@ -82,16 +104,17 @@ pub(crate) fn batch_norm_train(
             x.dims()
         )));
     }
-    let out = layerzero_kernels::batch_norm_train(x, gamma, beta, eps, relu)?;
-    // The kernels report the biased variance used for normalising; running statistics take the
-    // unbiased one, as PyTorch does.
+    Ok(count)
+}
+
+/// The running-average inputs from the kernels' batch mean and biased variance: running
+/// statistics take the unbiased variance, as PyTorch does.
+fn batch_stats(mean: &Tensor, var_biased: &Tensor, count: usize) -> Result<BatchStats> {
     let correction = count as f64 / (count - 1) as f64;
-    let stats = BatchStats {
-        mean: out.mean.detach().flatten_all()?,
-        var_unbiased: (out.var.detach().flatten_all()? * correction)?,
-    };
-    let y = out.y;
-    Ok((y, stats))
+    Ok(BatchStats {
+        mean: mean.detach().flatten_all()?,
+        var_unbiased: (var_biased.detach().flatten_all()? * correction)?,
+    })
 }
 
 /// Fully connected layer: `x · wᵀ + b` for `x` of shape `(N, in)`.

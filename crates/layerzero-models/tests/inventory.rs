@@ -477,3 +477,50 @@ fn one_network_serves_concurrent_ablations() {
         assert_eq!(max_abs_diff(a, b), 0.0);
     }
 }
+
+/// Eval mode skips the work a zero kernel makes pointless (the zeroed convolution itself, and a
+/// block's conv1 when its conv2 is zeroed); the output must be exactly what convolving with an
+/// explicit zero kernel gives.
+#[test]
+fn zero_kernel_shortcuts_equal_an_explicit_zero_kernel() {
+    let x = input(3);
+    for name in ["resnet20-b", "plain20"] {
+        let net = net(name);
+        let convs: Vec<_> = net
+            .inventory()
+            .layers()
+            .iter()
+            .filter(|l| matches!(l.kind, LayerKind::Conv2d { .. }))
+            .cloned()
+            .collect();
+        assert!(convs.len() >= 19, "{name}: {} convs", convs.len());
+        for layer in convs {
+            let w = net
+                .params()
+                .get(&format!("{}.weight", layer.name))
+                .unwrap()
+                .value(&Device::Cpu)
+                .unwrap();
+            let fast = eval(
+                net.as_ref(),
+                &x,
+                &Interventions::single(Intervention::ZeroKernel(layer.id)),
+            );
+            let explicit = eval(
+                net.as_ref(),
+                &x,
+                &Interventions::single(Intervention::ReplaceWeights {
+                    layer: layer.id,
+                    weight: w.zeros_like().unwrap(),
+                    bias: None,
+                }),
+            );
+            assert_eq!(
+                max_abs_diff(&fast, &explicit),
+                0.0,
+                "{name} {}: zero-kernel shortcut differs from an explicit zero kernel",
+                layer.name
+            );
+        }
+    }
+}

@@ -5,12 +5,12 @@
 //! PyTorch names (torchvision's): `conv1`, `bn1`, `layer{s}.{b}.{conv1,bn1,conv2,bn2}`,
 //! `layer{s}.{b}.downsample.{0,1}` (projection conv and its batch norm), `fc`.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::builder::{Conv2dSpec, NetworkBuilder, NetworkParts};
 use crate::error::{ModelError, Result};
 use crate::init::Init;
-use crate::intervention::ForwardCtx;
+use crate::intervention::{ForwardCtx, ForwardMode, WeightOverride};
 use crate::inventory::{BlockId, Inventory, LayerRole, SegmentInfo, SegmentKind};
 use crate::layers::{conv_bn, relu, shortcut_pad, BatchNorm2d, Conv2d, Linear};
 use crate::network::{ArchSpec, Network, Shortcut};
@@ -125,7 +125,23 @@ impl BasicBlock {
                 ))),
             };
         }
-        let y = conv_bn(&self.conv1, &self.bn1, x, ctx, None, true)?;
+        let conv2_zeroed = ctx.mode == ForwardMode::Eval
+            && matches!(
+                ctx.interventions.weight_override(self.conv2.id()),
+                Some(WeightOverride::Zero)
+            );
+        let y = if conv2_zeroed {
+            // With conv2's kernel zero the branch's output no longer depends on conv1's, and in
+            // eval mode conv1 has no side effects: skip it. conv2's zero-kernel path reads only
+            // its input's shape, so a zero-copy broadcast of one zero stands in for it.
+            let (h, w) = self.conv1.output_hw(x)?;
+            let c = self.conv1.weight.dim(0)?;
+            Tensor::zeros(1, DType::F32, x.device())?
+                .reshape((1, 1, 1, 1))?
+                .broadcast_as((x.dim(0)?, c, h, w))?
+        } else {
+            conv_bn(&self.conv1, &self.bn1, x, ctx, None, true)?
+        };
         let s = shortcut(x)?;
         conv_bn(&self.conv2, &self.bn2, &y, ctx, s.as_ref(), true)
     }
