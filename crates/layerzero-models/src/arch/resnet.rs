@@ -125,11 +125,30 @@ impl BasicBlock {
                 ))),
             };
         }
-        let conv2_zeroed = ctx.mode == ForwardMode::Eval
-            && matches!(
-                ctx.interventions.weight_override(self.conv2.id()),
-                Some(WeightOverride::Zero)
-            );
+        let zeroed = |conv: &Conv2d| {
+            ctx.mode == ForwardMode::Eval
+                && matches!(
+                    ctx.interventions.weight_override(conv.id()),
+                    Some(WeightOverride::Zero)
+                )
+        };
+        let conv2_zeroed = zeroed(&self.conv2);
+        if zeroed(&self.conv1) && !conv2_zeroed && x.dim(0)? > 1 {
+            // With conv1's kernel zero, every image enters conv2 as the same constant-per-channel
+            // image, so conv2's output is the same for every image: compute it on one image and
+            // broadcast it. Same numbers as the full batch (the fused kernel also adds the bias
+            // before the residual), at the cost of one image instead of N.
+            let one = x.narrow(0, 0, 1)?;
+            let y1 = conv_bn(&self.conv1, &self.bn1, &one, ctx, None, true)?;
+            let z = conv_bn(&self.conv2, &self.bn2, &y1, ctx, None, false)?;
+            let (_, c, h, w) = z.dims4()?;
+            let z = z.broadcast_as((x.dim(0)?, c, h, w))?;
+            let out = match shortcut(x)? {
+                Some(s) => z.add(&s)?,
+                None => z.contiguous()?,
+            };
+            return relu(&out);
+        }
         let y = if conv2_zeroed {
             // With conv2's kernel zero the branch's output no longer depends on conv1's, and in
             // eval mode conv1 has no side effects: skip it. conv2's zero-kernel path reads only
