@@ -141,7 +141,21 @@ pub trait Network: Send + Sync + fmt::Debug {
             ForwardMode::Eval => x.detach(),
             ForwardMode::Train => x.clone(),
         };
+        // An ablation can make every image's activations identical (a zeroed stem leaves each
+        // image a constant per channel): from there on, one image stands for the batch. Only
+        // checked in eval mode with interventions, so plain and training forwards are untouched.
+        let watch = mode == ForwardMode::Eval && !interventions.is_empty();
         for i in start..end {
+            if watch && i + 1 < end && crate::ops::images_identical(&x)? {
+                let batch = x.dim(0)?;
+                let mut one = x.narrow(0, 0, 1)?;
+                for j in i..end {
+                    one = self.forward_segment(j, &one, &ctx)?;
+                }
+                let mut dims = one.dims().to_vec();
+                dims[0] = batch;
+                return Ok(one.broadcast_as(dims)?.contiguous()?);
+            }
             x = self.forward_segment(i, &x, &ctx)?;
         }
         Ok(x)

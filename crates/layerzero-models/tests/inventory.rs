@@ -524,3 +524,41 @@ fn zero_kernel_shortcuts_equal_an_explicit_zero_kernel() {
         }
     }
 }
+
+/// A zeroed stem makes every image's activations identical; eval then runs the rest of the
+/// network on one image and broadcasts. The result must match the full batch computed with the
+/// stem's weights really set to zero (no intervention, so no shortcut).
+#[test]
+fn a_batch_made_identical_by_an_ablation_matches_the_full_batch() {
+    let x = input(4);
+    for name in ["resnet20", "plain20", "vgg11-bn"] {
+        let net = net(name);
+        let stem = net.inventory().layers()[0].clone();
+        let shortcut = eval(
+            net.as_ref(),
+            &x,
+            &Interventions::single(Intervention::ZeroKernel(stem.id)),
+        );
+        let var = net
+            .params()
+            .get(&format!("{}.weight", stem.name))
+            .unwrap()
+            .var()
+            .unwrap()
+            .clone();
+        let stored = var.as_tensor().copy().unwrap();
+        var.set(&stored.zeros_like().unwrap()).unwrap();
+        let full = eval(net.as_ref(), &x, Interventions::none());
+        var.set(&stored).unwrap();
+        assert_eq!(shortcut.dims(), full.dims());
+        let d = max_abs_diff(&shortcut, &full);
+        assert!(
+            d < 1e-5,
+            "{name}: zeroed stem, one-image path differs by {d}"
+        );
+        // Every image gets the same logits, and the network is back to normal afterwards.
+        let rows = values(&shortcut);
+        assert!(rows.chunks(10).all(|r| r == &rows[..10]));
+        assert!(max_abs_diff(&eval(net.as_ref(), &x, Interventions::none()), &full) > 1e-3);
+    }
+}
