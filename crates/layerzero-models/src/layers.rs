@@ -244,24 +244,12 @@ pub fn conv_bn(
     }
     let (ho, wo) = conv.output_hw(x)?;
     let stored_bias = conv.bias.as_ref().map(|b| b.as_detached_tensor());
-    if let Some(WeightOverride::Zero) = ctx.interventions.weight_override(conv.id) {
-        // A zero kernel makes the conv output its bias alone, so batch norm gives one value per
-        // channel: skip the convolution (the zero-kernel sweep's ablated layer costs nothing).
-        // Same numbers as convolving with zeros: the sums are exact zeros plus the bias.
-        let b = zero_kernel_bn_output(conv, bn, stored_bias)?;
-        let cout = b.dim(0)?;
-        let shape = (x.dim(0)?, cout, ho, wo);
-        let y = b.reshape((1, cout, 1, 1))?.broadcast_as(shape)?;
-        let y = match residual {
-            Some(r) => y.add(r)?,
-            None => y.contiguous()?,
-        };
-        return if relu { ops::relu(&y) } else { Ok(y) };
-    }
-    let (weight, bias) = match ctx.interventions.weight_override(conv.id) {
-        None | Some(WeightOverride::Zero) => (conv.weight.as_detached_tensor(), stored_bias),
+    let (weight, bias, zero_kernel) = match ctx.interventions.weight_override(conv.id) {
+        None => (conv.weight.as_detached_tensor(), stored_bias, false),
+        // Folded only for its bias, which does not depend on the kernel.
+        Some(WeightOverride::Zero) => (conv.weight.as_detached_tensor(), stored_bias, true),
         Some(WeightOverride::Replace { weight, bias }) => {
-            (weight.clone(), bias.clone().or(stored_bias))
+            (weight.clone(), bias.clone().or(stored_bias), false)
         }
     };
     let (w, mut b) = layerzero_kernels::fold_batch_norm(
@@ -280,6 +268,20 @@ pub fn conv_bn(
             .div(&(bn.running_var.as_detached_tensor() + bn.eps)?.sqrt()?)?;
         b = (b + conv_bias.mul(&scale)?)?;
     }
+    if zero_kernel {
+        // A zero kernel makes the conv output its bias alone, so batch norm gives one value per
+        // channel: skip the convolution (the zero-kernel sweep's ablated layer costs nothing).
+        // Same numbers as convolving with zeros: the sums are exact zeros plus the bias.
+        let cout = b.dim(0)?;
+        let y = b
+            .reshape((1, cout, 1, 1))?
+            .broadcast_as((x.dim(0)?, cout, ho, wo))?;
+        let y = match residual {
+            Some(r) => y.add(r)?,
+            None => y.contiguous()?,
+        };
+        return if relu { ops::relu(&y) } else { Ok(y) };
+    }
     Ok(layerzero_kernels::conv2d_bias_act(
         x,
         &w,
@@ -289,33 +291,6 @@ pub fn conv_bn(
         residual,
         relu,
     )?)
-}
-
-/// Eval-mode `bn(conv_bias)`: the per-channel output of a conv–BN unit whose kernel is zero,
-/// computed as the fused path folds it (`β − μ·γ/σ`, plus the conv's bias times `γ/σ`).
-fn zero_kernel_bn_output(
-    conv: &Conv2d,
-    bn: &BatchNorm2d,
-    conv_bias: Option<Tensor>,
-) -> Result<Tensor> {
-    let (_, b) = layerzero_kernels::fold_batch_norm(
-        &conv.weight.as_detached_tensor(),
-        &bn.weight.as_detached_tensor(),
-        &bn.bias.as_detached_tensor(),
-        &bn.running_mean.as_detached_tensor(),
-        &bn.running_var.as_detached_tensor(),
-        bn.eps,
-    )?;
-    Ok(match conv_bias {
-        Some(c) => {
-            let scale = bn
-                .weight
-                .as_detached_tensor()
-                .div(&(bn.running_var.as_detached_tensor() + bn.eps)?.sqrt()?)?;
-            (b + c.mul(&scale)?)?
-        }
-        None => b,
-    })
 }
 
 /// ReLU.
