@@ -245,7 +245,21 @@ fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(TrainError::io(path, e)),
     };
-    text.lines()
+    // A line without its newline is an append that a crash cut short (the checkpoint it
+    // belongs to was written before it, so resuming recomputes nothing it held): drop it.
+    // Anything else that does not parse is an error.
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    if complete.len() < text.len() {
+        eprintln!(
+            "warning: {}: ignoring an incomplete last line (a write cut short by a crash)",
+            path.display()
+        );
+    }
+    complete
+        .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {

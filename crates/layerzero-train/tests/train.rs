@@ -191,8 +191,33 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
     );
 }
 
-#[test]
-fn corrupt_checkpoint_is_named_and_not_loaded() {
+/// A run of a 2-epoch configuration on small synthetic data, stopped after its first epoch.
+struct OneEpochRun {
+    dir: tempfile::TempDir,
+    train_set: CifarSet,
+    test_set: CifarSet,
+    config: TrainConfig,
+}
+
+impl OneEpochRun {
+    /// Runs the same configuration again in the same directory (a resume, with `opts`).
+    fn again(
+        &self,
+        net: &dyn Network,
+        opts: &RunOptions,
+    ) -> Result<layerzero_train::TrainOutcome, TrainError> {
+        train(
+            net,
+            &self.train_set,
+            &self.test_set,
+            &self.config,
+            self.dir.path(),
+            opts,
+        )
+    }
+}
+
+fn one_epoch_of_two(seed: u64) -> OneEpochRun {
     let train_set = synthetic(64, Split::Train);
     let test_set = synthetic(32, Split::Test);
     let config = small_config(2, 64, 32);
@@ -201,8 +226,8 @@ fn corrupt_checkpoint_is_named_and_not_loaded() {
         max_epochs: Some(1),
         ..RunOptions::default()
     };
-    train(
-        net(1).as_ref(),
+    let outcome = train(
+        net(seed).as_ref(),
         &train_set,
         &test_set,
         &config,
@@ -210,7 +235,46 @@ fn corrupt_checkpoint_is_named_and_not_loaded() {
         &stop,
     )
     .unwrap();
-    let run = RunDir::new(dir.path());
+    assert!(!outcome.finished);
+    OneEpochRun {
+        dir,
+        train_set,
+        test_set,
+        config,
+    }
+}
+
+/// A crash while appending an epoch's metrics line leaves it without its newline: resume drops
+/// that line (the epoch is retrained) instead of refusing the run; a malformed complete line
+/// is still an error naming the file and line.
+#[test]
+fn resume_drops_a_torn_metrics_line_but_refuses_a_malformed_one() {
+    let run = one_epoch_of_two(3);
+    let metrics = RunDir::new(run.dir.path()).metrics();
+    let good = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(good.lines().count(), 1);
+
+    // Torn: the start of a second line, no newline.
+    std::fs::write(&metrics, format!("{good}{{\"epoch\":2,\"train_lo")).unwrap();
+    let resume = RunOptions {
+        resume: true,
+        max_epochs: Some(0),
+        ..RunOptions::default()
+    };
+    let out = run.again(net(3).as_ref(), &resume).unwrap();
+    assert_eq!(out.metrics.len(), 1);
+    assert_eq!(std::fs::read_to_string(&metrics).unwrap(), good);
+
+    // Malformed but complete: refused, naming the file and the line.
+    std::fs::write(&metrics, format!("{good}not json\n")).unwrap();
+    let e = run.again(net(3).as_ref(), &resume).unwrap_err().to_string();
+    assert!(e.contains("line 2") && e.contains("metrics.jsonl"), "{e}");
+}
+
+#[test]
+fn corrupt_checkpoint_is_named_and_not_loaded() {
+    let one = one_epoch_of_two(1);
+    let run = RunDir::new(one.dir.path());
     let ck1 = run.checkpoint(1);
     let mut bytes = std::fs::read(&ck1).unwrap();
     let n = bytes.len();
@@ -228,15 +292,7 @@ fn corrupt_checkpoint_is_named_and_not_loaded() {
         resume: true,
         ..RunOptions::default()
     };
-    let err = train(
-        net(1).as_ref(),
-        &train_set,
-        &test_set,
-        &config,
-        dir.path(),
-        &resume,
-    )
-    .unwrap_err();
+    let err = one.again(net(1).as_ref(), &resume).unwrap_err();
     assert!(matches!(err, TrainError::CorruptCheckpoint { .. }), "{err}");
     assert!(err.to_string().contains("epoch-000.safetensors"), "{err}");
 }
