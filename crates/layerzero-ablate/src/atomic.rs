@@ -14,38 +14,63 @@ use crate::error::{Error, Result};
 /// so the rename is durable. On failure the temporary file is removed and the error names
 /// the file involved. The parent directory must exist.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let file_name = path.file_name().ok_or_else(|| {
-        Error::io(
-            path,
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "the path has no file name to write",
-            ),
-        )
-    })?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp_name = file_name.to_os_string();
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-
-    let result = write_and_rename(&tmp, path, bytes);
-    if result.is_err() {
-        // Best effort: the temporary file may not even exist.
-        let _ = fs::remove_file(&tmp);
-        return result;
-    }
-    sync_dir(&dir)
+    write_atomic_all(&[(path, bytes)])
 }
 
-fn write_and_rename(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes several files that belong together (a results JSON and its CSV): every file's bytes
+/// go to a flushed temporary first, and only when all of them are written are they renamed into
+/// place, one after the other. A failed or killed write (a full disk, a pre-empted job) thus
+/// leaves every old file as it was; only a kill between two renames, which do no I/O, can
+/// leave a mix.
+pub fn write_atomic_all(files: &[(&Path, &[u8])]) -> Result<()> {
+    let mut temps: Vec<(PathBuf, &Path, PathBuf)> = Vec::with_capacity(files.len());
+    for &(path, _) in files {
+        let file_name = path.file_name().ok_or_else(|| {
+            Error::io(
+                path,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the path has no file name to write",
+                ),
+            )
+        })?;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut tmp_name = file_name.to_os_string();
+        tmp_name.push(format!(".tmp-{}", std::process::id()));
+        temps.push((dir.join(tmp_name), path, dir));
+    }
+    let written = files
+        .iter()
+        .zip(&temps)
+        .try_for_each(|(&(_, bytes), (tmp, _, _))| write_synced(tmp, bytes));
+    if written.is_err() {
+        for (tmp, _, _) in &temps {
+            // Best effort: a temporary file may not even exist.
+            let _ = fs::remove_file(tmp);
+        }
+        return written;
+    }
+    for (i, (tmp, path, _)) in temps.iter().enumerate() {
+        if let Err(e) = fs::rename(tmp, path) {
+            for (tmp, _, _) in &temps[i..] {
+                let _ = fs::remove_file(tmp);
+            }
+            return Err(Error::io(path, e));
+        }
+    }
+    for (_, _, dir) in &temps {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+fn write_synced(tmp: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
     file.write_all(bytes).map_err(|e| Error::io(tmp, e))?;
-    file.sync_all().map_err(|e| Error::io(tmp, e))?;
-    drop(file);
-    fs::rename(tmp, path).map_err(|e| Error::io(path, e))
+    file.sync_all().map_err(|e| Error::io(tmp, e))
 }
 
 #[cfg(unix)]
@@ -64,6 +89,29 @@ fn sync_dir(_dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_pair_write_keeps_both_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("results.json");
+        let csv = dir.path().join("results.csv");
+        write_atomic_all(&[(&json, b"old json"), (&csv, b"old csv")]).unwrap();
+        // The second file's folder does not exist: its write fails after the first's succeeded.
+        let missing = dir.path().join("no-such-folder").join("results.csv");
+        let e = write_atomic_all(&[(&json, b"new json"), (&missing, b"new csv")]).unwrap_err();
+        assert!(e.to_string().contains("no-such-folder"), "{e}");
+        assert_eq!(fs::read(&json).unwrap(), b"old json");
+        assert_eq!(fs::read(&csv).unwrap(), b"old csv");
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["results.csv", "results.json"]);
+        write_atomic_all(&[(&json, b"new json"), (&csv, b"new csv")]).unwrap();
+        assert_eq!(fs::read(&json).unwrap(), b"new json");
+        assert_eq!(fs::read(&csv).unwrap(), b"new csv");
+    }
 
     #[test]
     fn writes_replaces_and_leaves_no_temporary() {

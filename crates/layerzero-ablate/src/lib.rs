@@ -121,7 +121,7 @@ pub mod shard;
 pub mod sparsity;
 pub mod stats;
 
-pub use atomic::write_atomic;
+pub use atomic::{write_atomic, write_atomic_all};
 pub use cumulative::{greedy_cumulative, GreedyOptions, GreedyStep};
 pub use engine::{
     evaluate_baseline, role_name, run, EngineConfig, Evaluator, Job, Plan, PrefixCache, RunContext,

@@ -508,13 +508,18 @@ impl ResultsFile {
         write_atomic(path, crate::csv::to_csv(self).as_bytes())
     }
 
-    /// Writes `json_path` and the CSV beside it ([`csv_path_for`]), each atomically.
-    /// Returns the CSV path.
+    /// Writes `json_path` and the CSV beside it ([`csv_path_for`]) as one atomic pair: both
+    /// are written in full before either replaces its old version, so a failed or killed write
+    /// never leaves a new JSON beside an old CSV. Returns the CSV path.
     pub fn write(&self, json_path: impl AsRef<Path>) -> Result<PathBuf> {
         let json_path = json_path.as_ref();
         let csv_path = csv_path_for(json_path);
-        self.write_json(json_path)?;
-        self.write_csv(&csv_path)?;
+        let json = self.json_for(&json_path.display().to_string())?;
+        let csv = crate::csv::to_csv(self);
+        crate::atomic::write_atomic_all(&[
+            (json_path, json.as_bytes()),
+            (&csv_path, csv.as_bytes()),
+        ])?;
         Ok(csv_path)
     }
 }
