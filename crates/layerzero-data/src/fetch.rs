@@ -462,15 +462,21 @@ fn extract_and_install(
     result
 }
 
+/// The most bytes [`extract_archive`] writes: CIFAR-10 and CIFAR-100 unpack to about 180 MB.
+pub const MAX_EXTRACTED_BYTES: u64 = 1 << 30;
+
 /// Extracts the `.tar.gz` file `archive` into the existing folder `into`, refusing absolute
 /// paths, `..` components and links (symbolic or hard), so nothing is ever written outside
 /// `into`. Entries other than files and folders (pax headers, devices) are skipped. A damaged
 /// archive is an error naming `archive`; what was extracted before the error stays in `into`
-/// ([`fetch`] extracts into a temporary folder and removes it on error).
+/// ([`fetch`] extracts into a temporary folder and removes it on error). An archive whose files
+/// add up to more than [`MAX_EXTRACTED_BYTES`] is refused before the entry that crosses it is
+/// written (a few hundred bytes of gzip can declare gigabytes).
 pub fn extract_archive(archive: &Path, into: &Path) -> Result<()> {
     let file = fs::File::open(archive).map_err(|e| DataError::io(archive, e))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
     let entries = tar.entries().map_err(|e| DataError::io(archive, e))?;
+    let mut total: u64 = 0;
     for entry in entries {
         let mut entry = entry.map_err(|e| DataError::io(archive, e))?;
         let path = entry
@@ -499,6 +505,12 @@ pub fn extract_archive(archive: &Path, into: &Path) -> Result<()> {
         if !(kind.is_file() || kind.is_dir()) {
             // pax headers and the like carry no data of ours.
             continue;
+        }
+        total = total.saturating_add(entry.header().size().unwrap_or(u64::MAX));
+        if total > MAX_EXTRACTED_BYTES {
+            return Err(unsafe_entry(
+                "the archive's files add up to more than 1 GiB (CIFAR's are about 180 MB)",
+            ));
         }
         let out = into.join(&path);
         if kind.is_dir() {

@@ -52,5 +52,5 @@ pub use cifar::{
 pub use error::{DataError, Result};
 pub use fetch::{
     extract_archive, fetch, validate, verify_file, Checksum, FetchOutcome, Location,
-    OfficialArchive, Source, CIFAR100_ARCHIVE_ENV, CIFAR10_ARCHIVE_ENV,
+    OfficialArchive, Source, CIFAR100_ARCHIVE_ENV, CIFAR10_ARCHIVE_ENV, MAX_EXTRACTED_BYTES,
 };

@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::io::Write;
 use std::path::Path;
 
 use layerzero_data::{extract_archive, parse_batch, DataError, Dataset};
@@ -97,6 +98,33 @@ fn unsafe_entries_are_refused_and_named() {
         assert!(!root.path().join("escaped.txt").exists());
         assert!(!abs.exists() && !target.exists(), "{name} wrote outside");
     }
+}
+
+/// One header declaring 2 GiB, then nothing: refused on the declared size, before any byte
+/// of it is written.
+#[test]
+fn an_archive_declaring_more_than_the_cap_is_refused_before_writing() {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    let mut header = tar::Header::new_gnu();
+    header
+        .set_path("cifar-10-batches-bin/data_batch_1.bin")
+        .unwrap();
+    header.set_size(layerzero_data::MAX_EXTRACTED_BYTES + 1);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    tar.get_mut().write_all(header.as_bytes()).unwrap();
+    let bytes = tar.into_inner().unwrap().finish().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let e = extract(&bytes, root.path()).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, DataError::UnsafeArchiveEntry { .. }), "{msg}");
+    assert!(
+        msg.contains("1 GiB") && msg.contains("data_batch_1.bin"),
+        "{msg}"
+    );
+    assert!(top_level(&root.path().join("dest")).is_empty());
 }
 
 #[test]
