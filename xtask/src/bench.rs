@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: ResNet-20 training and evaluation throughput, peak memory and the
 //! zero-kernel sweep, for layerzero and the PyTorch peer (`../shared/bench/pytorch_peer.py`)
-//! in the same run; writes `target/bench/bench.json`.
+//! in the same run; writes `target/bench/bench.json`. Throughput is measured in alternating
+//! rounds (`--rounds`) and each side's best round is reported.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,6 +22,11 @@ pub struct BenchArgs {
     /// Timed steps per measurement (median reported).
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
+    /// Rounds of the training and evaluation measurements. The two sides alternate (layerzero,
+    /// PyTorch, layerzero, …) and each side's best round is reported, so that a burst of load
+    /// from elsewhere on a shared machine slows one round, not one side.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rounds: u64,
     /// Images of the zero-kernel sweep.
     #[arg(long, default_value_t = 10_000)]
     pub sweep_images: usize,
@@ -132,7 +138,8 @@ fn sweep_seconds(net: &dyn Network, images: usize) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64())
 }
 
-fn peer(args: &BenchArgs) -> Result<Option<serde_json::Value>> {
+/// Whether the peer can run: an interpreter that imports torch, and the script.
+fn peer_available(args: &BenchArgs) -> bool {
     let python = std::env::var("LAYERZERO_PEER_PYTHON").unwrap_or_else(|_| "python3".into());
     let has_torch = Command::new(&python)
         .args(["-c", "import torch"])
@@ -144,14 +151,20 @@ fn peer(args: &BenchArgs) -> Result<Option<serde_json::Value>> {
              set LAYERZERO_PEER_PYTHON to an interpreter with torch",
             args.peer.display()
         );
-        return Ok(None);
+        return false;
     }
+    true
+}
+
+/// One run of the peer, with a sweep over `sweep_images` images (0: none).
+fn peer(args: &BenchArgs, sweep_images: usize) -> Result<serde_json::Value> {
+    let python = std::env::var("LAYERZERO_PEER_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(&python)
         .arg(&args.peer)
         .args(["--depth", "20", "--shortcut", "pad", "--train-batch", "128"])
         .args(["--eval-batch", "500", "--steps", &args.steps.to_string()])
         .args(["--threads", &args.threads.to_string()])
-        .args(["--sweep-images", &args.sweep_images.to_string()])
+        .args(["--sweep-images", &sweep_images.to_string()])
         .args(["--device", &args.device])
         .output()
         .context("running the PyTorch peer")?;
@@ -163,9 +176,11 @@ fn peer(args: &BenchArgs) -> Result<Option<serde_json::Value>> {
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or_default();
-    Ok(Some(
-        serde_json::from_str(line).context("parsing the peer's JSON")?,
-    ))
+    serde_json::from_str(line).context("parsing the peer's JSON")
+}
+
+fn field(v: &serde_json::Value, k: &str) -> f64 {
+    v.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN)
 }
 
 pub fn bench(args: &BenchArgs) -> Result<()> {
@@ -190,9 +205,67 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             .with_seed(0)
             .with_device(device.clone()),
     )?;
-    let train = train_images_per_s(net.as_ref(), args.steps)?;
-    let rss_train = peak_rss_mb();
-    let eval = eval_images_per_s(net.as_ref(), args.steps)?;
+    let with_peer = peer_available(args);
+    // Alternating rounds; the peer's last round also runs its sweep.
+    let mut rounds = Vec::new();
+    let mut rss_train = None;
+    let mut theirs: Option<serde_json::Value> = None;
+    for r in 0..args.rounds {
+        let train = train_images_per_s(net.as_ref(), args.steps)?;
+        rss_train = rss_train.or_else(peak_rss_mb);
+        let eval = eval_images_per_s(net.as_ref(), args.steps)?;
+        let last = r + 1 == args.rounds;
+        let p = if with_peer {
+            let sweep = if last { args.sweep_images } else { 0 };
+            Some(peer(args, sweep)?)
+        } else {
+            None
+        };
+        let (pt, pe) = p.as_ref().map_or((f64::NAN, f64::NAN), |p| {
+            (
+                field(p, "train_images_per_s"),
+                field(p, "eval_images_per_s"),
+            )
+        });
+        println!(
+            "round {}: train {train:.1} vs {pt:.1} img/s, eval {eval:.1} vs {pe:.1} img/s",
+            r + 1
+        );
+        rounds.push(json!({
+            "layerzero_train_images_per_s": train,
+            "pytorch_train_images_per_s": p.as_ref().map(|_| pt),
+            "layerzero_eval_images_per_s": eval,
+            "pytorch_eval_images_per_s": p.as_ref().map(|_| pe),
+        }));
+        // The first round's memory figures: later rounds of the peer are new processes.
+        if theirs.is_none() || last {
+            let first = theirs.take();
+            theirs = p.map(|mut p| {
+                if let (Some(f), Some(o)) = (first, p.as_object_mut()) {
+                    for k in ["peak_rss_mb_after_train", "peak_rss_mb"] {
+                        o.insert(k.into(), f[k].clone());
+                    }
+                }
+                p
+            });
+        }
+    }
+    let best = |k: &str| {
+        rounds
+            .iter()
+            .map(|r| field(r, k))
+            .filter(|v| !v.is_nan())
+            .fold(f64::NAN, f64::max)
+    };
+    let (train, eval) = (
+        best("layerzero_train_images_per_s"),
+        best("layerzero_eval_images_per_s"),
+    );
+    if let Some(o) = theirs.as_mut().and_then(|t| t.as_object_mut()) {
+        for k in ["train_images_per_s", "eval_images_per_s"] {
+            o.insert(k.into(), json!(best(&format!("pytorch_{k}"))));
+        }
+    }
     let sweep = sweep_seconds(net.as_ref(), args.sweep_images)?;
     let rss = peak_rss_mb();
     // ResNet-20 forward: 40.55 M MACs per image = 81.1 MFLOP; training ≈ 3× that.
@@ -206,9 +279,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         "train_fraction_of_gemm_peak": train * 3.0 * flop_fwd / 1e9 / gemm_peak,
         "eval_fraction_of_gemm_peak": eval * flop_fwd / 1e9 / gemm_peak,
     });
-    let theirs = peer(args)?;
     let ratios = theirs.as_ref().map(|p| {
-        let f = |k: &str| p.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+        let f = |k: &str| field(p, k);
         json!({
             "train": train / f("train_images_per_s"),
             "eval": eval / f("eval_images_per_s"),
@@ -224,6 +296,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         "device": args.device,
         "threads": args.threads,
         "gemm_peak_gflops": gemm_peak,
+        // Throughputs above are each side's best round; every round is here.
+        "rounds": rounds,
         "layerzero": ours,
         "pytorch": theirs,
         "ratios": ratios,
