@@ -298,3 +298,23 @@ proptest! {
         check(c, seed).unwrap();
     }
 }
+
+/// Shapes that take the Winograd path (3×3, stride 1, at least 32 channels on both sides):
+/// odd heights and widths (tiles hanging over the edge), padding 0, 1 and 2, tile rows longer
+/// than one vector of 8 tiles and not a multiple of it, batches that leave a partial group of
+/// images, and images large enough to be cut into bands of tile rows.
+#[test]
+fn winograd_shapes() -> Result<()> {
+    check(case(1, 32, 1, 1, 32, 3, 1, 1), 40)?;
+    check(case(2, 32, 3, 3, 33, 3, 1, 0), 41)?;
+    check(case(3, 33, 5, 7, 32, 3, 1, 1), 42)?;
+    check(case(2, 36, 9, 11, 34, 3, 1, 2), 43)?;
+    check(case(1, 32, 33, 17, 32, 3, 1, 1), 44)?;
+    check(case(2, 32, 20, 36, 32, 3, 1, 0), 45)?;
+    check(case(5, 64, 8, 8, 64, 3, 1, 1), 46)?;
+    check(case(9, 32, 6, 6, 48, 3, 1, 1), 47)?;
+    // 32×32 with 32 channels: one image's V and M exceed the cache budget, so bands.
+    check(case(2, 32, 32, 32, 32, 3, 1, 1), 48)?;
+    check(case(1, 32, 31, 30, 40, 3, 1, 1), 49)?;
+    Ok(())
+}

@@ -672,11 +672,9 @@ pub(crate) fn dx_supported(g: &ConvGeom) -> bool {
     g.stride == 1 && g.pad < g.kh && g.pad < g.kw
 }
 
-/// Input gradient at stride 1: dx = conv(dy, flip(w)ᵀ) with padding (KH−1−pad, KW−1−pad).
-pub(crate) fn conv_dx(isa: Isa, g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
-    debug_assert!(dx_supported(g));
+/// The weight of the input gradient at stride 1: wt[ci][co][ky][kx] = w[co][ci][kh−1−ky][kw−1−kx].
+pub(crate) fn flip_transpose(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
     let (kh, kw) = (g.kh, g.kw);
-    // wt[ci][co][ky][kx] = w[co][ci][kh−1−ky][kw−1−kx]
     let mut wt = vec![0.0f32; w.len()];
     for co in 0..g.cout {
         for ci in 0..g.cin {
@@ -688,6 +686,14 @@ pub(crate) fn conv_dx(isa: Isa, g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f
             }
         }
     }
+    wt
+}
+
+/// Input gradient at stride 1: dx = conv(dy, flip(w)ᵀ) with padding (KH−1−pad, KW−1−pad).
+pub(crate) fn conv_dx(isa: Isa, g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    debug_assert!(dx_supported(g));
+    let (kh, kw) = (g.kh, g.kw);
+    let wt = flip_transpose(g, w);
     let plan = Plan::new_lanes(
         g.cout,
         g.ho,

@@ -2,6 +2,7 @@
 
 pub(crate) mod direct;
 pub(crate) mod gemm_path;
+pub(crate) mod winograd;
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -56,6 +57,9 @@ fn apply_epilogue(g: &ConvGeom, epi: &Epilogue<'_>, y: &mut [f32]) {
 pub(crate) fn forward_into(g: &ConvGeom, x: &[f32], w: &[f32], epi: &Epilogue<'_>, y: &mut [f32]) {
     crate::count_fast_op();
     match direct::detect_isa() {
+        Some(isa) if winograd::supported(g.cin, g.cout, g.kh, g.kw, g.stride, g.pad) => {
+            winograd::conv_fwd(isa, g.n, g.cin, g.h, g.w, g.pad, x, w, g.cout, epi, y)
+        }
         Some(isa) => direct::conv_fwd(isa, g, x, w, epi, y),
         None => {
             gemm_path::conv_fwd(g, x, w, y);
@@ -68,6 +72,25 @@ pub(crate) fn forward_into(g: &ConvGeom, x: &[f32], w: &[f32], epi: &Epilogue<'_
 pub(crate) fn input_grad_into(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     crate::count_fast_op();
     match direct::detect_isa() {
+        // At stride 1 the input gradient is the forward convolution of dy with the flipped,
+        // transposed kernel and padding 2 − pad.
+        Some(isa) if winograd::supported(g.cout, g.cin, g.kh, g.kw, g.stride, g.pad) => {
+            let wt = direct::flip_transpose(g, w);
+            let epi = Epilogue::default();
+            winograd::conv_fwd(
+                isa,
+                g.n,
+                g.cout,
+                g.ho,
+                g.wo,
+                2 - g.pad,
+                dy,
+                &wt,
+                g.cin,
+                &epi,
+                dx,
+            )
+        }
         Some(isa) if direct::dx_supported(g) => direct::conv_dx(isa, g, dy, w, dx),
         Some(isa) if g.stride > 1 => direct::conv_dx_strided(isa, g, dy, w, dx),
         _ => gemm_path::conv_dx(g, dy, w, dx),
