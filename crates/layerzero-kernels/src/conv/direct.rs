@@ -288,12 +288,12 @@ fn copy_short(dst: &mut [f32], src: &[f32]) {
     }
 }
 
-/// The epilogue restricted to one image.
+/// The epilogue restricted to one image: `residual` is that image's (cout, ho, wo).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ImgEpi<'a> {
-    bias: Option<&'a [f32]>,
-    residual: Option<&'a [f32]>,
-    relu: bool,
+    pub(crate) bias: Option<&'a [f32]>,
+    pub(crate) residual: Option<&'a [f32]>,
+    pub(crate) relu: bool,
 }
 
 /// The forward kernel for one vector width (`$lanes` f32 lanes, with that width's
@@ -642,11 +642,7 @@ pub(crate) fn conv_fwd_plan(
                 {
                     let i = t * per_task + j;
                     plan.fill_interior(xi, buf);
-                    let img_epi = ImgEpi {
-                        bias: epi.bias,
-                        residual: epi.residual.map(|r| &r[i * out_img..][..out_img]),
-                        relu: epi.relu,
-                    };
+                    let img_epi = epi.image(i, out_img);
                     fwd_image_dispatch(isa, tile, plan, buf, &wpack, cout, img_epi, yi);
                 }
             })

@@ -20,7 +20,16 @@ pub(crate) struct Epilogue<'a> {
     pub relu: bool,
 }
 
-impl Epilogue<'_> {
+impl<'a> Epilogue<'a> {
+    /// The epilogue of image `i` of a batch whose outputs hold `out_img` floats each.
+    pub(crate) fn image(&self, i: usize, out_img: usize) -> direct::ImgEpi<'a> {
+        direct::ImgEpi {
+            bias: self.bias,
+            residual: self.residual.map(|r| &r[i * out_img..][..out_img]),
+            relu: self.relu,
+        }
+    }
+
     fn is_identity(&self) -> bool {
         self.bias.is_none() && self.residual.is_none() && !self.relu
     }

@@ -12,19 +12,20 @@
 //! padded input row is stored split by column parity (like the direct kernel's stride
 //! phases), so for 8 consecutive tiles the k-th column of each sits in 8 consecutive floats:
 //! the input transform is 16 unaligned loads and 32 additions per 8 tiles and channel, all
-//! vectorised. The transformed input V and the products M live in `[ξ][channel][tile]`
+//! vectorised. The transformed input V and the products M live in `[channel][ξ][tile]`
 //! order (ξ = the 16 transform points), so the multiply is 16 independent GEMMs
-//! M[ξ] = U[ξ] · V[ξ] (U: the transformed weights, Cout × Cin) over the tiles of a group of
-//! images, with the same broadcast-and-FMA register tile as the direct kernel. The output
-//! transform then interleaves even and odd columns back into NCHW rows and applies the
-//! epilogue (bias, residual, ReLU) before the only store.
+//! M[ξ] = U[ξ] · V[ξ] (U: the transformed weights, Cout × Cin) over the tiles of a task,
+//! with the same broadcast-and-FMA register tile as the direct kernel, and the output
+//! transform of one channel reads 16 adjacent rows. It interleaves even and odd columns back
+//! into NCHW rows and applies the epilogue (bias, residual, ReLU) before the only store.
 //!
-//! A group holds whole images and is sized so that V and M stay in the L2 cache; groups
-//! depend only on the shape, so the result does not depend on the number of threads.
+//! A task is a group of whole images, or one image cut into bands of tile rows, sized so that
+//! V and M stay in the L2 cache; tasks depend only on the shape, so the result does not
+//! depend on the number of threads.
 
 use rayon::prelude::*;
 
-use super::direct::Isa;
+use super::direct::{ImgEpi, Isa};
 use super::Epilogue;
 use crate::scratch::with_scratch;
 
@@ -66,8 +67,7 @@ struct Wino {
     cin: usize,
     h: usize,
     w: usize,
-    pad_h: usize,
-    pad_w: usize,
+    pad: usize,
     cout: usize,
     ho: usize,
     wo: usize,
@@ -80,11 +80,10 @@ struct Wino {
     rs: usize,
     /// Padded rows the tiles read.
     hp: usize,
-    /// Tiles per image.
-    tiles: usize,
     /// Images per group (1 when an image is split into bands).
     group: usize,
-    /// Tile rows per band: `nty` unless one image's V and M would overflow the cache budget.
+    /// Tile rows per band: `nty` unless one image's V and M would overflow the cache budget
+    /// (then `group` is 1).
     band: usize,
     /// Floats per (ξ, channel) row of V and M: the group's tiles, rounded up, plus slack for
     /// the vector stores that run past the end of a tile row.
@@ -115,8 +114,7 @@ impl Wino {
             cin,
             h,
             w,
-            pad_h: pad,
-            pad_w: pad,
+            pad,
             cout,
             ho,
             wo,
@@ -125,7 +123,6 @@ impl Wino {
             vpr,
             rs: vpr * L + 1,
             hp: 2 * nty + 2,
-            tiles,
             group,
             band,
             ps,
@@ -139,17 +136,9 @@ impl Wino {
 
     /// Where the even- and odd-indexed input columns go: (parity row, first column).
     fn column_slots(&self) -> ((usize, usize), (usize, usize)) {
-        let p = self.pad_w;
+        let p = self.pad;
         ((p % 2, p / 2), ((p + 1) % 2, p.div_ceil(2)))
     }
-}
-
-/// The epilogue restricted to one image: `residual` is that image's (cout, ho, wo).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ImgEpi<'a> {
-    bias: Option<&'a [f32]>,
-    residual: Option<&'a [f32]>,
-    relu: bool,
 }
 
 /// Largest NV of the compiled GEMM tiles (sizes the slack of V and M).
@@ -210,10 +199,10 @@ macro_rules! wino_kernels {
                 assert!(xc.len() >= h * w && buf.len() >= g.plane_len());
                 let ((pe, qe), (po, qo)) = g.column_slots();
                 let (ne, no) = (w.div_ceil(2), w / 2);
-                assert!(qe + ne <= rs && qo + no <= rs && h + g.pad_h <= g.hp);
+                assert!(qe + ne <= rs && qo + no <= rs && h + g.pad <= g.hp);
                 for iy in 0..h {
                     let row = &xc[iy * w..][..w];
-                    let r = &mut buf[(iy + g.pad_h) * 2 * rs..][..2 * rs];
+                    let r = &mut buf[(iy + g.pad) * 2 * rs..][..2 * rs];
                     let (de, dof) = (pe * rs + qe, po * rs + qo);
                     let full = w / 16;
                     for k in 0..full {
@@ -549,67 +538,41 @@ pub(crate) fn conv_fwd(
         return;
     }
     let plane = g.ho * g.wo;
+    let bands: Vec<(usize, usize)> = (0..g.nty)
+        .step_by(g.band)
+        .map(|t0| (t0, (t0 + g.band).min(g.nty)))
+        .collect();
     y.par_chunks_mut(out_img * g.group)
         .zip(x.par_chunks(in_img * g.group))
         .enumerate()
         .for_each(|(t, (ys, xs))| {
-            let imgs = xs.len() / in_img;
             with_scratch(0, XI * cin * g.ps, |v| {
                 with_scratch(1, XI * cout * g.ps, |m| {
                     with_scratch(2, cin * g.plane_len(), |buf| {
                         buf.fill(0.0);
-                        if g.band < g.nty {
-                            // One image, band by band: all its channels padded once.
-                            let (yi, xi) = (ys, xs);
-                            for ci in 0..cin {
-                                let pl = &mut buf[ci * g.plane_len()..][..g.plane_len()];
-                                on_isa!(isa, fill(&g, &xi[ci * h * w..][..h * w], pl));
-                            }
-                            let epi = ImgEpi {
-                                bias: epi.bias,
-                                residual: epi.residual.map(|r| &r[t * out_img..][..out_img]),
-                                relu: epi.relu,
-                            };
-                            let mut ty0 = 0;
-                            while ty0 < g.nty {
-                                let rows = (ty0, (ty0 + g.band).min(g.nty));
-                                for ci in 0..cin {
-                                    let pl = &buf[ci * g.plane_len()..][..g.plane_len()];
-                                    on_isa!(isa, input_transform(&g, pl, ci, rows, 0, v));
+                        for (b, &rows) in bands.iter().enumerate() {
+                            let band_tiles = (rows.1 - rows.0) * g.ntx;
+                            for (gi, xi) in xs.chunks_exact(in_img).enumerate() {
+                                for (ci, pl) in buf.chunks_exact_mut(g.plane_len()).enumerate() {
+                                    // Padded once per image: several bands mean one image.
+                                    if b == 0 {
+                                        on_isa!(isa, fill(&g, &xi[ci * h * w..][..h * w], pl));
+                                    }
+                                    let p_img = gi * band_tiles;
+                                    on_isa!(isa, input_transform(&g, pl, ci, rows, p_img, v));
                                 }
-                                let nvec = ((rows.1 - rows.0) * g.ntx).div_ceil(L);
-                                gemm(isa, tile, &g, &upack, v, nvec, m);
-                                for co in 0..cout {
-                                    let out = &mut yi[co * plane..][..plane];
-                                    on_isa!(isa, output_transform(&g, m, co, rows, 0, &epi, out));
+                            }
+                            let nvec = (ys.len() / out_img * band_tiles).div_ceil(L);
+                            gemm(isa, tile, &g, &upack, v, nvec, m);
+                            for (gi, yi) in ys.chunks_exact_mut(out_img).enumerate() {
+                                let epi = epi.image(t * g.group + gi, out_img);
+                                let p_img = gi * band_tiles;
+                                for (co, out) in yi.chunks_exact_mut(plane).enumerate() {
+                                    on_isa!(
+                                        isa,
+                                        output_transform(&g, m, co, rows, p_img, &epi, out)
+                                    );
                                 }
-                                ty0 = rows.1;
-                            }
-                            return;
-                        }
-                        let pl = &mut buf[..g.plane_len()];
-                        let all = (0, g.nty);
-                        for (gi, xi) in xs.chunks_exact(in_img).enumerate() {
-                            for ci in 0..cin {
-                                on_isa!(isa, fill(&g, &xi[ci * h * w..][..h * w], pl));
-                                on_isa!(isa, input_transform(&g, pl, ci, all, gi * g.tiles, v));
-                            }
-                        }
-                        let nvec = (imgs * g.tiles).div_ceil(L);
-                        gemm(isa, tile, &g, &upack, v, nvec, m);
-                        for (gi, yi) in ys.chunks_exact_mut(out_img).enumerate() {
-                            let i = t * g.group + gi;
-                            let epi = ImgEpi {
-                                bias: epi.bias,
-                                residual: epi.residual.map(|r| &r[i * out_img..][..out_img]),
-                                relu: epi.relu,
-                            };
-                            for co in 0..cout {
-                                let out = &mut yi[co * plane..][..plane];
-                                on_isa!(
-                                    isa,
-                                    output_transform(&g, m, co, all, gi * g.tiles, &epi, out)
-                                );
                             }
                         }
                     })
