@@ -209,7 +209,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     // Alternating rounds; the peer's last round also runs its sweep.
     let mut rounds = Vec::new();
     let mut rss_train = None;
-    let mut theirs: Option<serde_json::Value> = None;
+    let mut peer_runs: Vec<serde_json::Value> = Vec::new();
     for r in 0..args.rounds {
         let train = train_images_per_s(net.as_ref(), args.steps)?;
         rss_train = rss_train.or_else(peak_rss_mb);
@@ -237,17 +237,17 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             "layerzero_eval_images_per_s": eval,
             "pytorch_eval_images_per_s": p.as_ref().map(|_| pe),
         }));
-        // The first round's memory figures: later rounds of the peer are new processes.
-        if theirs.is_none() || last {
-            let first = theirs.take();
-            theirs = p.map(|mut p| {
-                if let (Some(f), Some(o)) = (first, p.as_object_mut()) {
-                    for k in ["peak_rss_mb_after_train", "peak_rss_mb"] {
-                        o.insert(k.into(), f[k].clone());
-                    }
-                }
-                p
-            });
+        peer_runs.extend(p);
+    }
+    // The last run's sweep with the first run's memory figures (every run is a new process,
+    // and the first one's training is the one measured on our side too).
+    let mut theirs = peer_runs.last().cloned();
+    if let (Some(o), Some(first)) = (
+        theirs.as_mut().and_then(|t| t.as_object_mut()),
+        peer_runs.first(),
+    ) {
+        for k in ["peak_rss_mb_after_train", "peak_rss_mb"] {
+            o.insert(k.into(), first[k].clone());
         }
     }
     let best = |k: &str| {
