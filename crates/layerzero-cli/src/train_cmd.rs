@@ -123,9 +123,18 @@ pub struct TrainArgs {
     /// Seed of initialisation, data order and augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Override the profile's number of epochs.
+    /// Override the profile's number of epochs (a one-cycle or cosine schedule is stretched to fit).
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Override the profile's images per optimiser step (the schedule is stretched to fit).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Override the profile's peak learning rate (one-cycle `max_lr`, cosine or multi-step base).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Override the profile's label smoothing ε, in [0, 1).
+    #[arg(long)]
+    pub label_smoothing: Option<f64>,
     /// Run directory (checkpoints, metrics.jsonl, weights.safetensors).
     #[arg(long)]
     pub out: PathBuf,
@@ -204,6 +213,19 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let mut config = TrainConfig::from_profile(args.profile, &args.arch, args.seed);
     if let Some(e) = args.epochs {
         config.epochs = e;
+    }
+    if let Some(b) = args.batch_size {
+        config.batch_size = b;
+    }
+    if let Some(lr) = args.lr {
+        set_peak_lr(&mut config, lr);
+    }
+    if let Some(ls) = args.label_smoothing {
+        config.label_smoothing = ls;
+    }
+    // Validated before the schedule is stretched (which divides by the batch size).
+    config.validate()?;
+    if args.epochs.is_some() || args.batch_size.is_some() {
         rescale_schedule(&mut config);
     }
     let net = create_model(
@@ -262,6 +284,15 @@ fn rescale_schedule(config: &mut TrainConfig) {
             *total_steps = steps
         }
         LrSchedule::MultiStep { .. } => {}
+    }
+}
+
+/// Sets the peak (or base) rate of the schedule, keeping its shape.
+fn set_peak_lr(config: &mut TrainConfig, lr: f64) {
+    use layerzero_train::LrSchedule;
+    match &mut config.schedule {
+        LrSchedule::OneCycle { max_lr, .. } => *max_lr = lr,
+        LrSchedule::Cosine { base, .. } | LrSchedule::MultiStep { base, .. } => *base = lr,
     }
 }
 

@@ -137,9 +137,12 @@ proptest! {
         n in 1usize..4, c in 1usize..10, h in 1usize..9, w in 1usize..9,
         relu in any::<bool>(), offset in -3.0f32..3.0, seed in 0u64..1000,
     ) {
-        // A single element per channel has zero variance: fine, but keep M ≥ 2 so the test
-        // exercises normalisation rather than ε.
-        prop_assume!(n * h * w >= 2);
+        // A single element per channel has zero variance: fine, but the test should exercise
+        // normalisation rather than ε. And with two elements x̂ ≈ ±1, where the input gradient
+        // a·(g − ḡ − x̂·mean(g·x̂)) cancels to almost nothing (exactly zero without ε): both
+        // sides then return rounding noise (seen: 2e-5 apart at 4e-2), which no tolerance
+        // can compare. So M ≥ 4.
+        prop_assume!(n * h * w >= 4);
         check([n, c, h, w], relu, offset, seed).unwrap();
     }
 }

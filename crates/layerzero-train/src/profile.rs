@@ -169,6 +169,13 @@ impl TrainConfig {
                 self.label_smoothing.to_string(),
             );
         }
+        let peak = match &self.schedule {
+            LrSchedule::OneCycle { max_lr, .. } => *max_lr,
+            LrSchedule::Cosine { base, .. } | LrSchedule::MultiStep { base, .. } => *base,
+        };
+        if !(peak.is_finite() && peak > 0.0) {
+            return bad("learning rate", "a positive number", peak.to_string());
+        }
         if self.train_limit == Some(0) || self.test_limit == Some(0) {
             return bad("image limit", "at least 1", "0".into());
         }

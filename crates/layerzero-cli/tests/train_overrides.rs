@@ -1,0 +1,84 @@
+//! `layerzero train --batch-size/--lr/--label-smoothing`: bad values are refused before any data
+//! is read, naming the option and the value; good ones land in the run's `config.json`, with a
+//! one-cycle schedule stretched to the new number of steps.
+//!
+//! The second test needs the real data set (`LAYERZERO_CIFAR10_ARCHIVE`); it is skipped with the
+//! reason printed otherwise.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use layerzero_data::{fetch, Dataset, Location, Source};
+
+fn layerzero() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_layerzero"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn bad_overrides_are_refused_naming_the_option() {
+    let out = tmp("overrides-bad");
+    for (flag, value, named) in [
+        ("--batch-size", "0", "batch size"),
+        ("--lr", "-0.1", "learning rate"),
+        ("--lr", "NaN", "learning rate"),
+        ("--label-smoothing", "1.5", "label smoothing"),
+    ] {
+        let o = layerzero()
+            .args(["train", "--profile", "smoke", "--device", "cpu"])
+            // `--flag=value`, so that clap takes "-0.1" as a value rather than an option.
+            .arg(format!("{flag}={value}"))
+            // No data here: the check must come before anything is read.
+            .args(["--data-dir", "/nonexistent"])
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{flag} {value} was accepted");
+        assert!(
+            err.contains(named) && err.to_lowercase().contains(&value.to_lowercase()),
+            "{flag} {value}: the error should name {named:?} and the value: {err}"
+        );
+        assert!(!out.exists(), "{flag} {value} left a run directory");
+    }
+}
+
+#[test]
+fn overrides_reach_the_run_config() {
+    let Some(archive) = std::env::var_os("LAYERZERO_CIFAR10_ARCHIVE").filter(|p| !p.is_empty())
+    else {
+        eprintln!("skipped: set LAYERZERO_CIFAR10_ARCHIVE to a CIFAR-10 binary .tar.gz");
+        return;
+    };
+    let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cifar10");
+    let src = Source::new(Dataset::Cifar10).with_location(Location::Archive(archive.into()));
+    let data = fetch(&dest, &src).unwrap().dir().to_path_buf();
+    let out = tmp("overrides-run");
+    let status = layerzero()
+        .args(["train", "--arch", "resnet8", "--profile", "smoke"])
+        .args(["--device", "cpu", "--batch-size", "64"])
+        .args(["--lr", "0.05", "--label-smoothing", "0.1"])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["batch_size"], 64);
+    assert_eq!(config["label_smoothing"], 0.1);
+    assert_eq!(config["schedule"]["max_lr"], 0.05);
+    // The smoke profile's 2,048 images in batches of 64, one epoch.
+    assert_eq!(config["schedule"]["total_steps"], 2048 / 64);
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    assert_eq!(first["step"], 2048 / 64);
+}
