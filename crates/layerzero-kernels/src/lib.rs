@@ -30,13 +30,13 @@
 //!   taps. Threads: rayon over images (weight gradient: per-thread partial sums).
 //!   Without AVX2 (or `LAYERZERO_KERNELS_ISA=portable`) im2col/col2im + the `gemm` crate
 //!   handle every geometry.
-//! * **Winograd F(2×2, 3×3)** for 3×3, stride-1 convolutions with at least 32 channels on both
-//!   sides (forward, and the input gradient through the flipped kernel): 16 multiplies per
-//!   2×2 outputs instead of 36, as 16 GEMMs over tiles of a group of images with the same
-//!   register tile; the input and output transforms are vectorised over 8 tiles of a row.
-//!   15–20 % faster than the direct kernel at ResNet's 32- and 64-channel shapes; at 16
-//!   channels the transforms cost what they save, so those stay direct.
-//!   `LAYERZERO_WINOGRAD=0` turns it off.
+//! * **Winograd F(2×2, 3×3)** for 3×3, stride-1 convolutions: 16 multiplies per 2×2 outputs
+//!   instead of 36, as 16 GEMMs over the tiles of a group of images. The forward pass and the
+//!   input gradient (through the flipped kernel) take it from 32 channels on both sides: 15–20 %
+//!   faster than the direct kernel at ResNet's 32- and 64-channel shapes; at 16 channels the
+//!   output transform costs what the GEMM saves. The weight gradient (dw = Gᵀ·Σ(A·dy·Aᵀ ⊙
+//!   Bᵀ·x·B)·G, no output transform) takes it from 16 channels. `LAYERZERO_WINOGRAD=0` turns
+//!   it off.
 //! * **Batch norm**: per channel (one rayon task each) shifted sums for mean/variance, then
 //!   `y = max(0, a·x + b [+ residual])` while the channel's data is still in cache; backward
 //!   likewise: Σg and Σg·(x−μ) with the ReLU mask recomputed from x, then dx.

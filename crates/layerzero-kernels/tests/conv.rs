@@ -316,5 +316,10 @@ fn winograd_shapes() -> Result<()> {
     // 32×32 with 32 channels: one image's V and M exceed the cache budget, so bands.
     check(case(2, 32, 32, 32, 32, 3, 1, 1), 48)?;
     check(case(1, 32, 31, 30, 40, 3, 1, 1), 49)?;
+    // The weight gradient takes Winograd from 16 channels: odd sizes there, and an image whose
+    // V and dM exceed its (larger) budget, so bands.
+    check(case(3, 16, 7, 9, 17, 3, 1, 1), 50)?;
+    check(case(2, 16, 5, 5, 16, 3, 1, 2), 51)?;
+    check(case(1, 64, 34, 34, 64, 3, 1, 1), 52)?;
     Ok(())
 }

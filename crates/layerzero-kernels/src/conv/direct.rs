@@ -874,7 +874,7 @@ fn interleave_phases(
 }
 
 /// Env override "AxB" for tuning runs (read once).
-fn env_pair(name: &str) -> Option<(usize, usize)> {
+pub(crate) fn env_pair(name: &str) -> Option<(usize, usize)> {
     let v = std::env::var(name).ok()?;
     let (a, b) = v.split_once('x')?;
     Some((a.parse().ok()?, b.parse().ok()?))

@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use crate::error::KernelError;
 use crate::geom::ConvGeom;
 use crate::storage::{alloc_out, alloc_uninit, cpu_f32, storage_f32};
+use winograd::Pass;
 
 /// What to do with each output value after the convolution sum: `+ bias[c]`, `+ residual`,
 /// then `max(0, ·)`.
@@ -66,7 +67,9 @@ fn apply_epilogue(g: &ConvGeom, epi: &Epilogue<'_>, y: &mut [f32]) {
 pub(crate) fn forward_into(g: &ConvGeom, x: &[f32], w: &[f32], epi: &Epilogue<'_>, y: &mut [f32]) {
     crate::count_fast_op();
     match direct::detect_isa() {
-        Some(isa) if winograd::supported(g.cin, g.cout, g.kh, g.kw, g.stride, g.pad) => {
+        Some(isa)
+            if winograd::supported(Pass::Forward, g.cin, g.cout, g.kh, g.kw, g.stride, g.pad) =>
+        {
             winograd::conv_fwd(isa, g.n, g.cin, g.h, g.w, g.pad, x, w, g.cout, epi, y)
         }
         Some(isa) => direct::conv_fwd(isa, g, x, w, epi, y),
@@ -83,7 +86,9 @@ pub(crate) fn input_grad_into(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32
     match direct::detect_isa() {
         // At stride 1 the input gradient is the forward convolution of dy with the flipped,
         // transposed kernel and padding 2 − pad.
-        Some(isa) if winograd::supported(g.cout, g.cin, g.kh, g.kw, g.stride, g.pad) => {
+        Some(isa)
+            if winograd::supported(Pass::Forward, g.cout, g.cin, g.kh, g.kw, g.stride, g.pad) =>
+        {
             let wt = direct::flip_transpose(g, w);
             let epi = Epilogue::default();
             winograd::conv_fwd(
@@ -110,6 +115,19 @@ pub(crate) fn input_grad_into(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32
 pub(crate) fn weight_grad_into(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     crate::count_fast_op();
     match direct::detect_isa() {
+        Some(isa)
+            if winograd::supported(
+                Pass::WeightGrad,
+                g.cin,
+                g.cout,
+                g.kh,
+                g.kw,
+                g.stride,
+                g.pad,
+            ) =>
+        {
+            winograd::conv_dw(isa, g.n, g.cin, g.h, g.w, g.pad, x, dy, g.cout, dw)
+        }
         Some(isa) => direct::conv_dw(isa, g, x, dy, dw),
         None => gemm_path::conv_dw(g, x, dy, dw),
     }

@@ -1,5 +1,5 @@
-//! Winograd F(2×2, 3×3) convolution for 3×3, stride-1 layers: the forward pass and, through
-//! the flipped kernel, the input gradient.
+//! Winograd F(2×2, 3×3) convolution for 3×3, stride-1 layers: the forward pass, through the
+//! flipped kernel the input gradient, and the weight gradient.
 //!
 //! Why: the direct kernel already runs at about three quarters of this machine's fp32 GEMM
 //! peak, so the only way to make a 3×3 convolution much faster is to do fewer multiplies.
@@ -22,10 +22,22 @@
 //! A task is a group of whole images, or one image cut into bands of tile rows, sized so that
 //! V and M stay in the L2 cache; tasks depend only on the shape, so the result does not
 //! depend on the number of threads.
+//!
+//! Weight gradient. Differentiating y = Aᵀ·[(G·g·Gᵀ) ⊙ (Bᵀ·d·B)]·A gives, summed over tiles,
+//! dg = Gᵀ·[Σ (A·dy·Aᵀ) ⊙ (Bᵀ·d·B)]·G: the same input transform V, a transform of each 2×2
+//! block of the output gradient into dM (additions only), and 16 GEMMs
+//! dU[ξ] = dM[ξ] · V[ξ]ᵀ that reduce over the tiles (a register tile of output × input
+//! channels, 8 tiles per lane, summed across lanes once per group). There is no output
+//! transform, which is why it pays from 16 channels on. Groups are larger than the forward
+//! pass's (its GEMM walks one ξ at a time, so only a sixteenth of V and dM must stay in L2),
+//! and the images are split into a fixed number of tasks whose partial sums are added in
+//! order, so again the thread count does not change the result.
+
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use super::direct::{ImgEpi, Isa};
+use super::direct::{env_pair, ImgEpi, Isa};
 use super::Epilogue;
 use crate::scratch::with_scratch;
 
@@ -34,10 +46,21 @@ const L: usize = 8;
 /// Transform points of F(2×2, 3×3): a 4×4 grid.
 const XI: usize = 16;
 
+/// Which computation of a convolution asks for the Winograd path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pass {
+    /// The forward pass, or the input gradient (the forward pass of the flipped kernel, with
+    /// the channel counts swapped).
+    Forward,
+    /// The weight gradient ([`conv_dw`]).
+    WeightGrad,
+}
+
 /// Whether a convolution takes the Winograd path: 3×3, stride 1, padding below 3, and enough
 /// channels on both sides for the transforms to pay for themselves. `LAYERZERO_WINOGRAD=0`
 /// turns it off (the direct kernel then runs every convolution).
 pub(crate) fn supported(
+    pass: Pass,
     cin: usize,
     cout: usize,
     kh: usize,
@@ -45,11 +68,19 @@ pub(crate) fn supported(
     stride: usize,
     pad: usize,
 ) -> bool {
-    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let min = match pass {
+        Pass::Forward => MIN_CHANNELS,
+        Pass::WeightGrad => MIN_DW_CHANNELS,
+    };
+    eligible(kh, kw, stride, pad) && cin >= min && cout >= min
+}
+
+fn eligible(kh: usize, kw: usize, stride: usize, pad: usize) -> bool {
+    static OFF: OnceLock<bool> = OnceLock::new();
     if *OFF.get_or_init(|| std::env::var("LAYERZERO_WINOGRAD").is_ok_and(|v| v == "0")) {
         return false;
     }
-    kh == 3 && kw == 3 && stride == 1 && pad <= 2 && cin >= MIN_CHANNELS && cout >= MIN_CHANNELS
+    kh == 3 && kw == 3 && stride == 1 && pad <= 2
 }
 
 /// Channel count below which the direct kernel is faster. Measured at batch 128 on the 2-core
@@ -57,6 +88,9 @@ pub(crate) fn supported(
 /// transforms cost as much as the multiplies they save), 32 at 16×16 2.90–2.96 → 2.28–2.66,
 /// 64 at 8×8 2.86–2.97 → 2.45–2.64.
 const MIN_CHANNELS: usize = 32;
+
+/// The same threshold for the weight gradient.
+const MIN_DW_CHANNELS: usize = 16;
 
 /// Bytes of V + M one group may use: half of a 1 MiB L2.
 const GROUP_BYTES: usize = 512 << 10;
@@ -91,16 +125,25 @@ struct Wino {
 }
 
 impl Wino {
-    fn new(cin: usize, h: usize, w: usize, pad: usize, cout: usize, n: usize) -> Self {
+    /// The bookkeeping of one convolution whose V + M per group may use `budget` bytes.
+    fn new(
+        cin: usize,
+        h: usize,
+        w: usize,
+        pad: usize,
+        cout: usize,
+        n: usize,
+        budget: usize,
+    ) -> Self {
         let (ho, wo) = (h + 2 * pad - 2, w + 2 * pad - 2);
         let (nty, ntx) = (ho.div_ceil(2), wo.div_ceil(2));
         let vpr = ntx.div_ceil(L);
         let tiles = nty * ntx;
         let per_tile_bytes = XI * (cin + cout) * 4;
-        let group = (GROUP_BYTES / (per_tile_bytes * tiles)).clamp(1, n.max(1));
+        let group = (budget / (per_tile_bytes * tiles)).clamp(1, n.max(1));
         // An image too large for the budget is cut into bands of tile rows instead.
-        let band = if per_tile_bytes * tiles > GROUP_BYTES {
-            (GROUP_BYTES / (per_tile_bytes * ntx)).clamp(1, nty)
+        let band = if per_tile_bytes * tiles > budget {
+            (budget / (per_tile_bytes * ntx)).clamp(1, nty)
         } else {
             nty
         };
@@ -464,6 +507,159 @@ macro_rules! wino_kernels {
                     }
                 }
             }
+
+            /// Splits 16 consecutive floats into their even- and odd-indexed halves.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn deinterleave(a: __m256, b: __m256) -> (__m256, __m256) {
+                // [a0 a2 b0 b2 | a4 a6 b4 b6] → [a0 a2 a4 a6 b0 b2 b4 b6]
+                let ev = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+                let od = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+                let fix = |v: __m256| {
+                    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
+                };
+                (fix(ev), fix(od))
+            }
+
+            /// dM[co][ξ] = (A·dy·Aᵀ)[ξ] for the 2×2 output-gradient blocks of the 8 tiles of
+            /// every vector of every tile row of channel `co` (the (ho, wo) plane `dyc`);
+            /// outputs past the plane's edge count as zero. Like the input transform, writes
+            /// run up to 7 floats past a row's last tile.
+            ///
+            /// # Safety
+            /// CPU features as enabled; sizes are asserted.
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn dy_transform(
+                g: &Wino,
+                dyc: &[f32],
+                co: usize,
+                rows: (usize, usize),
+                p_img: usize,
+                m: &mut [f32],
+            ) {
+                let (ho, wo, ps) = (g.ho, g.wo, g.ps);
+                assert!(dyc.len() >= ho * wo && m.len() >= XI * g.cout * ps);
+                assert!(rows.0 <= rows.1 && rows.1 <= g.nty);
+                assert!(p_img + (rows.1 - rows.0) * g.ntx + L <= ps);
+                let zero = _mm256_setzero_ps();
+                // Even and odd columns 16·vv … 16·vv + 15 of output row `oy`.
+                let load = |oy: usize, vv: usize| -> (__m256, __m256) {
+                    let x0 = 2 * L * vv;
+                    if oy >= ho || x0 >= wo {
+                        return (zero, zero);
+                    }
+                    let row = &dyc[oy * wo..][..wo];
+                    if x0 + 2 * L <= wo {
+                        // SAFETY: 16 floats of the row, bounds-checked above.
+                        unsafe {
+                            let p = row.as_ptr().add(x0);
+                            deinterleave(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(L)))
+                        }
+                    } else {
+                        let mut t = [0.0f32; 2 * L];
+                        t[..wo - x0].copy_from_slice(&row[x0..]);
+                        // SAFETY: `t` holds 16 floats.
+                        unsafe {
+                            deinterleave(
+                                _mm256_loadu_ps(t.as_ptr()),
+                                _mm256_loadu_ps(t.as_ptr().add(L)),
+                            )
+                        }
+                    }
+                };
+                let mp = m.as_mut_ptr();
+                for ty in rows.0..rows.1 {
+                    for vv in 0..g.vpr {
+                        let (e0, o0) = load(2 * ty, vv);
+                        let (e1, o1) = load(2 * ty + 1, vv);
+                        // A along y: rows d0, d0 + d1, d0 − d1, −d1 (even and odd columns).
+                        let ys = [
+                            (e0, o0),
+                            (_mm256_add_ps(e0, e1), _mm256_add_ps(o0, o1)),
+                            (_mm256_sub_ps(e0, e1), _mm256_sub_ps(o0, o1)),
+                            (_mm256_sub_ps(zero, e1), _mm256_sub_ps(zero, o1)),
+                        ];
+                        let p0 = p_img + (ty - rows.0) * g.ntx + vv * L;
+                        // SAFETY: p0 + 8 ≤ ps (asserted); the 16 ξ rows of channel co exist.
+                        let dst = unsafe { mp.add(co * XI * ps + p0) };
+                        for (i, &(c0, c1)) in ys.iter().enumerate() {
+                            // A along x: c0, c0 + c1, c0 − c1, −c1; ξ = 4·i + j.
+                            unsafe {
+                                _mm256_storeu_ps(dst.add(4 * i * ps), c0);
+                                _mm256_storeu_ps(dst.add((4 * i + 1) * ps), _mm256_add_ps(c0, c1));
+                                _mm256_storeu_ps(dst.add((4 * i + 2) * ps), _mm256_sub_ps(c0, c1));
+                                _mm256_storeu_ps(
+                                    dst.add((4 * i + 3) * ps),
+                                    _mm256_sub_ps(zero, c1),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+
+            /// dU[ξ][co][ci] += Σ_p dM[co][ξ][p] · V[ci][ξ][p] over `nvec` vectors of tiles
+            /// (the caller zeroes both past the last tile).
+            ///
+            /// # Safety
+            /// CPU features as enabled; sizes are asserted.
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn dw_gemm<const COB: usize, const CIB: usize>(
+                g: &Wino,
+                m: &[f32],
+                v: &[f32],
+                nvec: usize,
+                du: &mut [f32],
+            ) {
+                let (cin, cout, ps) = (g.cin, g.cout, g.ps);
+                assert!(v.len() >= XI * cin * ps && m.len() >= XI * cout * ps);
+                assert!(nvec * L <= ps && du.len() >= XI * cout * cin);
+                for xi in 0..XI {
+                    for cb in (0..cout).step_by(COB) {
+                        // Rows past the last channel repeat it; their sums are dropped.
+                        let mrow: [*const f32; COB] = std::array::from_fn(|c| {
+                            m[((cb + c).min(cout - 1) * XI + xi) * ps..].as_ptr()
+                        });
+                        for ib in (0..cin).step_by(CIB) {
+                            let vrow: [*const f32; CIB] = std::array::from_fn(|k| {
+                                v[((ib + k).min(cin - 1) * XI + xi) * ps..].as_ptr()
+                            });
+                            let mut acc = [[_mm256_setzero_ps(); CIB]; COB];
+                            for pv in 0..nvec {
+                                // SAFETY: pv·8 + 8 ≤ ps (asserted) within each row.
+                                let vs: [__m256; CIB] = std::array::from_fn(|k| unsafe {
+                                    _mm256_loadu_ps(vrow[k].add(pv * L))
+                                });
+                                for (c, row) in acc.iter_mut().enumerate() {
+                                    let mv = unsafe { _mm256_loadu_ps(mrow[c].add(pv * L)) };
+                                    for (a, x) in row.iter_mut().zip(&vs) {
+                                        *a = _mm256_fmadd_ps(mv, *x, *a);
+                                    }
+                                }
+                            }
+                            for (c, row) in acc.iter().enumerate() {
+                                let co = cb + c;
+                                if co >= cout {
+                                    break;
+                                }
+                                for (k, a) in row.iter().enumerate() {
+                                    let ci = ib + k;
+                                    if ci >= cin {
+                                        break;
+                                    }
+                                    let q = _mm_add_ps(
+                                        _mm256_castps256_ps128(*a),
+                                        _mm256_extractf128_ps::<1>(*a),
+                                    );
+                                    let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+                                    let q = _mm_add_ss(q, _mm_movehdup_ps(q));
+                                    du[(xi * cout + co) * cin + ci] += _mm_cvtss_f32(q);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
     };
 }
@@ -490,6 +686,23 @@ macro_rules! on_isa {
     }};
 }
 
+/// Calls `$kernel::<A, B>` of the instruction set's kernel module for the register tile
+/// `$tile` = (A, B), which must be one of the tiles listed for that instruction set.
+macro_rules! tile_dispatch {
+    ($isa:expr, $tile:expr, $kernel:ident $args:tt,
+     avx2: [$(($a2:literal, $b2:literal)),*], avx512: [$(($a5:literal, $b5:literal)),*]) => {{
+        #[cfg(target_arch = "x86_64")]
+        match ($isa, $tile) {
+            // SAFETY: features checked by `detect_isa`; the kernels assert their sizes.
+            $( (Isa::Avx2, ($a2, $b2)) => unsafe { avx2::$kernel::<$a2, $b2> $args }, )*
+            $( (Isa::Avx512, ($a5, $b5)) => unsafe { avx512::$kernel::<$a5, $b5> $args }, )*
+            (_, t) => unreachable!("Winograd tile {t:?} not compiled"),
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = ($isa, $tile, $args);
+    }};
+}
+
 /// GEMM register tiles (COB output channels, NV vectors of 8 tiles) compiled per instruction
 /// set, the default first. `LAYERZERO_WINO_TILE=COBxNV` picks another (for tuning).
 const AVX2_TILES: &[(usize, usize)] = &[(3, 4), (4, 3), (2, 4)];
@@ -497,17 +710,31 @@ const AVX512_TILES: &[(usize, usize)] = &[(4, 4), (6, 4), (8, 3), (4, 3), (8, 2)
 
 /// The GEMM register tile for an instruction set.
 fn gemm_tile(isa: Isa) -> (usize, usize) {
-    let compiled: &[(usize, usize)] = match isa {
-        Isa::Avx2 => AVX2_TILES,
-        Isa::Avx512 => AVX512_TILES,
+    static FORCED: OnceLock<Option<(usize, usize)>> = OnceLock::new();
+    pick_tile(
+        isa,
+        AVX2_TILES,
+        AVX512_TILES,
+        &FORCED,
+        "LAYERZERO_WINO_TILE",
+    )
+}
+
+/// The first (default) tile of the instruction set's compiled list, unless the environment
+/// variable `var` ("AxB", read once) names another compiled one.
+fn pick_tile(
+    isa: Isa,
+    avx2: &[(usize, usize)],
+    avx512: &[(usize, usize)],
+    forced: &'static OnceLock<Option<(usize, usize)>>,
+    var: &str,
+) -> (usize, usize) {
+    let compiled = match isa {
+        Isa::Avx2 => avx2,
+        Isa::Avx512 => avx512,
     };
-    static FORCED: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
-    let forced = *FORCED.get_or_init(|| {
-        let s = std::env::var("LAYERZERO_WINO_TILE").ok()?;
-        let (a, b) = s.split_once('x')?;
-        Some((a.parse().ok()?, b.parse().ok()?))
-    });
     forced
+        .get_or_init(|| env_pair(var))
         .filter(|t| compiled.contains(t))
         .unwrap_or(compiled[0])
 }
@@ -529,7 +756,7 @@ pub(crate) fn conv_fwd(
     epi: &Epilogue<'_>,
     y: &mut [f32],
 ) {
-    let g = Wino::new(cin, h, w, pad, cout, n);
+    let g = Wino::new(cin, h, w, pad, cout, n, GROUP_BYTES);
     let tile = gemm_tile(isa);
     let upack = transform_weights(wt, cout, cin, tile.0);
     let in_img = cin * h * w;
@@ -563,7 +790,9 @@ pub(crate) fn conv_fwd(
                                 }
                             }
                             let nvec = (ys.len() / out_img * band_tiles).div_ceil(L);
-                            gemm(isa, tile, &g, &upack, v, nvec, m);
+                            tile_dispatch!(isa, tile, gemm(&g, &upack, v, nvec, m),
+                                avx2: [(3, 4), (4, 3), (2, 4)],
+                                avx512: [(4, 4), (6, 4), (8, 3), (4, 3), (8, 2)]);
                             for (gi, yi) in ys.chunks_exact_mut(out_img).enumerate() {
                                 let epi = epi.image(t * g.group + gi, out_img);
                                 let p_img = gi * band_tiles;
@@ -581,29 +810,140 @@ pub(crate) fn conv_fwd(
         });
 }
 
-fn gemm(
+/// Bytes of V + dM one group of the weight gradient may use. Its GEMM walks one ξ at a time,
+/// so only a sixteenth of that (128 KiB) must stay in L2; larger groups mean longer sums
+/// between the horizontal reductions.
+const DW_GROUP_BYTES: usize = 2 << 20;
+
+/// Tasks the weight gradient's images are split into, summed in order afterwards: a count
+/// that depends only on the shape, so the result does not depend on the number of threads.
+const DW_TASKS: usize = 8;
+
+/// dW register tiles (COB output × CIB input channels) compiled per instruction set, the
+/// default first. `LAYERZERO_WINO_DW_TILE=COBxCIB` picks another (for tuning).
+const AVX2_DW_TILES: &[(usize, usize)] = &[(3, 3), (2, 4)];
+const AVX512_DW_TILES: &[(usize, usize)] = &[(4, 4), (4, 5), (2, 8)];
+
+fn dw_tile(isa: Isa) -> (usize, usize) {
+    static FORCED: OnceLock<Option<(usize, usize)>> = OnceLock::new();
+    pick_tile(
+        isa,
+        AVX2_DW_TILES,
+        AVX512_DW_TILES,
+        &FORCED,
+        "LAYERZERO_WINO_DW_TILE",
+    )
+}
+
+/// Weight gradient of a stride-1 3×3 convolution through F(2×2, 3×3): with V = Bᵀ·x·B
+/// (the forward's input transform) and dM = A·dy·Aᵀ per tile,
+/// dw[co][ci] = Gᵀ · (Σ_tiles dM[co] ⊙ V[ci]) · G. The sums over tiles are 16 GEMMs
+/// (Cout × tiles) · (tiles × Cin); `dw` (cout, cin, 3, 3) is fully overwritten.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_dw(
     isa: Isa,
-    tile: (usize, usize),
-    g: &Wino,
-    upack: &[f32],
-    v: &[f32],
-    nvec: usize,
-    m: &mut [f32],
+    n: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    pad: usize,
+    x: &[f32],
+    dy: &[f32],
+    cout: usize,
+    dw: &mut [f32],
 ) {
-    macro_rules! go {
-        ($m:ident, $(($c:literal, $v:literal)),*) => {
-            match tile {
-                // SAFETY: as in `input_transform`.
-                $( ($c, $v) => unsafe { $m::gemm::<$c, $v>(g, upack, v, nvec, m) }, )*
-                _ => unreachable!("Winograd tile {tile:?} not compiled"),
+    let g = Wino::new(cin, h, w, pad, cout, n, DW_GROUP_BYTES);
+    let tile = dw_tile(isa);
+    let (in_img, plane) = (cin * h * w, g.ho * g.wo);
+    let out_img = cout * plane;
+    let du_len = XI * cout * cin;
+    let groups = n.div_ceil(g.group);
+    let per_task = groups.div_ceil(DW_TASKS).max(1);
+    let tasks = groups.div_ceil(per_task);
+    let bands: Vec<(usize, usize)> = (0..g.nty)
+        .step_by(g.band)
+        .map(|t0| (t0, (t0 + g.band).min(g.nty)))
+        .collect();
+    let partials: Vec<Vec<f32>> = (0..tasks)
+        .into_par_iter()
+        .map(|t| {
+            let mut du = vec![0.0f32; du_len];
+            if out_img == 0 {
+                return du;
             }
-        };
+            with_scratch(0, XI * cin * g.ps, |v| {
+                with_scratch(1, XI * cout * g.ps, |m| {
+                    with_scratch(2, cin * g.plane_len(), |buf| {
+                        buf.fill(0.0);
+                        for grp in t * per_task..((t + 1) * per_task).min(groups) {
+                            let i0 = grp * g.group;
+                            let gn = g.group.min(n - i0);
+                            for (b, &rows) in bands.iter().enumerate() {
+                                let band_tiles = (rows.1 - rows.0) * g.ntx;
+                                for j in 0..gn {
+                                    let ximg = &x[(i0 + j) * in_img..][..in_img];
+                                    let p_img = j * band_tiles;
+                                    for (ci, pl) in buf.chunks_exact_mut(g.plane_len()).enumerate()
+                                    {
+                                        // Padded once per image: several bands mean one image.
+                                        if b == 0 {
+                                            on_isa!(
+                                                isa,
+                                                fill(&g, &ximg[ci * h * w..][..h * w], pl)
+                                            );
+                                        }
+                                        on_isa!(isa, input_transform(&g, pl, ci, rows, p_img, v));
+                                    }
+                                    let dyi = &dy[(i0 + j) * out_img..][..out_img];
+                                    for (co, dyc) in dyi.chunks_exact(plane).enumerate() {
+                                        on_isa!(isa, dy_transform(&g, dyc, co, rows, p_img, m));
+                                    }
+                                }
+                                // Past the last tile both operands hold overrun or stale
+                                // values; zeros there keep them out of the sums.
+                                let used = gn * band_tiles;
+                                let nvec = used.div_ceil(L);
+                                for r in v[..XI * cin * g.ps].chunks_exact_mut(g.ps) {
+                                    r[used..nvec * L].fill(0.0);
+                                }
+                                for r in m[..XI * cout * g.ps].chunks_exact_mut(g.ps) {
+                                    r[used..nvec * L].fill(0.0);
+                                }
+                                tile_dispatch!(isa, tile, dw_gemm(&g, m, v, nvec, &mut du),
+                                    avx2: [(3, 3), (2, 4)],
+                                    avx512: [(4, 4), (4, 5), (2, 8)]);
+                            }
+                        }
+                    })
+                })
+            });
+            du
+        })
+        .collect();
+    let mut du = vec![0.0f32; du_len];
+    for p in &partials {
+        for (a, b) in du.iter_mut().zip(p) {
+            *a += b;
+        }
     }
-    #[cfg(target_arch = "x86_64")]
-    match isa {
-        Isa::Avx2 => go!(avx2, (3, 4), (4, 3), (2, 4)),
-        Isa::Avx512 => go!(avx512, (4, 4), (6, 4), (8, 3), (4, 3), (8, 2)),
+    // dw = Gᵀ·dU·G, with G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
+    for co in 0..cout {
+        for ci in 0..cin {
+            let u = |i: usize, j: usize| du[((4 * i + j) * cout + co) * cin + ci];
+            // Gᵀ along y: rows u0 + ½(u1 + u2), ½(u1 − u2), ½(u1 + u2) + u3.
+            let col = |j: usize| {
+                let (u0, u1, u2, u3) = (u(0, j), u(1, j), u(2, j), u(3, j));
+                [u0 + 0.5 * (u1 + u2), 0.5 * (u1 - u2), 0.5 * (u1 + u2) + u3]
+            };
+            let c = [col(0), col(1), col(2), col(3)];
+            let t: [[f32; 4]; 3] = std::array::from_fn(|a| std::array::from_fn(|j| c[j][a]));
+            // G along x, the same combinations.
+            let out = &mut dw[(co * cin + ci) * 9..][..9];
+            for (a, r) in t.iter().enumerate() {
+                out[3 * a] = r[0] + 0.5 * (r[1] + r[2]);
+                out[3 * a + 1] = 0.5 * (r[1] - r[2]);
+                out[3 * a + 2] = 0.5 * (r[1] + r[2]) + r[3];
+            }
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (isa, tile, g, upack, v, nvec, m);
 }
