@@ -460,6 +460,42 @@ macro_rules! wino_kernels {
                                 _mm256_sub_ps(_mm256_sub_ps(c1.1, c2.1), c3.1),
                             ),
                         ];
+                        // Whole vectors of 8 output columns this tile vector covers (the
+                        // first column 16·vv is always inside the plane).
+                        let xs0 = 2 * L * vv;
+                        let whole = ((wo - xs0) / L).min(2);
+                        if 2 * ty + 1 < ho && (whole == 2 || xs0 + whole * L == wo) {
+                            // The common case: both rows inside the plane and no partial
+                            // vector, so no per-store bounds or lane loop.
+                            for (a, &(even, odd)) in rows.iter().enumerate() {
+                                let lo = _mm256_unpacklo_ps(even, odd);
+                                let hi = _mm256_unpackhi_ps(even, odd);
+                                let halves = [
+                                    _mm256_permute2f128_ps::<0x20>(lo, hi),
+                                    _mm256_permute2f128_ps::<0x31>(lo, hi),
+                                ];
+                                let o = (2 * ty + a) * wo + xs0;
+                                for (half, &yv) in halves[..whole].iter().enumerate() {
+                                    let o = o + half * L;
+                                    let mut yv = _mm256_add_ps(yv, bv);
+                                    // SAFETY: o + 8 ≤ (2·ty + a + 1)·wo ≤ plane, the length
+                                    // of `res` and (asserted) at most that of `out`.
+                                    unsafe {
+                                        if let Some(r) = res {
+                                            yv = _mm256_add_ps(
+                                                yv,
+                                                _mm256_loadu_ps(r.as_ptr().add(o)),
+                                            );
+                                        }
+                                        if epi.relu {
+                                            yv = _mm256_max_ps(yv, zero);
+                                        }
+                                        _mm256_storeu_ps(out.as_mut_ptr().add(o), yv);
+                                    }
+                                }
+                            }
+                            continue;
+                        }
                         for (a, &(even, odd)) in rows.iter().enumerate() {
                             let oy = 2 * ty + a;
                             if oy >= ho {
