@@ -253,20 +253,30 @@ macro_rules! wino_kernels {
                         unsafe {
                             let a = _mm256_loadu_ps(row.as_ptr().add(16 * k));
                             let b = _mm256_loadu_ps(row.as_ptr().add(16 * k + 8));
-                            // [a0 a2 b0 b2 | a4 a6 b4 b6] → [a0 a2 a4 a6 b0 b2 b4 b6]
-                            let ev = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
-                            let od = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
-                            let ev = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(
-                                _mm256_castps_pd(ev),
-                            ));
-                            let od = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(
-                                _mm256_castps_pd(od),
-                            ));
+                            let (ev, od) = deinterleave(a, b);
                             _mm256_storeu_ps(r.as_mut_ptr().add(de + 8 * k), ev);
                             _mm256_storeu_ps(r.as_mut_ptr().add(dof + 8 * k), od);
                         }
                     }
-                    for ix in 16 * full..w {
+                    let mut done = 16 * full;
+                    if w - done >= L {
+                        // Half a block (the whole row of an 8-wide image): 4 even, 4 odd.
+                        // SAFETY: done + 8 ≤ w; the stores end at 8·full + 4 ≤ ne, no.
+                        unsafe {
+                            let a = _mm256_loadu_ps(row.as_ptr().add(done));
+                            let (ev, od) = deinterleave(a, a);
+                            _mm_storeu_ps(
+                                r.as_mut_ptr().add(de + 8 * full),
+                                _mm256_castps256_ps128(ev),
+                            );
+                            _mm_storeu_ps(
+                                r.as_mut_ptr().add(dof + 8 * full),
+                                _mm256_castps256_ps128(od),
+                            );
+                        }
+                        done += L;
+                    }
+                    for ix in done..w {
                         let d = if ix % 2 == 0 {
                             de + ix / 2
                         } else {
