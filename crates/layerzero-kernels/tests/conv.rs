@@ -321,5 +321,9 @@ fn winograd_shapes() -> Result<()> {
     check(case(3, 16, 7, 9, 17, 3, 1, 1), 50)?;
     check(case(2, 16, 5, 5, 16, 3, 1, 2), 51)?;
     check(case(1, 64, 34, 34, 64, 3, 1, 1), 52)?;
+    // Rows of 4 tiles are transformed two tile rows per vector: an odd number of tile rows
+    // leaves a single one (5 rows of 8), and 16-channel 8×8 for the weight gradient.
+    check(case(2, 32, 5, 8, 32, 3, 1, 1), 53)?;
+    check(case(3, 16, 8, 8, 16, 3, 1, 1), 54)?;
     Ok(())
 }

@@ -310,16 +310,27 @@ macro_rules! wino_kernels {
                 let rs = g.rs;
                 let bp = buf.as_ptr();
                 let vp = v.as_mut_ptr();
-                for ty in rows.0..rows.1 {
+                let mut ty = rows.0;
+                while ty < rows.1 {
+                    // Rows of 4 tiles: one vector takes tile rows ty (lanes 0–3) and ty + 1
+                    // (lanes 4–7), whose padded rows start 2 rows (4·rs floats) further.
+                    let pair = g.ntx == L / 2 && ty + 1 < rows.1;
                     for vv in 0..g.vpr {
                         // Row transform (Bᵀ along x) of padded row 2·ty + r: the 4 columns of
                         // 8 tiles, from the even and odd parity rows.
-                        // SAFETY: row 2·ty + r < hp; columns vv·8 + 9 ≤ rs.
+                        // SAFETY: row 2·ty + r (+ 2 for a pair) < hp; columns vv·8 + 9 ≤ rs.
                         let row = |r: usize| unsafe {
                             let e = bp.add((2 * ty + r) * 2 * rs + vv * L);
                             let o = e.add(rs);
-                            let (d0, d1) = (_mm256_loadu_ps(e), _mm256_loadu_ps(o));
-                            let (d2, d3) = (_mm256_loadu_ps(e.add(1)), _mm256_loadu_ps(o.add(1)));
+                            let ld = |p: *const f32| {
+                                if pair {
+                                    _mm256_loadu2_m128(p.add(4 * rs), p)
+                                } else {
+                                    _mm256_loadu_ps(p)
+                                }
+                            };
+                            let (d0, d1) = (ld(e), ld(o));
+                            let (d2, d3) = (ld(e.add(1)), ld(o.add(1)));
                             [
                                 _mm256_sub_ps(d0, d2),
                                 _mm256_add_ps(d1, d2),
@@ -352,6 +363,7 @@ macro_rules! wino_kernels {
                             }
                         }
                     }
+                    ty += if pair { 2 } else { 1 };
                 }
             }
 
@@ -441,116 +453,116 @@ macro_rules! wino_kernels {
                 let bv = _mm256_set1_ps(b);
                 let zero = _mm256_setzero_ps();
                 let mp = m.as_ptr();
-                let ps = g.ps;
-                for ty in rows.0..rows.1 {
+                // The epilogue and store of 8 outputs at `o`.
+                // SAFETY (callers): o + 8 ≤ plane, the length of `res` and at most that of `out`.
+                let put = |o: usize, yv: __m256, out: &mut [f32]| unsafe {
+                    let mut yv = _mm256_add_ps(yv, bv);
+                    if let Some(r) = res {
+                        yv = _mm256_add_ps(yv, _mm256_loadu_ps(r.as_ptr().add(o)));
+                    }
+                    if epi.relu {
+                        yv = _mm256_max_ps(yv, zero);
+                    }
+                    _mm256_storeu_ps(out.as_mut_ptr().add(o), yv);
+                };
+                // Aᵀ·M·A for the 8 tiles at p0: the even and odd output columns of the
+                // tiles' two output rows.
+                let tiles = |p0: usize| -> [(__m256, __m256); 2] {
+                    // SAFETY: p0 + 8 ≤ ps; the 16 ξ rows of channel co exist.
+                    let base = unsafe { mp.add(co * XI * ps + p0) };
+                    // Aᵀ along y for column j: (m0 + m1 + m2, m1 − m2 − m3).
+                    let col = |j: usize| unsafe {
+                        let m0 = _mm256_loadu_ps(base.add(j * ps));
+                        let m1 = _mm256_loadu_ps(base.add((4 + j) * ps));
+                        let m2 = _mm256_loadu_ps(base.add((8 + j) * ps));
+                        let m3 = _mm256_loadu_ps(base.add((12 + j) * ps));
+                        (
+                            _mm256_add_ps(m0, _mm256_add_ps(m1, m2)),
+                            _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3),
+                        )
+                    };
+                    let (c0, c1, c2, c3) = (col(0), col(1), col(2), col(3));
+                    // Aᵀ along x.
+                    [
+                        (
+                            _mm256_add_ps(c0.0, _mm256_add_ps(c1.0, c2.0)),
+                            _mm256_sub_ps(_mm256_sub_ps(c1.0, c2.0), c3.0),
+                        ),
+                        (
+                            _mm256_add_ps(c0.1, _mm256_add_ps(c1.1, c2.1)),
+                            _mm256_sub_ps(_mm256_sub_ps(c1.1, c2.1), c3.1),
+                        ),
+                    ]
+                };
+                // Even and odd columns back into order: [first 8 outputs, next 8 outputs].
+                let interleave = |even: __m256, odd: __m256| -> [__m256; 2] {
+                    let lo = _mm256_unpacklo_ps(even, odd);
+                    let hi = _mm256_unpackhi_ps(even, odd);
+                    [
+                        _mm256_permute2f128_ps::<0x20>(lo, hi),
+                        _mm256_permute2f128_ps::<0x31>(lo, hi),
+                    ]
+                };
+                let mut ty = rows.0;
+                while ty < rows.1 {
+                    let p_row = p_img + (ty - rows.0) * g.ntx;
+                    if g.ntx == L / 2 && wo == L && ty + 1 < rows.1 && 2 * ty + 3 < ho {
+                        // Rows of 4 tiles (8-wide outputs): one vector holds tile rows ty
+                        // (lanes 0–3) and ty + 1 (lanes 4–7), whose interleaved halves are
+                        // whole output rows.
+                        for (a, &(even, odd)) in tiles(p_row).iter().enumerate() {
+                            let [first, second] = interleave(even, odd);
+                            put((2 * ty + a) * wo, first, out);
+                            put((2 * ty + 2 + a) * wo, second, out);
+                        }
+                        ty += 2;
+                        continue;
+                    }
                     for vv in 0..g.vpr {
-                        let p0 = p_img + (ty - rows.0) * g.ntx + vv * L;
-                        // SAFETY: p0 + 8 ≤ ps; the 16 ξ rows of channel co exist.
-                        let base = unsafe { mp.add(co * XI * ps + p0) };
-                        // Aᵀ along y for column j: (m0 + m1 + m2, m1 − m2 − m3).
-                        let col = |j: usize| unsafe {
-                            let m0 = _mm256_loadu_ps(base.add(j * ps));
-                            let m1 = _mm256_loadu_ps(base.add((4 + j) * ps));
-                            let m2 = _mm256_loadu_ps(base.add((8 + j) * ps));
-                            let m3 = _mm256_loadu_ps(base.add((12 + j) * ps));
-                            (
-                                _mm256_add_ps(m0, _mm256_add_ps(m1, m2)),
-                                _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3),
-                            )
-                        };
-                        let (c0, c1, c2, c3) = (col(0), col(1), col(2), col(3));
-                        // Aᵀ along x: even and odd output columns of rows 2·ty and 2·ty + 1.
-                        let rows = [
-                            (
-                                _mm256_add_ps(c0.0, _mm256_add_ps(c1.0, c2.0)),
-                                _mm256_sub_ps(_mm256_sub_ps(c1.0, c2.0), c3.0),
-                            ),
-                            (
-                                _mm256_add_ps(c0.1, _mm256_add_ps(c1.1, c2.1)),
-                                _mm256_sub_ps(_mm256_sub_ps(c1.1, c2.1), c3.1),
-                            ),
-                        ];
+                        let rows2 = tiles(p_row + vv * L);
                         // Whole vectors of 8 output columns this tile vector covers (the
                         // first column 16·vv is always inside the plane).
                         let xs0 = 2 * L * vv;
                         let whole = ((wo - xs0) / L).min(2);
                         if 2 * ty + 1 < ho && (whole == 2 || xs0 + whole * L == wo) {
-                            // The common case: both rows inside the plane and no partial
-                            // vector, so no per-store bounds or lane loop.
-                            for (a, &(even, odd)) in rows.iter().enumerate() {
-                                let lo = _mm256_unpacklo_ps(even, odd);
-                                let hi = _mm256_unpackhi_ps(even, odd);
-                                let halves = [
-                                    _mm256_permute2f128_ps::<0x20>(lo, hi),
-                                    _mm256_permute2f128_ps::<0x31>(lo, hi),
-                                ];
+                            // Both rows inside the plane and no partial vector: no per-store
+                            // bounds or lane loop.
+                            for (a, &(even, odd)) in rows2.iter().enumerate() {
                                 let o = (2 * ty + a) * wo + xs0;
-                                for (half, &yv) in halves[..whole].iter().enumerate() {
-                                    let o = o + half * L;
-                                    let mut yv = _mm256_add_ps(yv, bv);
-                                    // SAFETY: o + 8 ≤ (2·ty + a + 1)·wo ≤ plane, the length
-                                    // of `res` and (asserted) at most that of `out`.
-                                    unsafe {
-                                        if let Some(r) = res {
-                                            yv = _mm256_add_ps(
-                                                yv,
-                                                _mm256_loadu_ps(r.as_ptr().add(o)),
-                                            );
-                                        }
-                                        if epi.relu {
-                                            yv = _mm256_max_ps(yv, zero);
-                                        }
-                                        _mm256_storeu_ps(out.as_mut_ptr().add(o), yv);
-                                    }
+                                for (half, &yv) in interleave(even, odd)[..whole].iter().enumerate()
+                                {
+                                    put(o + half * L, yv, out);
                                 }
                             }
                             continue;
                         }
-                        for (a, &(even, odd)) in rows.iter().enumerate() {
+                        for (a, &(even, odd)) in rows2.iter().enumerate() {
                             let oy = 2 * ty + a;
                             if oy >= ho {
                                 break;
                             }
-                            let lo = _mm256_unpacklo_ps(even, odd);
-                            let hi = _mm256_unpackhi_ps(even, odd);
-                            let halves = [
-                                _mm256_permute2f128_ps::<0x20>(lo, hi),
-                                _mm256_permute2f128_ps::<0x31>(lo, hi),
-                            ];
-                            for (half, &yv) in halves.iter().enumerate() {
-                                let xs = 2 * vv * L + half * L;
+                            for (half, &yv) in interleave(even, odd).iter().enumerate() {
+                                let xs = xs0 + half * L;
                                 if xs >= wo {
                                     break;
                                 }
                                 let o = oy * wo + xs;
-                                let mut yv = _mm256_add_ps(yv, bv);
                                 if xs + L <= wo {
-                                    if let Some(r) = res {
-                                        let r = &r[o..o + L];
-                                        // SAFETY: bounds-checked slice of 8 floats.
-                                        yv = _mm256_add_ps(yv, unsafe {
-                                            _mm256_loadu_ps(r.as_ptr())
-                                        });
-                                    }
-                                    if epi.relu {
-                                        yv = _mm256_max_ps(yv, zero);
-                                    }
-                                    let dst = &mut out[o..o + L];
-                                    // SAFETY: bounds-checked slice of 8 floats.
-                                    unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), yv) };
+                                    put(o, yv, out);
                                 } else {
                                     let n = wo - xs;
                                     let mut lanes = [0.0f32; L];
                                     // SAFETY: `lanes` holds 8 floats.
                                     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), yv) };
                                     for (l, &v) in lanes[..n].iter().enumerate() {
-                                        let y = v + res.map_or(0.0, |r| r[o + l]);
+                                        let y = v + b + res.map_or(0.0, |r| r[o + l]);
                                         out[o + l] = if epi.relu { y.max(0.0) } else { y };
                                     }
                                 }
                             }
                         }
                     }
+                    ty += 1;
                 }
             }
 
@@ -613,11 +625,25 @@ macro_rules! wino_kernels {
                         }
                     }
                 };
+                // Rows of 4 tiles (8-wide outputs) with both tile rows inside the plane: one
+                // vector takes output rows 2·ty + r (lanes 0–3) and 2·ty + 2 + r (lanes 4–7).
+                let pair_load = |oy: usize| -> (__m256, __m256) {
+                    // SAFETY: oy + 2 < ho (checked by the caller) and wo = 8.
+                    unsafe {
+                        let p = dyc.as_ptr().add(oy * wo);
+                        deinterleave(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(2 * wo)))
+                    }
+                };
                 let mp = m.as_mut_ptr();
-                for ty in rows.0..rows.1 {
+                let mut ty = rows.0;
+                while ty < rows.1 {
+                    let pair = g.ntx == L / 2 && wo == L && ty + 1 < rows.1 && 2 * ty + 3 < ho;
                     for vv in 0..g.vpr {
-                        let (e0, o0) = load(2 * ty, vv);
-                        let (e1, o1) = load(2 * ty + 1, vv);
+                        let ((e0, o0), (e1, o1)) = if pair {
+                            (pair_load(2 * ty), pair_load(2 * ty + 1))
+                        } else {
+                            (load(2 * ty, vv), load(2 * ty + 1, vv))
+                        };
                         // A along y: rows d0, d0 + d1, d0 − d1, −d1 (even and odd columns).
                         let ys = [
                             (e0, o0),
@@ -641,6 +667,7 @@ macro_rules! wino_kernels {
                             }
                         }
                     }
+                    ty += if pair { 2 } else { 1 };
                 }
             }
 
