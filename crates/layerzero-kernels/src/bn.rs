@@ -21,6 +21,243 @@ const BN_BWD: &str = "layerzero-batch-norm-backward";
 const FLUSH: usize = 4096;
 const LANES: usize = 16;
 
+/// `avx2::$f(args)` when [`wide`], else 0: how many leading elements the AVX2 loop handled
+/// (the scalar loop after it does the rest).
+macro_rules! wide {
+    ($f:ident($($a:expr),* $(,)?)) => {{
+        #[cfg(target_arch = "x86_64")]
+        let done = if wide() {
+            // SAFETY: `wide` checked AVX2 at run time.
+            unsafe { avx2::$f($($a),*) }
+        } else {
+            0
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let done = {
+            let _ = ($($a),*);
+            0
+        };
+        done
+    }};
+}
+
+/// Whether the AVX2 loops below may run (the CPU has AVX2 and `LAYERZERO_KERNELS_ISA` is not
+/// `portable`).
+fn wide() -> bool {
+    crate::conv::direct::detect_isa().is_some()
+}
+
+/// AVX2 versions of the hot loops: the same operations in the same order as the scalar code
+/// they replace (no fused multiply-add; the 16 partial sums are two registers of 8), so the
+/// results are the same bits. Each returns how many leading elements it handled; the caller's
+/// scalar loop does the rest.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::LANES;
+
+    /// The ReLU mask of [`super::masked`]: `dy` where `pre ≥ 0` (or no ReLU), else 0.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn masked(dy: __m256, pre: __m256, relu: bool) -> __m256 {
+        if relu {
+            _mm256_and_ps(dy, _mm256_cmp_ps::<_CMP_GE_OQ>(pre, _mm256_setzero_ps()))
+        } else {
+            dy
+        }
+    }
+
+    /// a·x + b (+ r) for 8 elements at `i`.
+    ///
+    /// # Safety
+    /// `i + 8` is within `x` and `r`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn pre(x: &[f32], r: Option<&[f32]>, i: usize, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: as documented.
+        unsafe {
+            let p = _mm256_add_ps(_mm256_mul_ps(a, _mm256_loadu_ps(x.as_ptr().add(i))), b);
+            match r {
+                Some(r) => _mm256_add_ps(p, _mm256_loadu_ps(r.as_ptr().add(i))),
+                None => p,
+            }
+        }
+    }
+
+    /// Σ(x − k) and Σ(x − k)² lane by lane over the whole 16-element chunks of `seg`.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn shifted_sums(
+        seg: &[f32],
+        k: f32,
+        s: &mut [f32; LANES],
+        q: &mut [f32; LANES],
+    ) -> usize {
+        let kv = _mm256_set1_ps(k);
+        // SAFETY: 16-float arrays; loads stay below 16·(len / 16).
+        unsafe {
+            let (mut s0, mut s1) = (
+                _mm256_loadu_ps(s.as_ptr()),
+                _mm256_loadu_ps(s.as_ptr().add(8)),
+            );
+            let (mut q0, mut q1) = (
+                _mm256_loadu_ps(q.as_ptr()),
+                _mm256_loadu_ps(q.as_ptr().add(8)),
+            );
+            let full = seg.len() / LANES * LANES;
+            let p = seg.as_ptr();
+            for i in (0..full).step_by(LANES) {
+                let d0 = _mm256_sub_ps(_mm256_loadu_ps(p.add(i)), kv);
+                let d1 = _mm256_sub_ps(_mm256_loadu_ps(p.add(i + 8)), kv);
+                s0 = _mm256_add_ps(s0, d0);
+                s1 = _mm256_add_ps(s1, d1);
+                q0 = _mm256_add_ps(q0, _mm256_mul_ps(d0, d0));
+                q1 = _mm256_add_ps(q1, _mm256_mul_ps(d1, d1));
+            }
+            _mm256_storeu_ps(s.as_mut_ptr(), s0);
+            _mm256_storeu_ps(s.as_mut_ptr().add(8), s1);
+            _mm256_storeu_ps(q.as_mut_ptr(), q0);
+            _mm256_storeu_ps(q.as_mut_ptr().add(8), q1);
+            full
+        }
+    }
+
+    /// Σg and Σg·(x − μ) lane by lane over the whole 16-element chunks, g being the masked
+    /// output gradient of pre-activation a·x + b (+ r).
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2")]
+    pub(super) fn grad_sums(
+        x: &[f32],
+        dy: &[f32],
+        r: Option<&[f32]>,
+        (a, b, mu): (f32, f32, f32),
+        relu: bool,
+        sg: &mut [f32; LANES],
+        sgx: &mut [f32; LANES],
+    ) -> usize {
+        assert!(dy.len() >= x.len() && r.is_none_or(|r| r.len() >= x.len()));
+        let (av, bv, mv) = (_mm256_set1_ps(a), _mm256_set1_ps(b), _mm256_set1_ps(mu));
+        let full = x.len() / LANES * LANES;
+        // SAFETY: 16-float arrays; loads stay below `full` ≤ the length of x, dy and r.
+        unsafe {
+            let mut p = [
+                _mm256_loadu_ps(sg.as_ptr()),
+                _mm256_loadu_ps(sg.as_ptr().add(8)),
+            ];
+            let mut q = [
+                _mm256_loadu_ps(sgx.as_ptr()),
+                _mm256_loadu_ps(sgx.as_ptr().add(8)),
+            ];
+            for i in (0..full).step_by(LANES) {
+                for h in 0..2 {
+                    let j = i + 8 * h;
+                    let g = masked(
+                        _mm256_loadu_ps(dy.as_ptr().add(j)),
+                        pre(x, r, j, av, bv),
+                        relu,
+                    );
+                    let xc = _mm256_sub_ps(_mm256_loadu_ps(x.as_ptr().add(j)), mv);
+                    p[h] = _mm256_add_ps(p[h], g);
+                    q[h] = _mm256_add_ps(q[h], _mm256_mul_ps(g, xc));
+                }
+            }
+            _mm256_storeu_ps(sg.as_mut_ptr(), p[0]);
+            _mm256_storeu_ps(sg.as_mut_ptr().add(8), p[1]);
+            _mm256_storeu_ps(sgx.as_mut_ptr(), q[0]);
+            _mm256_storeu_ps(sgx.as_mut_ptr().add(8), q[1]);
+        }
+        full
+    }
+
+    /// y = a·x + b (+ r), then max(0, ·) with the ReLU, over the whole 8-element vectors.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn normalize(
+        x: &[f32],
+        r: Option<&[f32]>,
+        (a, b): (f32, f32),
+        relu: bool,
+        y: &mut [f32],
+    ) -> usize {
+        assert!(y.len() >= x.len() && r.is_none_or(|r| r.len() >= x.len()));
+        let (av, bv) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
+        let full = x.len() / 8 * 8;
+        for i in (0..full).step_by(8) {
+            // SAFETY: i + 8 ≤ full ≤ the length of x, r and y.
+            unsafe {
+                let mut v = pre(x, r, i, av, bv);
+                if relu {
+                    v = _mm256_max_ps(v, _mm256_setzero_ps());
+                }
+                _mm256_storeu_ps(y.as_mut_ptr().add(i), v);
+            }
+        }
+        full
+    }
+
+    /// dx = a·g + k1·(x − μ) + k0 over the whole 8-element vectors (g as in [`grad_sums`]).
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2")]
+    pub(super) fn input_grad(
+        x: &[f32],
+        dy: &[f32],
+        r: Option<&[f32]>,
+        (a, b, mu): (f32, f32, f32),
+        (k1, k0): (f32, f32),
+        relu: bool,
+        out: &mut [f32],
+    ) -> usize {
+        assert!(dy.len() >= x.len() && out.len() >= x.len());
+        assert!(r.is_none_or(|r| r.len() >= x.len()));
+        let (av, bv, mv) = (_mm256_set1_ps(a), _mm256_set1_ps(b), _mm256_set1_ps(mu));
+        let (k1v, k0v) = (_mm256_set1_ps(k1), _mm256_set1_ps(k0));
+        let full = x.len() / 8 * 8;
+        for i in (0..full).step_by(8) {
+            // SAFETY: i + 8 ≤ full ≤ the length of x, dy, r and out.
+            unsafe {
+                let g = masked(
+                    _mm256_loadu_ps(dy.as_ptr().add(i)),
+                    pre(x, r, i, av, bv),
+                    relu,
+                );
+                let xc = _mm256_sub_ps(_mm256_loadu_ps(x.as_ptr().add(i)), mv);
+                let v = _mm256_add_ps(
+                    _mm256_add_ps(_mm256_mul_ps(av, g), _mm256_mul_ps(k1v, xc)),
+                    k0v,
+                );
+                _mm256_storeu_ps(out.as_mut_ptr().add(i), v);
+            }
+        }
+        full
+    }
+
+    /// The masked output gradient (the residual's gradient) over the whole 8-element vectors.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn masked_grad(
+        x: &[f32],
+        dy: &[f32],
+        r: &[f32],
+        (a, b): (f32, f32),
+        relu: bool,
+        out: &mut [f32],
+    ) -> usize {
+        assert!(dy.len() >= x.len() && r.len() >= x.len() && out.len() >= x.len());
+        let (av, bv) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
+        let full = x.len() / 8 * 8;
+        for i in (0..full).step_by(8) {
+            // SAFETY: i + 8 ≤ full ≤ the length of x, dy, r and out.
+            unsafe {
+                let g = masked(
+                    _mm256_loadu_ps(dy.as_ptr().add(i)),
+                    pre(x, Some(r), i, av, bv),
+                    relu,
+                );
+                _mm256_storeu_ps(out.as_mut_ptr().add(i), g);
+            }
+        }
+        full
+    }
+}
+
 /// Per-channel statistics of one forward call, kept for the backward pass.
 #[derive(Debug, Clone)]
 pub(crate) struct BnStats {
@@ -52,7 +289,8 @@ fn shifted_sums(seg: &[f32], k: f32) -> (f64, f64) {
     for block in seg.chunks(FLUSH) {
         let mut a = [0.0f32; LANES];
         let mut q = [0.0f32; LANES];
-        let mut chunks = block.chunks_exact(LANES);
+        let done = wide!(shifted_sums(block, k, &mut a, &mut q));
+        let mut chunks = block[done..].chunks_exact(LANES);
         for ch in &mut chunks {
             for l in 0..LANES {
                 let d = ch[l] - k;
@@ -142,10 +380,13 @@ fn forward_channel(p: &FwdChannel<'_>, ys: &mut [&mut [f32]]) -> [f32; 5] {
     let (a, b) = (st[3], st[4]);
     for (img, ys) in ys.iter_mut().enumerate() {
         let off = (img * c + ch) * hw;
-        let xs = &x[off..][..hw];
-        match (residual, relu) {
+        let rs = residual.map(|r| &r[off..][..hw]);
+        let done = wide!(normalize(&x[off..][..hw], rs, (a, b), relu, ys));
+        let xs = &x[off + done..][..hw - done];
+        let ys = &mut ys[done..];
+        match (rs, relu) {
             (Some(r), _) => {
-                for ((yv, &xv), &rv) in ys.iter_mut().zip(xs).zip(&r[off..][..hw]) {
+                for ((yv, &xv), &rv) in ys.iter_mut().zip(xs).zip(&r[done..]) {
                     let pre = a * xv + b + rv;
                     *yv = if relu { pre.max(0.0) } else { pre };
                 }
@@ -241,8 +482,9 @@ fn channel_grad_sums(
         for (xb, db) in xs.chunks(FLUSH).zip(ds.chunks(FLUSH)) {
             let mut p = [0.0f32; LANES];
             let mut q = [0.0f32; LANES];
-            let mut xc = xb.chunks_exact(LANES);
-            let mut dc = db.chunks_exact(LANES);
+            let done = wide!(grad_sums(xb, db, None, (a, b, mu), relu, &mut p, &mut q));
+            let mut xc = xb[done..].chunks_exact(LANES);
+            let mut dc = db[done..].chunks_exact(LANES);
             for (xv, dv) in (&mut xc).zip(&mut dc) {
                 for l in 0..LANES {
                     let g = masked(dv[l], a * xv[l] + b, relu);
@@ -280,9 +522,18 @@ fn channel_grad_sums_residual(
         for ((xb, db), rb) in xs.chunks(FLUSH).zip(ds.chunks(FLUSH)).zip(rs.chunks(FLUSH)) {
             let mut p = [0.0f32; LANES];
             let mut q = [0.0f32; LANES];
-            let mut xc = xb.chunks_exact(LANES);
-            let mut dc = db.chunks_exact(LANES);
-            let mut rc = rb.chunks_exact(LANES);
+            let done = wide!(grad_sums(
+                xb,
+                db,
+                Some(rb),
+                (a, b, mu),
+                relu,
+                &mut p,
+                &mut q
+            ));
+            let mut xc = xb[done..].chunks_exact(LANES);
+            let mut dc = db[done..].chunks_exact(LANES);
+            let mut rc = rb[done..].chunks_exact(LANES);
             for ((xv, dv), rv) in (&mut xc).zip(&mut dc).zip(&mut rc) {
                 for l in 0..LANES {
                     let g = masked(dv[l], a * xv[l] + b + rv[l], relu);
@@ -344,11 +595,13 @@ fn backward_channel(
     let k0 = (-(a as f64) * sg / m) as f32;
     for (img, os) in outs.iter_mut().enumerate() {
         let off = (img * c + ch) * hw;
-        let xs = &x[off..][..hw];
-        let ds = &dy[off..][..hw];
-        match residual {
+        let rseg = residual.map(|r| &r[off..][..hw]);
+        let (xs, ds) = (&x[off..][..hw], &dy[off..][..hw]);
+        let done = wide!(input_grad(xs, ds, rseg, (a, b, mu), (k1, k0), relu, os));
+        let (xs, ds, os) = (&xs[done..], &ds[done..], &mut os[done..]);
+        match rseg {
             Some(r) => {
-                let rs = &r[off..][..hw];
+                let rs = &r[done..];
                 for (((o, &xv), &dv), &rv) in os.iter_mut().zip(xs).zip(ds).zip(rs) {
                     let g = masked(dv, a * xv + b + rv, relu);
                     *o = a * g + k1 * (xv - mu) + k0;
@@ -367,6 +620,8 @@ fn backward_channel(
         for (img, os) in routs.iter_mut().enumerate() {
             let off = (img * c + ch) * hw;
             let (xs, ds, rs) = (&x[off..][..hw], &dy[off..][..hw], &r[off..][..hw]);
+            let done = wide!(masked_grad(xs, ds, rs, (a, b), relu, os));
+            let (xs, ds, rs, os) = (&xs[done..], &ds[done..], &rs[done..], &mut os[done..]);
             for (((o, &xv), &dv), &rv) in os.iter_mut().zip(xs).zip(ds).zip(rs) {
                 *o = masked(dv, a * xv + b + rv, relu);
             }

@@ -39,7 +39,9 @@
 //!   it off.
 //! * **Batch norm**: per channel (one rayon task each) shifted sums for mean/variance, then
 //!   `y = max(0, a·x + b [+ residual])` while the channel's data is still in cache; backward
-//!   likewise: Σg and Σg·(x−μ) with the ReLU mask recomputed from x, then dx.
+//!   likewise: Σg and Σg·(x−μ) with the ReLU mask recomputed from x, then dx. The loops have
+//!   AVX2 versions that do the same operations in the same order (same bits; the forward pass
+//!   1.6–1.9× faster than the compiler's SSE2 code).
 //! * **Memory**: outputs the kernels overwrite are not zeroed, per-thread scratch buffers are
 //!   reused, and [`configure_allocator`] (called automatically, see its docs) keeps glibc from
 //!   returning freed tensors to the OS, which otherwise re-faults every activation each step.
