@@ -218,7 +218,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         config.batch_size = b;
     }
     if let Some(lr) = args.lr {
-        set_peak_lr(&mut config, lr);
+        *config.schedule.peak_mut() = lr;
     }
     if let Some(ls) = args.label_smoothing {
         config.label_smoothing = ls;
@@ -284,15 +284,6 @@ fn rescale_schedule(config: &mut TrainConfig) {
             *total_steps = steps
         }
         LrSchedule::MultiStep { .. } => {}
-    }
-}
-
-/// Sets the peak (or base) rate of the schedule, keeping its shape.
-fn set_peak_lr(config: &mut TrainConfig, lr: f64) {
-    use layerzero_train::LrSchedule;
-    match &mut config.schedule {
-        LrSchedule::OneCycle { max_lr, .. } => *max_lr = lr,
-        LrSchedule::Cosine { base, .. } | LrSchedule::MultiStep { base, .. } => *base = lr,
     }
 }
 

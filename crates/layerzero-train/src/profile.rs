@@ -173,10 +173,7 @@ impl TrainConfig {
                 self.label_smoothing.to_string(),
             );
         }
-        let peak = match &self.schedule {
-            LrSchedule::OneCycle { max_lr, .. } => *max_lr,
-            LrSchedule::Cosine { base, .. } | LrSchedule::MultiStep { base, .. } => *base,
-        };
+        let peak = self.schedule.peak();
         if !(peak.is_finite() && peak > 0.0) {
             return bad("learning rate", "a positive number", peak.to_string());
         }

@@ -120,6 +120,22 @@ impl LrSchedule {
         }
     }
 
+    /// The peak rate: one-cycle's `max_lr`, the cosine or multi-step `base`.
+    pub fn peak(&self) -> f64 {
+        match self {
+            LrSchedule::OneCycle { max_lr, .. } => *max_lr,
+            LrSchedule::Cosine { base, .. } | LrSchedule::MultiStep { base, .. } => *base,
+        }
+    }
+
+    /// The peak rate, to change it while keeping the schedule's shape.
+    pub fn peak_mut(&mut self) -> &mut f64 {
+        match self {
+            LrSchedule::OneCycle { max_lr, .. } => max_lr,
+            LrSchedule::Cosine { base, .. } | LrSchedule::MultiStep { base, .. } => base,
+        }
+    }
+
     /// Number of steps the schedule is meant to run, where it says (`None` for multi-step).
     pub fn total_steps(&self) -> Option<usize> {
         match self {
