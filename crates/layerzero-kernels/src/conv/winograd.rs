@@ -172,6 +172,14 @@ impl Wino {
         }
     }
 
+    /// The bands of tile rows, as (first, end) pairs: one band unless an image is cut up.
+    fn bands(&self) -> Vec<(usize, usize)> {
+        (0..self.nty)
+            .step_by(self.band)
+            .map(|t0| (t0, (t0 + self.band).min(self.nty)))
+            .collect()
+    }
+
     /// Floats of one padded channel.
     fn plane_len(&self) -> usize {
         self.hp * 2 * self.rs
@@ -759,6 +767,29 @@ macro_rules! on_isa {
     }};
 }
 
+/// V for the tile rows `rows` of one image `ximg` (cin, h, w), its tiles starting at `p_img`:
+/// each channel padded into `buf` (on the first band only: later bands of the same image
+/// find it there), then input-transformed.
+#[allow(clippy::too_many_arguments)]
+fn transform_image(
+    isa: Isa,
+    g: &Wino,
+    ximg: &[f32],
+    first_band: bool,
+    rows: (usize, usize),
+    p_img: usize,
+    buf: &mut [f32],
+    v: &mut [f32],
+) {
+    let hw = g.h * g.w;
+    for (ci, pl) in buf.chunks_exact_mut(g.plane_len()).enumerate() {
+        if first_band {
+            on_isa!(isa, fill(g, &ximg[ci * hw..][..hw], pl));
+        }
+        on_isa!(isa, input_transform(g, pl, ci, rows, p_img, v));
+    }
+}
+
 /// Calls `$kernel::<A, B>` of the instruction set's kernel module for the register tile
 /// `$tile` = (A, B), which must be one of the tiles listed for that instruction set.
 macro_rules! tile_dispatch {
@@ -838,10 +869,7 @@ pub(crate) fn conv_fwd(
         return;
     }
     let plane = g.ho * g.wo;
-    let bands: Vec<(usize, usize)> = (0..g.nty)
-        .step_by(g.band)
-        .map(|t0| (t0, (t0 + g.band).min(g.nty)))
-        .collect();
+    let bands = g.bands();
     y.par_chunks_mut(out_img * g.group)
         .zip(x.par_chunks(in_img * g.group))
         .enumerate()
@@ -852,15 +880,9 @@ pub(crate) fn conv_fwd(
                         buf.fill(0.0);
                         for (b, &rows) in bands.iter().enumerate() {
                             let band_tiles = (rows.1 - rows.0) * g.ntx;
-                            for (gi, xi) in xs.chunks_exact(in_img).enumerate() {
-                                for (ci, pl) in buf.chunks_exact_mut(g.plane_len()).enumerate() {
-                                    // Padded once per image: several bands mean one image.
-                                    if b == 0 {
-                                        on_isa!(isa, fill(&g, &xi[ci * h * w..][..h * w], pl));
-                                    }
-                                    let p_img = gi * band_tiles;
-                                    on_isa!(isa, input_transform(&g, pl, ci, rows, p_img, v));
-                                }
+                            for (gi, ximg) in xs.chunks_exact(in_img).enumerate() {
+                                let p_img = gi * band_tiles;
+                                transform_image(isa, &g, ximg, b == 0, rows, p_img, buf, v);
                             }
                             let nvec = (ys.len() / out_img * band_tiles).div_ceil(L);
                             tile_dispatch!(isa, tile, gemm(&g, &upack, v, nvec, m),
@@ -933,17 +955,16 @@ pub(crate) fn conv_dw(
     let groups = n.div_ceil(g.group);
     let per_task = groups.div_ceil(DW_TASKS).max(1);
     let tasks = groups.div_ceil(per_task);
-    let bands: Vec<(usize, usize)> = (0..g.nty)
-        .step_by(g.band)
-        .map(|t0| (t0, (t0 + g.band).min(g.nty)))
-        .collect();
+    let bands = g.bands();
+    if n == 0 || out_img == 0 {
+        // No tiles: Gᵀ·0·G.
+        dw.fill(0.0);
+        return;
+    }
     let partials: Vec<Vec<f32>> = (0..tasks)
         .into_par_iter()
         .map(|t| {
             let mut du = vec![0.0f32; du_len];
-            if out_img == 0 {
-                return du;
-            }
             with_scratch(0, XI * cin * g.ps, |v| {
                 with_scratch(1, XI * cout * g.ps, |m| {
                     with_scratch(2, cin * g.plane_len(), |buf| {
@@ -956,17 +977,7 @@ pub(crate) fn conv_dw(
                                 for j in 0..gn {
                                     let ximg = &x[(i0 + j) * in_img..][..in_img];
                                     let p_img = j * band_tiles;
-                                    for (ci, pl) in buf.chunks_exact_mut(g.plane_len()).enumerate()
-                                    {
-                                        // Padded once per image: several bands mean one image.
-                                        if b == 0 {
-                                            on_isa!(
-                                                isa,
-                                                fill(&g, &ximg[ci * h * w..][..h * w], pl)
-                                            );
-                                        }
-                                        on_isa!(isa, input_transform(&g, pl, ci, rows, p_img, v));
-                                    }
+                                    transform_image(isa, &g, ximg, b == 0, rows, p_img, buf, v);
                                     let dyi = &dy[(i0 + j) * out_img..][..out_img];
                                     for (co, dyc) in dyi.chunks_exact(plane).enumerate() {
                                         on_isa!(isa, dy_transform(&g, dyc, co, rows, p_img, m));
