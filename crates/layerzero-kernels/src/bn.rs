@@ -85,6 +85,30 @@ mod avx2 {
         }
     }
 
+    /// The 16 partial sums as two registers of 8.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn load16(a: &[f32; LANES]) -> [__m256; 2] {
+        // SAFETY: 16 floats.
+        unsafe {
+            [
+                _mm256_loadu_ps(a.as_ptr()),
+                _mm256_loadu_ps(a.as_ptr().add(8)),
+            ]
+        }
+    }
+
+    /// Stores what [`load16`] loaded.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn store16(a: &mut [f32; LANES], v: [__m256; 2]) {
+        // SAFETY: 16 floats.
+        unsafe {
+            _mm256_storeu_ps(a.as_mut_ptr(), v[0]);
+            _mm256_storeu_ps(a.as_mut_ptr().add(8), v[1]);
+        }
+    }
+
     /// Σ(x − k) and Σ(x − k)² lane by lane over the whole 16-element chunks of `seg`.
     #[target_feature(enable = "avx2")]
     pub(super) fn shifted_sums(
@@ -94,32 +118,19 @@ mod avx2 {
         q: &mut [f32; LANES],
     ) -> usize {
         let kv = _mm256_set1_ps(k);
-        // SAFETY: 16-float arrays; loads stay below 16·(len / 16).
-        unsafe {
-            let (mut s0, mut s1) = (
-                _mm256_loadu_ps(s.as_ptr()),
-                _mm256_loadu_ps(s.as_ptr().add(8)),
-            );
-            let (mut q0, mut q1) = (
-                _mm256_loadu_ps(q.as_ptr()),
-                _mm256_loadu_ps(q.as_ptr().add(8)),
-            );
-            let full = seg.len() / LANES * LANES;
-            let p = seg.as_ptr();
-            for i in (0..full).step_by(LANES) {
-                let d0 = _mm256_sub_ps(_mm256_loadu_ps(p.add(i)), kv);
-                let d1 = _mm256_sub_ps(_mm256_loadu_ps(p.add(i + 8)), kv);
-                s0 = _mm256_add_ps(s0, d0);
-                s1 = _mm256_add_ps(s1, d1);
-                q0 = _mm256_add_ps(q0, _mm256_mul_ps(d0, d0));
-                q1 = _mm256_add_ps(q1, _mm256_mul_ps(d1, d1));
+        let (mut sv, mut qv) = (load16(s), load16(q));
+        let full = seg.len() / LANES * LANES;
+        for i in (0..full).step_by(LANES) {
+            for h in 0..2 {
+                // SAFETY: i + 8·h + 8 ≤ full ≤ the length of seg.
+                let d = unsafe { _mm256_sub_ps(_mm256_loadu_ps(seg.as_ptr().add(i + 8 * h)), kv) };
+                sv[h] = _mm256_add_ps(sv[h], d);
+                qv[h] = _mm256_add_ps(qv[h], _mm256_mul_ps(d, d));
             }
-            _mm256_storeu_ps(s.as_mut_ptr(), s0);
-            _mm256_storeu_ps(s.as_mut_ptr().add(8), s1);
-            _mm256_storeu_ps(q.as_mut_ptr(), q0);
-            _mm256_storeu_ps(q.as_mut_ptr().add(8), q1);
-            full
         }
+        store16(s, sv);
+        store16(q, qv);
+        full
     }
 
     /// Σg and Σg·(x − μ) lane by lane over the whole 16-element chunks, g being the masked
@@ -138,16 +149,9 @@ mod avx2 {
         assert!(dy.len() >= x.len() && r.is_none_or(|r| r.len() >= x.len()));
         let (av, bv, mv) = (_mm256_set1_ps(a), _mm256_set1_ps(b), _mm256_set1_ps(mu));
         let full = x.len() / LANES * LANES;
-        // SAFETY: 16-float arrays; loads stay below `full` ≤ the length of x, dy and r.
+        let (mut p, mut q) = (load16(sg), load16(sgx));
+        // SAFETY: loads stay below `full` ≤ the length of x, dy and r.
         unsafe {
-            let mut p = [
-                _mm256_loadu_ps(sg.as_ptr()),
-                _mm256_loadu_ps(sg.as_ptr().add(8)),
-            ];
-            let mut q = [
-                _mm256_loadu_ps(sgx.as_ptr()),
-                _mm256_loadu_ps(sgx.as_ptr().add(8)),
-            ];
             for i in (0..full).step_by(LANES) {
                 for h in 0..2 {
                     let j = i + 8 * h;
@@ -161,11 +165,9 @@ mod avx2 {
                     q[h] = _mm256_add_ps(q[h], _mm256_mul_ps(g, xc));
                 }
             }
-            _mm256_storeu_ps(sg.as_mut_ptr(), p[0]);
-            _mm256_storeu_ps(sg.as_mut_ptr().add(8), p[1]);
-            _mm256_storeu_ps(sgx.as_mut_ptr(), q[0]);
-            _mm256_storeu_ps(sgx.as_mut_ptr().add(8), q[1]);
         }
+        store16(sg, p);
+        store16(sgx, q);
         full
     }
 
