@@ -30,13 +30,15 @@
 //!   taps. Threads: rayon over images (weight gradient: per-thread partial sums).
 //!   Without AVX2 (or `LAYERZERO_KERNELS_ISA=portable`) im2col/col2im + the `gemm` crate
 //!   handle every geometry.
-//! * **Winograd F(2×2, 3×3)** for 3×3, stride-1 convolutions: 16 multiplies per 2×2 outputs
-//!   instead of 36, as 16 GEMMs over the tiles of a group of images. The forward pass and the
-//!   input gradient (through the flipped kernel) take it from 32 channels on both sides: 15–20 %
-//!   faster than the direct kernel at ResNet's 32- and 64-channel shapes; at 16 channels the
-//!   output transform costs what the GEMM saves. The weight gradient (dw = Gᵀ·Σ(A·dy·Aᵀ ⊙
-//!   Bᵀ·x·B)·G, no output transform) takes it from 16 channels. `LAYERZERO_WINOGRAD=0` turns
-//!   it off.
+//! * **Winograd** for 3×3, stride-1 convolutions, as one GEMM per transform point over the
+//!   tiles of a group of images. The forward pass and the input gradient (through the flipped
+//!   kernel) use F(4×4, 3×3) (36 multiplies per 4×4 outputs instead of 144) where the output
+//!   is at least 13 wide, from 16 channels on both sides: about 30 % faster than F(2×2, 3×3)
+//!   at 32 channels on 16×16 and than the direct kernel at 16 channels on 32×32. Narrower
+//!   planes (ResNet's 8×8) use F(2×2, 3×3) (16 multiplies per 2×2 outputs) from 32 channels.
+//!   The weight gradient (dw = Gᵀ·Σ(A·dy·Aᵀ ⊙ Bᵀ·x·B)·G, no output transform) uses
+//!   F(2×2, 3×3) from 16 channels. `LAYERZERO_WINOGRAD=0` turns Winograd off,
+//!   `LAYERZERO_WINO_F43=0` only F(4×4, 3×3).
 //! * **Batch norm**: per channel (one rayon task each) shifted sums for mean/variance, then
 //!   `y = max(0, a·x + b [+ residual])` while the channel's data is still in cache; backward
 //!   likewise: Σg and Σg·(x−μ) with the ReLU mask recomputed from x, then dx. The loops have

@@ -325,5 +325,21 @@ fn winograd_shapes() -> Result<()> {
     // leaves a single one (5 rows of 8), and 16-channel 8×8 for the weight gradient.
     check(case(2, 32, 5, 8, 32, 3, 1, 1), 53)?;
     check(case(3, 16, 8, 8, 16, 3, 1, 1), 54)?;
+    // F(4×4, 3×3) takes outputs at least 13 wide, from 16 channels: the 4-phase copy's whole
+    // blocks of 32 columns (32, 64), its half block (16, 48) and scalar tail (13, 17, 37);
+    // rows of 4 tiles paired (16 wide, an odd tile-row count at 20 high) or not (13, 14
+    // wide); two vectors of tiles per row (40); paddings 0 and 2; and the input gradient of
+    // each through the same path.
+    check(case(2, 16, 32, 32, 16, 3, 1, 1), 55)?;
+    check(case(1, 16, 20, 16, 16, 3, 1, 1), 56)?;
+    check(case(2, 17, 13, 13, 16, 3, 1, 1), 57)?;
+    check(case(1, 16, 9, 16, 24, 3, 1, 0), 58)?;
+    check(case(1, 16, 11, 37, 16, 3, 1, 2), 59)?;
+    check(case(1, 20, 7, 64, 16, 3, 1, 1), 60)?;
+    check(case(2, 16, 6, 48, 18, 3, 1, 1), 61)?;
+    check(case(1, 16, 5, 40, 16, 3, 1, 1), 62)?;
+    check(case(3, 48, 16, 16, 40, 3, 1, 1), 63)?;
+    // Wide channels through F(4×4, 3×3): its rounding error grows with the sum's length.
+    check(case(1, 384, 16, 16, 32, 3, 1, 1), 64)?;
     Ok(())
 }

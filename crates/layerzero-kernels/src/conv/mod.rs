@@ -67,9 +67,7 @@ fn apply_epilogue(g: &ConvGeom, epi: &Epilogue<'_>, y: &mut [f32]) {
 pub(crate) fn forward_into(g: &ConvGeom, x: &[f32], w: &[f32], epi: &Epilogue<'_>, y: &mut [f32]) {
     crate::count_fast_op();
     match direct::detect_isa() {
-        Some(isa)
-            if winograd::supported(Pass::Forward, g.cin, g.cout, g.kh, g.kw, g.stride, g.pad) =>
-        {
+        Some(isa) if winograd::supported(Pass::Forward, g) => {
             winograd::conv_fwd(isa, g.n, g.cin, g.h, g.w, g.pad, x, w, g.cout, epi, y)
         }
         Some(isa) => direct::conv_fwd(isa, g, x, w, epi, y),
@@ -86,9 +84,7 @@ pub(crate) fn input_grad_into(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32
     match direct::detect_isa() {
         // At stride 1 the input gradient is the forward convolution of dy with the flipped,
         // transposed kernel and padding 2 − pad.
-        Some(isa)
-            if winograd::supported(Pass::Forward, g.cout, g.cin, g.kh, g.kw, g.stride, g.pad) =>
-        {
+        Some(isa) if winograd::supported(Pass::InputGrad, g) => {
             let wt = direct::flip_transpose(g, w);
             let epi = Epilogue::default();
             winograd::conv_fwd(
@@ -115,17 +111,7 @@ pub(crate) fn input_grad_into(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32
 pub(crate) fn weight_grad_into(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     crate::count_fast_op();
     match direct::detect_isa() {
-        Some(isa)
-            if winograd::supported(
-                Pass::WeightGrad,
-                g.cin,
-                g.cout,
-                g.kh,
-                g.kw,
-                g.stride,
-                g.pad,
-            ) =>
-        {
+        Some(isa) if winograd::supported(Pass::WeightGrad, g) => {
             winograd::conv_dw(isa, g.n, g.cin, g.h, g.w, g.pad, x, dy, g.cout, dw)
         }
         Some(isa) => direct::conv_dw(isa, g, x, dy, dw),

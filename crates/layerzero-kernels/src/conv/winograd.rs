@@ -1,5 +1,6 @@
 //! Winograd F(2×2, 3×3) convolution for 3×3, stride-1 layers: the forward pass, through the
-//! flipped kernel the input gradient, and the weight gradient.
+//! flipped kernel the input gradient, and the weight gradient. Planes at least 13 wide take
+//! F(4×4, 3×3) for the forward pass instead ([`f43`]), with the same GEMM and task layout.
 //!
 //! Why: the direct kernel already runs at about three quarters of this machine's fp32 GEMM
 //! peak, so the only way to make a 3×3 convolution much faster is to do fewer multiplies.
@@ -39,7 +40,10 @@ use rayon::prelude::*;
 
 use super::direct::{env_pair, ImgEpi, Isa};
 use super::Epilogue;
+use crate::geom::ConvGeom;
 use crate::scratch::with_scratch;
+
+mod f43;
 
 /// f32 lanes per vector.
 const L: usize = 8;
@@ -49,30 +53,49 @@ const XI: usize = 16;
 /// Which computation of a convolution asks for the Winograd path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pass {
-    /// The forward pass, or the input gradient (the forward pass of the flipped kernel, with
-    /// the channel counts swapped).
+    /// The forward pass.
     Forward,
+    /// The input gradient: the forward pass of the flipped kernel over the output gradient,
+    /// with the channel counts swapped and the input's width as its output width.
+    InputGrad,
     /// The weight gradient ([`conv_dw`]).
     WeightGrad,
 }
 
-/// Whether a convolution takes the Winograd path: 3×3, stride 1, padding below 3, and enough
-/// channels on both sides for the transforms to pay for themselves. `LAYERZERO_WINOGRAD=0`
-/// turns it off (the direct kernel then runs every convolution).
-pub(crate) fn supported(
-    pass: Pass,
-    cin: usize,
-    cout: usize,
-    kh: usize,
-    kw: usize,
-    stride: usize,
-    pad: usize,
-) -> bool {
-    let min = match pass {
-        Pass::Forward => MIN_CHANNELS,
-        Pass::WeightGrad => MIN_DW_CHANNELS,
+/// Whether a pass of the convolution `g` takes the Winograd path: 3×3, stride 1, padding
+/// below 3, and enough channels on both sides for the transforms to pay for themselves, a
+/// threshold that depends on the variant (F(2×2, 3×3) or, for outputs at least 13 wide in the
+/// forward pass and input gradient, F(4×4, 3×3)). `LAYERZERO_WINOGRAD=0` turns it off (the
+/// direct kernel then runs every convolution).
+pub(crate) fn supported(pass: Pass, g: &ConvGeom) -> bool {
+    let (cin, cout, min) = match pass {
+        Pass::Forward => (g.cin, g.cout, fwd_min_channels(g.wo)),
+        Pass::InputGrad => (g.cout, g.cin, fwd_min_channels(g.w)),
+        Pass::WeightGrad => (g.cin, g.cout, MIN_DW_CHANNELS),
     };
-    eligible(kh, kw, stride, pad) && cin >= min && cout >= min
+    eligible(g.kh, g.kw, g.stride, g.pad) && cin >= min && cout >= min
+}
+
+/// The forward pass's channel threshold for an output width `wo`.
+fn fwd_min_channels(wo: usize) -> usize {
+    if fwd_tile_size(wo) == 4 {
+        MIN_F43_CHANNELS
+    } else {
+        MIN_CHANNELS
+    }
+}
+
+/// Outputs per tile side of the forward pass (and input gradient) for an output width `wo`:
+/// 4 (F(4×4, 3×3)) when a row has at least 4 tiles of 4, so that a vector of 8 tiles is at
+/// least half full before pairing tile rows; else 2. `LAYERZERO_WINO_F43=0` keeps 2.
+fn fwd_tile_size(wo: usize) -> usize {
+    static OFF: OnceLock<bool> = OnceLock::new();
+    let off = *OFF.get_or_init(|| std::env::var("LAYERZERO_WINO_F43").is_ok_and(|v| v == "0"));
+    if !off && wo >= 13 {
+        4
+    } else {
+        2
+    }
 }
 
 fn eligible(kh: usize, kw: usize, stride: usize, pad: usize) -> bool {
@@ -83,11 +106,17 @@ fn eligible(kh: usize, kw: usize, stride: usize, pad: usize) -> bool {
     kh == 3 && kw == 3 && stride == 1 && pad <= 2
 }
 
-/// Channel count below which the direct kernel is faster. Measured at batch 128 on the 2-core
-/// Zen 4 VM (ms, direct → Winograd, forward): 16 channels at 32×32 3.16–3.26 → 3.18–3.65 (the
-/// transforms cost as much as the multiplies they save), 32 at 16×16 2.90–2.96 → 2.28–2.66,
-/// 64 at 8×8 2.86–2.97 → 2.45–2.64.
+/// Channel count below which the direct kernel is faster than F(2×2, 3×3). Measured at batch
+/// 128 on the 2-core Zen 4 VM (ms, direct → Winograd, forward): 16 channels at 32×32
+/// 3.16–3.26 → 3.18–3.65 (the transforms cost as much as the multiplies they save), 32 at
+/// 16×16 2.90–2.96 → 2.28–2.66, 64 at 8×8 2.86–2.97 → 2.45–2.64.
 const MIN_CHANNELS: usize = 32;
+
+/// The same threshold for F(4×4, 3×3), whose transforms carry 44 % less data per output.
+/// Measured like [`MIN_CHANNELS`] (eval conv + bias + ReLU, 2 threads, three alternating runs):
+/// 16 channels at 32×32, direct 3.29–4.02 → 2.32–2.51; 32 at 16×16, F(2×2, 3×3) 2.68–2.77 →
+/// F(4×4, 3×3) 1.92–2.01.
+const MIN_F43_CHANNELS: usize = 16;
 
 /// The same threshold for the weight gradient.
 const MIN_DW_CHANNELS: usize = 16;
@@ -105,12 +134,16 @@ struct Wino {
     cout: usize,
     ho: usize,
     wo: usize,
-    /// Tile rows and columns (2×2 outputs each; the last ones may hang over an odd edge).
+    /// Outputs per tile side: 2 for F(2×2, 3×3), 4 for F(4×4, 3×3) ([`f43`]).
+    m: usize,
+    /// Transform points per tile, (m + 2)²: the rows of V and M per channel.
+    xi: usize,
+    /// Tile rows and columns (m×m outputs each; the last ones may hang over the edge).
     nty: usize,
     ntx: usize,
     /// 8-tile vectors per tile row.
     vpr: usize,
-    /// Floats per parity row of the padded buffer.
+    /// Floats per phase row of the padded buffer (m phase rows per padded row).
     rs: usize,
     /// Padded rows the tiles read.
     hp: usize,
@@ -125,8 +158,11 @@ struct Wino {
 }
 
 impl Wino {
-    /// The bookkeeping of one convolution whose V + M per group may use `budget` bytes.
+    /// The bookkeeping of one convolution with m×m output tiles whose V + M per group may
+    /// use `budget` bytes.
+    #[allow(clippy::too_many_arguments)]
     fn new(
+        m: usize,
         cin: usize,
         h: usize,
         w: usize,
@@ -136,10 +172,11 @@ impl Wino {
         budget: usize,
     ) -> Self {
         let (ho, wo) = (h + 2 * pad - 2, w + 2 * pad - 2);
-        let (nty, ntx) = (ho.div_ceil(2), wo.div_ceil(2));
+        let (nty, ntx) = (ho.div_ceil(m), wo.div_ceil(m));
         let vpr = ntx.div_ceil(L);
         let tiles = nty * ntx;
-        let per_tile_bytes = XI * (cin + cout) * 4;
+        let xi = (m + 2) * (m + 2);
+        let per_tile_bytes = xi * (cin + cout) * 4;
         let group = (budget / (per_tile_bytes * tiles)).clamp(1, n.max(1));
         // An image too large for the budget is cut into bands of tile rows instead.
         let band = if per_tile_bytes * tiles > budget {
@@ -161,11 +198,13 @@ impl Wino {
             cout,
             ho,
             wo,
+            m,
+            xi,
             nty,
             ntx,
             vpr,
             rs: vpr * L + 1,
-            hp: 2 * nty + 2,
+            hp: m * nty + 2,
             group,
             band,
             ps,
@@ -182,13 +221,19 @@ impl Wino {
 
     /// Floats of one padded channel.
     fn plane_len(&self) -> usize {
-        self.hp * 2 * self.rs
+        self.hp * self.m * self.rs
     }
 
-    /// Where the even- and odd-indexed input columns go: (parity row, first column).
+    /// Where the input columns ≡ q (mod m) go: (phase row, first column). Input column x is
+    /// padded column x + pad, which sits in phase row (x + pad) mod m at (x + pad) div m.
+    fn column_slot(&self, q: usize) -> (usize, usize) {
+        ((q + self.pad) % self.m, (q + self.pad) / self.m)
+    }
+
+    /// [`column_slot`](Self::column_slot) of the even and odd input columns (m = 2).
     fn column_slots(&self) -> ((usize, usize), (usize, usize)) {
-        let p = self.pad;
-        ((p % 2, p / 2), ((p + 1) % 2, p.div_ceil(2)))
+        debug_assert_eq!(self.m, 2);
+        (self.column_slot(0), self.column_slot(1))
     }
 }
 
@@ -247,7 +292,7 @@ macro_rules! wino_kernels {
             #[target_feature(enable = $feat)]
             pub(super) unsafe fn fill(g: &Wino, xc: &[f32], buf: &mut [f32]) {
                 let (h, w, rs) = (g.h, g.w, g.rs);
-                assert!(xc.len() >= h * w && buf.len() >= g.plane_len());
+                assert!(g.m == 2 && xc.len() >= h * w && buf.len() >= g.plane_len());
                 let ((pe, qe), (po, qo)) = g.column_slots();
                 let (ne, no) = (w.div_ceil(2), w / 2);
                 assert!(qe + ne <= rs && qo + no <= rs && h + g.pad <= g.hp);
@@ -311,7 +356,7 @@ macro_rules! wino_kernels {
                 p_img: usize,
                 v: &mut [f32],
             ) {
-                assert!(buf.len() >= g.plane_len());
+                assert!(g.m == 2 && buf.len() >= g.plane_len());
                 assert!(v.len() >= XI * g.cin * g.ps);
                 assert!(rows.0 <= rows.1 && rows.1 <= g.nty);
                 assert!(p_img + (rows.1 - rows.0) * g.ntx + L <= g.ps);
@@ -387,12 +432,12 @@ macro_rules! wino_kernels {
                 nvec: usize,
                 m: &mut [f32],
             ) {
-                let (cin, cout, ps) = (g.cin, g.cout, g.ps);
+                let (cin, cout, ps, nxi) = (g.cin, g.cout, g.ps, g.xi);
                 let nblk = cout.div_ceil(COB);
-                assert!(upack.len() >= XI * nblk * cin * COB);
-                assert!(v.len() >= XI * cin * ps && m.len() >= XI * cout * ps);
+                assert!(upack.len() >= nxi * nblk * cin * COB);
+                assert!(v.len() >= nxi * cin * ps && m.len() >= nxi * cout * ps);
                 assert!(nvec.next_multiple_of(NV) * L <= ps);
-                for xi in 0..XI {
+                for xi in 0..nxi {
                     let vx = v[xi * ps..].as_ptr();
                     let mx = m[xi * ps..].as_mut_ptr();
                     let ux = &upack[xi * nblk * cin * COB..];
@@ -406,7 +451,7 @@ macro_rules! wino_kernels {
                                 for (k, x) in xv.iter_mut().enumerate() {
                                     // SAFETY: (pv + k)·8 + 8 ≤ ps (asserted).
                                     *x = unsafe {
-                                        _mm256_loadu_ps(vx.add(ci * XI * ps + (pv + k) * L))
+                                        _mm256_loadu_ps(vx.add(ci * nxi * ps + (pv + k) * L))
                                     };
                                 }
                                 for row in acc.iter_mut() {
@@ -426,7 +471,7 @@ macro_rules! wino_kernels {
                                 for (k, a) in row.iter().enumerate() {
                                     // SAFETY: as for the loads.
                                     unsafe {
-                                        _mm256_storeu_ps(mx.add(co * XI * ps + (pv + k) * L), *a)
+                                        _mm256_storeu_ps(mx.add(co * nxi * ps + (pv + k) * L), *a)
                                     };
                                 }
                             }
@@ -452,27 +497,13 @@ macro_rules! wino_kernels {
                 out: &mut [f32],
             ) {
                 let (ho, wo, ps) = (g.ho, g.wo, g.ps);
-                assert!(rows.0 <= rows.1 && rows.1 <= g.nty);
+                assert!(g.m == 2 && rows.0 <= rows.1 && rows.1 <= g.nty);
                 assert!(m.len() >= XI * g.cout * ps && p_img + (rows.1 - rows.0) * g.ntx + L <= ps);
                 assert!(out.len() >= ho * wo);
-                let plane = ho * wo;
-                let res = epi.residual.map(|r| &r[co * plane..][..plane]);
-                let b = epi.bias.map_or(0.0, |b| b[co]);
-                let bv = _mm256_set1_ps(b);
-                let zero = _mm256_setzero_ps();
+                let st = Store::new(epi, co, ho * wo);
                 let mp = m.as_ptr();
-                // The epilogue and store of 8 outputs at `o`.
-                // SAFETY (callers): o + 8 ≤ plane, the length of `res` and at most that of `out`.
-                let put = |o: usize, yv: __m256, out: &mut [f32]| unsafe {
-                    let mut yv = _mm256_add_ps(yv, bv);
-                    if let Some(r) = res {
-                        yv = _mm256_add_ps(yv, _mm256_loadu_ps(r.as_ptr().add(o)));
-                    }
-                    if epi.relu {
-                        yv = _mm256_max_ps(yv, zero);
-                    }
-                    _mm256_storeu_ps(out.as_mut_ptr().add(o), yv);
-                };
+                // SAFETY (callers): o + 8 ≤ ho·wo ≤ out.len().
+                let put = |o: usize, yv: __m256, out: &mut [f32]| unsafe { st.put(o, yv, out) };
                 // Aᵀ·M·A for the 8 tiles at p0: the even and odd output columns of the
                 // tiles' two output rows.
                 let tiles = |p0: usize| -> [(__m256, __m256); 2] {
@@ -558,19 +589,69 @@ macro_rules! wino_kernels {
                                 if xs + L <= wo {
                                     put(o, yv, out);
                                 } else {
-                                    let n = wo - xs;
-                                    let mut lanes = [0.0f32; L];
-                                    // SAFETY: `lanes` holds 8 floats.
-                                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), yv) };
-                                    for (l, &v) in lanes[..n].iter().enumerate() {
-                                        let y = v + b + res.map_or(0.0, |r| r[o + l]);
-                                        out[o + l] = if epi.relu { y.max(0.0) } else { y };
-                                    }
+                                    st.put_lanes(o, yv, wo - xs, out);
                                 }
                             }
                         }
                     }
                     ty += 1;
+                }
+            }
+
+            /// The epilogue (bias, residual, ReLU) and store of one output channel's plane.
+            pub(in super::super) struct Store<'a> {
+                res: Option<&'a [f32]>,
+                b: f32,
+                relu: bool,
+            }
+
+            impl<'a> Store<'a> {
+                /// The epilogue of channel `co` of an image whose planes hold `plane` floats.
+                pub(in super::super) fn new(epi: &ImgEpi<'a>, co: usize, plane: usize) -> Self {
+                    Self {
+                        res: epi.residual.map(|r| &r[co * plane..][..plane]),
+                        b: epi.bias.map_or(0.0, |b| b[co]),
+                        relu: epi.relu,
+                    }
+                }
+
+                /// epilogue(yv) into out[o … o + 8].
+                ///
+                /// # Safety
+                /// CPU features as enabled; o + 8 ≤ the plane's length ≤ `out.len()`.
+                #[inline]
+                #[target_feature(enable = $feat)]
+                pub(in super::super) unsafe fn put(&self, o: usize, yv: __m256, out: &mut [f32]) {
+                    debug_assert!(o + L <= out.len());
+                    // SAFETY: see above.
+                    unsafe {
+                        let mut yv = _mm256_add_ps(yv, _mm256_set1_ps(self.b));
+                        if let Some(r) = self.res {
+                            yv = _mm256_add_ps(yv, _mm256_loadu_ps(r.as_ptr().add(o)));
+                        }
+                        if self.relu {
+                            yv = _mm256_max_ps(yv, _mm256_setzero_ps());
+                        }
+                        _mm256_storeu_ps(out.as_mut_ptr().add(o), yv);
+                    }
+                }
+
+                /// epilogue of the first `n` lanes of `yv` into out[o … o + n] (bounds-checked).
+                #[target_feature(enable = $feat)]
+                pub(in super::super) fn put_lanes(
+                    &self,
+                    o: usize,
+                    yv: __m256,
+                    n: usize,
+                    out: &mut [f32],
+                ) {
+                    let mut lanes = [0.0f32; L];
+                    // SAFETY: `lanes` holds 8 floats.
+                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), yv) };
+                    for (l, &v) in lanes[..n].iter().enumerate() {
+                        let y = v + self.b + self.res.map_or(0.0, |r| r[o + l]);
+                        out[o + l] = if self.relu { y.max(0.0) } else { y };
+                    }
                 }
             }
 
@@ -604,7 +685,7 @@ macro_rules! wino_kernels {
                 m: &mut [f32],
             ) {
                 let (ho, wo, ps) = (g.ho, g.wo, g.ps);
-                assert!(dyc.len() >= ho * wo && m.len() >= XI * g.cout * ps);
+                assert!(g.m == 2 && dyc.len() >= ho * wo && m.len() >= XI * g.cout * ps);
                 assert!(rows.0 <= rows.1 && rows.1 <= g.nty);
                 assert!(p_img + (rows.1 - rows.0) * g.ntx + L <= ps);
                 let zero = _mm256_setzero_ps();
@@ -753,18 +834,25 @@ wino_kernels!(avx512, "avx2,fma,avx512f,avx512vl");
 /// Calls the kernel `$f` of the instruction set `$isa` (from `detect_isa`, which checked the
 /// CPU features at run time; the kernels assert their buffer sizes).
 macro_rules! on_isa {
-    ($isa:expr, $f:ident($($a:expr),* $(,)?)) => {{
+    (@go $isa:expr, [$($v:tt)*], $f:ident($($a:expr),*)) => {{
         #[cfg(target_arch = "x86_64")]
         // SAFETY: see above.
         unsafe {
             match $isa {
-                Isa::Avx2 => avx2::$f($($a),*),
-                Isa::Avx512 => avx512::$f($($a),*),
+                Isa::Avx2 => $($v)* avx2::$f($($a),*),
+                Isa::Avx512 => $($v)* avx512::$f($($a),*),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = ($isa, $($a),*);
     }};
+    // A kernel of the submodule `$v` (e.g. `f43::fill(…)`).
+    ($isa:expr, $v:ident :: $f:ident($($a:expr),* $(,)?)) => {
+        on_isa!(@go $isa, [$v::], $f($($a),*))
+    };
+    ($isa:expr, $f:ident($($a:expr),* $(,)?)) => {
+        on_isa!(@go $isa, [], $f($($a),*))
+    };
 }
 
 /// V for the tile rows `rows` of one image `ximg` (cin, h, w), its tiles starting at `p_img`:
@@ -783,10 +871,18 @@ fn transform_image(
 ) {
     let hw = g.h * g.w;
     for (ci, pl) in buf.chunks_exact_mut(g.plane_len()).enumerate() {
-        if first_band {
-            on_isa!(isa, fill(g, &ximg[ci * hw..][..hw], pl));
+        let xc = &ximg[ci * hw..][..hw];
+        if g.m == 4 {
+            if first_band {
+                on_isa!(isa, f43::fill(g, xc, pl));
+            }
+            on_isa!(isa, f43::input_transform(g, pl, ci, rows, p_img, v));
+        } else {
+            if first_band {
+                on_isa!(isa, fill(g, xc, pl));
+            }
+            on_isa!(isa, input_transform(g, pl, ci, rows, p_img, v));
         }
-        on_isa!(isa, input_transform(g, pl, ci, rows, p_img, v));
     }
 }
 
@@ -860,9 +956,14 @@ pub(crate) fn conv_fwd(
     epi: &Epilogue<'_>,
     y: &mut [f32],
 ) {
-    let g = Wino::new(cin, h, w, pad, cout, n, GROUP_BYTES);
+    let m = fwd_tile_size(w + 2 * pad - 2);
+    let g = Wino::new(m, cin, h, w, pad, cout, n, GROUP_BYTES);
     let tile = gemm_tile(isa);
-    let upack = transform_weights(wt, cout, cin, tile.0);
+    let upack = if m == 4 {
+        f43::transform_weights(wt, cout, cin, tile.0)
+    } else {
+        transform_weights(wt, cout, cin, tile.0)
+    };
     let in_img = cin * h * w;
     let out_img = cout * g.ho * g.wo;
     if n == 0 || out_img == 0 {
@@ -874,8 +975,8 @@ pub(crate) fn conv_fwd(
         .zip(x.par_chunks(in_img * g.group))
         .enumerate()
         .for_each(|(t, (ys, xs))| {
-            with_scratch(0, XI * cin * g.ps, |v| {
-                with_scratch(1, XI * cout * g.ps, |m| {
+            with_scratch(0, g.xi * cin * g.ps, |v| {
+                with_scratch(1, g.xi * cout * g.ps, |m| {
                     with_scratch(2, cin * g.plane_len(), |buf| {
                         buf.fill(0.0);
                         for (b, &rows) in bands.iter().enumerate() {
@@ -892,10 +993,19 @@ pub(crate) fn conv_fwd(
                                 let epi = epi.image(t * g.group + gi, out_img);
                                 let p_img = gi * band_tiles;
                                 for (co, out) in yi.chunks_exact_mut(plane).enumerate() {
-                                    on_isa!(
-                                        isa,
-                                        output_transform(&g, m, co, rows, p_img, &epi, out)
-                                    );
+                                    if g.m == 4 {
+                                        on_isa!(
+                                            isa,
+                                            f43::output_transform(
+                                                &g, m, co, rows, p_img, &epi, out
+                                            )
+                                        );
+                                    } else {
+                                        on_isa!(
+                                            isa,
+                                            output_transform(&g, m, co, rows, p_img, &epi, out)
+                                        );
+                                    }
                                 }
                             }
                         }
@@ -947,7 +1057,7 @@ pub(crate) fn conv_dw(
     cout: usize,
     dw: &mut [f32],
 ) {
-    let g = Wino::new(cin, h, w, pad, cout, n, DW_GROUP_BYTES);
+    let g = Wino::new(2, cin, h, w, pad, cout, n, DW_GROUP_BYTES);
     let tile = dw_tile(isa);
     let (in_img, plane) = (cin * h * w, g.ho * g.wo);
     let out_img = cout * plane;
