@@ -36,8 +36,9 @@
 //!   is at least 13 wide, from 16 channels on both sides: about 30 % faster than F(2×2, 3×3)
 //!   at 32 channels on 16×16 and than the direct kernel at 16 channels on 32×32. Narrower
 //!   planes (ResNet's 8×8) use F(2×2, 3×3) (16 multiplies per 2×2 outputs) from 32 channels.
-//!   The weight gradient (dw = Gᵀ·Σ(A·dy·Aᵀ ⊙ Bᵀ·x·B)·G, no output transform) uses
-//!   F(2×2, 3×3) from 16 channels. `LAYERZERO_WINOGRAD=0` turns Winograd off,
+//!   The weight gradient (dw = Gᵀ·Σ(A·dy·Aᵀ ⊙ Bᵀ·x·B)·G, no output transform) takes
+//!   Winograd from 16 channels: F(4×4, 3×3) from 29 columns (16 channels at 32×32: 3.5–4.5 →
+//!   2.5–2.7 ms), else F(2×2, 3×3). `LAYERZERO_WINOGRAD=0` turns Winograd off,
 //!   `LAYERZERO_WINO_F43=0` only F(4×4, 3×3).
 //! * **Batch norm**: per channel (one rayon task each) shifted sums for mean/variance, then
 //!   `y = max(0, a·x + b [+ residual])` while the channel's data is still in cache; backward

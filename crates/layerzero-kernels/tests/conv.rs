@@ -341,5 +341,10 @@ fn winograd_shapes() -> Result<()> {
     check(case(3, 48, 16, 16, 40, 3, 1, 1), 63)?;
     // Wide channels through F(4×4, 3×3): its rounding error grows with the sum's length.
     check(case(1, 384, 16, 16, 32, 3, 1, 1), 64)?;
+    // The weight gradient takes F(4×4, 3×3) from 29 columns (the 32-, 37-, 40-, 48- and
+    // 64-wide cases above); here an image whose V and dM exceed its budget, so bands.
+    check(case(1, 64, 40, 64, 64, 3, 1, 1), 65)?;
+    // F(2×2, 3×3)'s weight gradient (narrower than 29) with bands.
+    check(case(1, 96, 28, 28, 96, 3, 1, 1), 66)?;
     Ok(())
 }

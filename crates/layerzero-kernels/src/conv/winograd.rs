@@ -89,13 +89,31 @@ fn fwd_min_channels(wo: usize) -> usize {
 /// 4 (F(4×4, 3×3)) when a row has at least 4 tiles of 4, so that a vector of 8 tiles is at
 /// least half full before pairing tile rows; else 2. `LAYERZERO_WINO_F43=0` keeps 2.
 fn fwd_tile_size(wo: usize) -> usize {
-    static OFF: OnceLock<bool> = OnceLock::new();
-    let off = *OFF.get_or_init(|| std::env::var("LAYERZERO_WINO_F43").is_ok_and(|v| v == "0"));
-    if !off && wo >= 13 {
+    if f43_enabled() && wo >= 13 {
         4
     } else {
         2
     }
+}
+
+/// The same for the weight gradient: 4 only from 8 tiles of 4 per row (outputs at least 29
+/// wide). Its GEMM reduces over the tiles and ends each register tile with horizontal sums,
+/// so it needs many tiles per group; with F(4×4, 3×3)'s 36 points and a quarter of the
+/// tiles, 16×16 planes have too few. Measured (dw, batch 128, 2 threads, ms, F(2×2, 3×3) →
+/// F(4×4, 3×3), four alternating runs): 16 channels at 32×32 3.5–4.5 → 2.5–2.7; 32 channels
+/// at 16×16 2.5–2.8 → 2.7–4.6.
+fn dw_tile_size(wo: usize) -> usize {
+    if f43_enabled() && wo >= 29 {
+        4
+    } else {
+        2
+    }
+}
+
+/// False when `LAYERZERO_WINO_F43=0` (read once) keeps every pass on F(2×2, 3×3).
+fn f43_enabled() -> bool {
+    static OFF: OnceLock<bool> = OnceLock::new();
+    !*OFF.get_or_init(|| std::env::var("LAYERZERO_WINO_F43").is_ok_and(|v| v == "0"))
 }
 
 fn eligible(kh: usize, kw: usize, stride: usize, pad: usize) -> bool {
@@ -773,18 +791,18 @@ macro_rules! wino_kernels {
                 nvec: usize,
                 du: &mut [f32],
             ) {
-                let (cin, cout, ps) = (g.cin, g.cout, g.ps);
-                assert!(v.len() >= XI * cin * ps && m.len() >= XI * cout * ps);
-                assert!(nvec * L <= ps && du.len() >= XI * cout * cin);
-                for xi in 0..XI {
+                let (cin, cout, ps, nxi) = (g.cin, g.cout, g.ps, g.xi);
+                assert!(v.len() >= nxi * cin * ps && m.len() >= nxi * cout * ps);
+                assert!(nvec * L <= ps && du.len() >= nxi * cout * cin);
+                for xi in 0..nxi {
                     for cb in (0..cout).step_by(COB) {
                         // Rows past the last channel repeat it; their sums are dropped.
                         let mrow: [*const f32; COB] = std::array::from_fn(|c| {
-                            m[((cb + c).min(cout - 1) * XI + xi) * ps..].as_ptr()
+                            m[((cb + c).min(cout - 1) * nxi + xi) * ps..].as_ptr()
                         });
                         for ib in (0..cin).step_by(CIB) {
                             let vrow: [*const f32; CIB] = std::array::from_fn(|k| {
-                                v[((ib + k).min(cin - 1) * XI + xi) * ps..].as_ptr()
+                                v[((ib + k).min(cin - 1) * nxi + xi) * ps..].as_ptr()
                             });
                             let mut acc = [[_mm256_setzero_ps(); CIB]; COB];
                             for pv in 0..nvec {
@@ -1020,8 +1038,9 @@ pub(crate) fn conv_fwd(
 /// between the horizontal reductions.
 const DW_GROUP_BYTES: usize = 2 << 20;
 
-/// Tasks the weight gradient's images are split into, summed in order afterwards: a count
-/// that depends only on the shape, so the result does not depend on the number of threads.
+/// Tasks the weight gradient's images are split into (equal shares), summed in order
+/// afterwards: a count that depends only on the shape, so the result does not depend on the
+/// number of threads.
 const DW_TASKS: usize = 8;
 
 /// dW register tiles (COB output × CIB input channels) compiled per instruction set, the
@@ -1057,14 +1076,15 @@ pub(crate) fn conv_dw(
     cout: usize,
     dw: &mut [f32],
 ) {
-    let g = Wino::new(2, cin, h, w, pad, cout, n, DW_GROUP_BYTES);
+    let m = dw_tile_size(w + 2 * pad - 2);
+    let g = Wino::new(m, cin, h, w, pad, cout, n, DW_GROUP_BYTES);
     let tile = dw_tile(isa);
     let (in_img, plane) = (cin * h * w, g.ho * g.wo);
     let out_img = cout * plane;
-    let du_len = XI * cout * cin;
-    let groups = n.div_ceil(g.group);
-    let per_task = groups.div_ceil(DW_TASKS).max(1);
-    let tasks = groups.div_ceil(per_task);
+    let du_len = g.xi * cout * cin;
+    // Equal shares of the images per task (so that two threads finish together), each cut
+    // into equal groups of at most `g.group`.
+    let tasks = DW_TASKS.min(n).max(1);
     let bands = g.bands();
     if n == 0 || out_img == 0 {
         // No tiles: Gᵀ·0·G.
@@ -1075,13 +1095,14 @@ pub(crate) fn conv_dw(
         .into_par_iter()
         .map(|t| {
             let mut du = vec![0.0f32; du_len];
-            with_scratch(0, XI * cin * g.ps, |v| {
-                with_scratch(1, XI * cout * g.ps, |m| {
+            with_scratch(0, g.xi * cin * g.ps, |v| {
+                with_scratch(1, g.xi * cout * g.ps, |m| {
                     with_scratch(2, cin * g.plane_len(), |buf| {
                         buf.fill(0.0);
-                        for grp in t * per_task..((t + 1) * per_task).min(groups) {
-                            let i0 = grp * g.group;
-                            let gn = g.group.min(n - i0);
+                        let (first, end) = (t * n / tasks, (t + 1) * n / tasks);
+                        let size = (end - first).div_ceil((end - first).div_ceil(g.group));
+                        for i0 in (first..end).step_by(size.max(1)) {
+                            let gn = size.min(end - i0);
                             for (b, &rows) in bands.iter().enumerate() {
                                 let band_tiles = (rows.1 - rows.0) * g.ntx;
                                 for j in 0..gn {
@@ -1090,17 +1111,24 @@ pub(crate) fn conv_dw(
                                     transform_image(isa, &g, ximg, b == 0, rows, p_img, buf, v);
                                     let dyi = &dy[(i0 + j) * out_img..][..out_img];
                                     for (co, dyc) in dyi.chunks_exact(plane).enumerate() {
-                                        on_isa!(isa, dy_transform(&g, dyc, co, rows, p_img, m));
+                                        if g.m == 4 {
+                                            on_isa!(
+                                                isa,
+                                                f43::dy_transform(&g, dyc, co, rows, p_img, m)
+                                            );
+                                        } else {
+                                            on_isa!(isa, dy_transform(&g, dyc, co, rows, p_img, m));
+                                        }
                                     }
                                 }
                                 // Past the last tile both operands hold overrun or stale
                                 // values; zeros there keep them out of the sums.
                                 let used = gn * band_tiles;
                                 let nvec = used.div_ceil(L);
-                                for r in v[..XI * cin * g.ps].chunks_exact_mut(g.ps) {
+                                for r in v[..g.xi * cin * g.ps].chunks_exact_mut(g.ps) {
                                     r[used..nvec * L].fill(0.0);
                                 }
-                                for r in m[..XI * cout * g.ps].chunks_exact_mut(g.ps) {
+                                for r in m[..g.xi * cout * g.ps].chunks_exact_mut(g.ps) {
                                     r[used..nvec * L].fill(0.0);
                                 }
                                 tile_dispatch!(isa, tile, dw_gemm(&g, m, v, nvec, &mut du),
@@ -1119,6 +1147,10 @@ pub(crate) fn conv_dw(
         for (a, b) in du.iter_mut().zip(p) {
             *a += b;
         }
+    }
+    if g.m == 4 {
+        f43::weight_grad_from_sums(&du, cout, cin, dw);
+        return;
     }
     // dw = Gᵀ·dU·G, with G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
     for co in 0..cout {

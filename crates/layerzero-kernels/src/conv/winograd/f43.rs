@@ -3,9 +3,12 @@
 //! 2.25×), and 36 transformed values per 16 outputs instead of 64, so V and M carry 44 % less
 //! data through the cache as well.
 //!
+//! The weight gradient uses it too, through the transpose of the output transform on the
+//! output gradient (A·dy·Aᵀ) and Gᵀ·dU·G on the sums, but only for planes of at least 8 tiles
+//! per row (see `dw_tile_size`).
+//!
 //! Why it is not the only variant: its tiles are 4 outputs wide, so an 8×8 plane has 2 tiles
-//! per row and fills a quarter of a vector; F(2×2, 3×3) keeps those planes (and the weight
-//! gradient). The transform constants (4, 5, 2, 8 in Bᵀ and Aᵀ; sixths in G, applied once to
+//! per row and fills a quarter of a vector; F(2×2, 3×3) keeps those planes. The transform constants (4, 5, 2, 8 in Bᵀ and Aᵀ; sixths in G, applied once to
 //! the weights in f64) enlarge the rounding error a little: about 1e-6 of the output's
 //! magnitude in the tests, inside their 1e-4.
 //!
@@ -51,6 +54,26 @@ pub(super) fn transform_weights(w: &[f32], cout: usize, cin: usize, cob: usize) 
         }
     }
     u
+}
+
+/// dw[co][ci] = Gᵀ · dU[·][co][ci] · G (the 36 sums of the weight gradient, in `du` as
+/// [ξ][co][ci]) into `dw` (cout, cin, 3, 3), computed in f64.
+pub(super) fn weight_grad_from_sums(du: &[f32], cout: usize, cin: usize, dw: &mut [f32]) {
+    for co in 0..cout {
+        for ci in 0..cin {
+            let u = |xi: usize| f64::from(du[(xi * cout + co) * cin + ci]);
+            // Gᵀ along y: 3 rows of 6.
+            let t: [[f64; 6]; 3] = std::array::from_fn(|a| {
+                std::array::from_fn(|j| (0..6).map(|i| G[i][a] * u(6 * i + j)).sum())
+            });
+            let out = &mut dw[(co * cin + ci) * 9..][..9];
+            for (a, r) in t.iter().enumerate() {
+                for b in 0..3 {
+                    out[3 * a + b] = (0..6).map(|j| r[j] * G[j][b]).sum::<f64>() as f32;
+                }
+            }
+        }
+    }
 }
 
 /// The per-instruction-set kernels: padded copy, input transform, output transform.
@@ -276,6 +299,105 @@ macro_rules! f43_kernels {
                         }
                     }
                     ty += if pair { 2 } else { 1 };
+                }
+            }
+
+            /// A·d of 4 values: the output-gradient transform along one axis (the transpose of
+            /// [`at`]).
+            #[inline]
+            #[target_feature(enable = $feat)]
+            fn a(d: [__m256; 4]) -> [__m256; 6] {
+                let s02 = _mm256_add_ps(d[0], d[2]);
+                let s13 = _mm256_add_ps(d[1], d[3]);
+                // d0 + 4·d2 and 2·d1 + 8·d3.
+                let e = _mm256_fmadd_ps(_mm256_set1_ps(4.0), d[2], d[0]);
+                let o = _mm256_mul_ps(
+                    _mm256_set1_ps(2.0),
+                    _mm256_fmadd_ps(_mm256_set1_ps(4.0), d[3], d[1]),
+                );
+                [
+                    d[0],
+                    _mm256_add_ps(s02, s13),
+                    _mm256_sub_ps(s02, s13),
+                    _mm256_add_ps(e, o),
+                    _mm256_sub_ps(e, o),
+                    d[3],
+                ]
+            }
+
+            /// dM[co][ξ] = (A·dy·Aᵀ)[ξ] for the 4×4 output-gradient blocks of the 8 tiles of
+            /// every vector of every tile row of channel `co` (the (ho, wo) plane `dyc`);
+            /// outputs past the plane's edge count as zero. Like the input transform, writes
+            /// run up to 7 floats past a row's last tile.
+            ///
+            /// # Safety
+            /// CPU features as enabled; sizes are asserted.
+            #[target_feature(enable = $feat)]
+            pub(in super::super) unsafe fn dy_transform(
+                g: &Wino,
+                dyc: &[f32],
+                co: usize,
+                rows: (usize, usize),
+                p_img: usize,
+                m: &mut [f32],
+            ) {
+                let (ho, wo, ps) = (g.ho, g.wo, g.ps);
+                assert!(g.m == 4 && dyc.len() >= ho * wo && m.len() >= 36 * g.cout * ps);
+                assert!(rows.0 <= rows.1 && rows.1 <= g.nty);
+                assert!(p_img + (rows.1 - rows.0) * g.ntx + L <= ps);
+                // Columns 32·vv … 32·vv + 31 of output row `oy` (zeros past the plane), as
+                // four vectors.
+                let load = |oy: usize, vv: usize| -> [__m256; 4] {
+                    let x0 = 4 * L * vv;
+                    let mut t = [_mm256_setzero_ps(); 4];
+                    if oy >= ho || x0 >= wo {
+                        return t;
+                    }
+                    let row = &dyc[oy * wo..][..wo];
+                    if x0 + 4 * L <= wo {
+                        for (k, v) in t.iter_mut().enumerate() {
+                            // SAFETY: 32 floats of the row, bounds-checked above.
+                            *v = unsafe { _mm256_loadu_ps(row.as_ptr().add(x0 + k * L)) };
+                        }
+                    } else {
+                        let mut buf = [0.0f32; 4 * L];
+                        buf[..wo - x0].copy_from_slice(&row[x0..]);
+                        for (k, v) in t.iter_mut().enumerate() {
+                            // SAFETY: `buf` holds 32 floats.
+                            *v = unsafe { _mm256_loadu_ps(buf.as_ptr().add(k * L)) };
+                        }
+                    }
+                    t
+                };
+                let mp = m.as_mut_ptr();
+                // The weight gradient takes F(4×4, 3×3) only for rows of at least 8 tiles
+                // (`dw_tile_size`), so unlike the input transform this one has no paired
+                // tile rows: narrower planes are still correct, with part-empty vectors.
+                for ty in rows.0..rows.1 {
+                    for vv in 0..g.vpr {
+                        // d[r][k]: column k of the tiles' output row r.
+                        let mut d = [[_mm256_setzero_ps(); 4]; 4];
+                        for (r, dr) in d.iter_mut().enumerate() {
+                            let t = load(4 * ty + r, vv);
+                            *dr = split4(t[0], t[1], t[2], t[3]);
+                        }
+                        // A along y, for each column k.
+                        let mut cols = [[_mm256_setzero_ps(); 6]; 4];
+                        for (k, c) in cols.iter_mut().enumerate() {
+                            *c = a([d[0][k], d[1][k], d[2][k], d[3][k]]);
+                        }
+                        let p0 = p_img + (ty - rows.0) * g.ntx + vv * L;
+                        // SAFETY: p0 + 8 ≤ ps (asserted); the 36 ξ rows of channel co exist.
+                        let dst = unsafe { mp.add(co * 36 * ps + p0) };
+                        for i in 0..6 {
+                            // A along x; ξ = 6·i + j.
+                            let row = a([cols[0][i], cols[1][i], cols[2][i], cols[3][i]]);
+                            for (j, v) in row.iter().enumerate() {
+                                // SAFETY: as above.
+                                unsafe { _mm256_storeu_ps(dst.add((6 * i + j) * ps), *v) };
+                            }
+                        }
+                    }
                 }
             }
 
