@@ -1029,24 +1029,7 @@ fn conv_dw_tile(
 mod tests {
     use super::*;
     use crate::conv::gemm_path;
-
-    fn rand(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
-
-    fn close(a: &[f32], b: &[f32], what: &str) {
-        let m = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-20);
-        let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(d / m <= 1e-5, "{what}: rel err {}", d / m);
-    }
+    use crate::conv::test_util::{close, rand};
 
     /// Every available ISA against the portable GEMM path, on shapes that exercise tile
     /// remainders, strides, row tails and the fused epilogue.

@@ -359,3 +359,27 @@ pub(crate) fn check_bias_residual(
     }
     Ok(())
 }
+
+/// Helpers of the kernels' unit tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    /// `n` pseudo-random values in [−½, ½) from `seed` (xorshift).
+    pub(crate) fn rand(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    /// Normwise relative error max|a − b| / max|b| at most 1e-5.
+    pub(crate) fn close(a: &[f32], b: &[f32], what: &str) {
+        let m = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-20);
+        let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(d / m <= 1e-5, "{what}: rel err {}", d / m);
+    }
+}

@@ -904,11 +904,31 @@ fn transform_image(
     }
 }
 
-/// Calls `$kernel::<A, B>` of the instruction set's kernel module for the register tile
-/// `$tile` = (A, B), which must be one of the tiles listed for that instruction set.
-macro_rules! tile_dispatch {
-    ($isa:expr, $tile:expr, $kernel:ident $args:tt,
-     avx2: [$(($a2:literal, $b2:literal)),*], avx512: [$(($a5:literal, $b5:literal)),*]) => {{
+/// Defines, from one list of the register tiles compiled per instruction set (the default
+/// first), that list as `$tiles`, `$choose(isa)`: the tile to use (the default, unless the environment variable
+/// `$var`, "AxB" read once, names another listed one), and `$run(isa, tile, args…)`: calls
+/// `$kernel::<A, B>(args…)` of that instruction set's kernel module for a listed tile.
+macro_rules! register_tiles {
+    ($(#[$doc:meta])* $choose:ident, $run:ident, $tiles:ident, $var:literal,
+     $kernel:ident($($arg:ident: $ty:ty),* $(,)?),
+     avx2: [$(($a2:literal, $b2:literal)),*], avx512: [$(($a5:literal, $b5:literal)),*]) => {
+        /// The compiled tiles of [`$choose`]: AVX2's, then AVX-512's.
+        const $tiles: [&[(usize, usize)]; 2] = [&[$(($a2, $b2)),*], &[$(($a5, $b5)),*]];
+
+        $(#[$doc])*
+        fn $choose(isa: Isa) -> (usize, usize) {
+            static FORCED: OnceLock<Option<(usize, usize)>> = OnceLock::new();
+            pick_tile(isa, $tiles, &FORCED, $var)
+        }
+
+        fn $run(isa: Isa, tile: (usize, usize), $($arg: $ty),*) {
+            register_tiles!(@call isa, tile, $kernel, ($($arg),*),
+                avx2: [$(($a2, $b2)),*], avx512: [$(($a5, $b5)),*]);
+        }
+    };
+    // The call's arguments as one token tree, so that the tile lists can repeat around it.
+    (@call $isa:ident, $tile:ident, $kernel:ident, $args:tt,
+     avx2: [$(($a2:literal, $b2:literal)),*], avx512: [$(($a5:literal, $b5:literal)),*]) => {
         #[cfg(target_arch = "x86_64")]
         match ($isa, $tile) {
             // SAFETY: features checked by `detect_isa`; the kernels assert their sizes.
@@ -918,43 +938,43 @@ macro_rules! tile_dispatch {
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = ($isa, $tile, $args);
-    }};
+    };
 }
 
-/// GEMM register tiles (COB output channels, NV vectors of 8 tiles) compiled per instruction
-/// set, the default first. `LAYERZERO_WINO_TILE=COBxNV` picks another (for tuning).
-const AVX2_TILES: &[(usize, usize)] = &[(3, 4), (4, 3), (2, 4)];
-const AVX512_TILES: &[(usize, usize)] = &[(4, 4), (6, 4), (8, 3), (4, 3), (8, 2)];
+register_tiles!(
+    /// The GEMM register tile (COB output channels, NV vectors of 8 tiles) for an instruction
+    /// set. `LAYERZERO_WINO_TILE=COBxNV` picks another compiled one (for tuning).
+    gemm_tile,
+    run_gemm,
+    GEMM_TILES,
+    "LAYERZERO_WINO_TILE",
+    gemm(g: &Wino, upack: &[f32], v: &[f32], nvec: usize, m: &mut [f32]),
+    avx2: [(3, 4), (4, 3), (2, 4)],
+    avx512: [(4, 4), (6, 4), (8, 3), (4, 3), (8, 2)]
+);
 
-/// The GEMM register tile for an instruction set.
-fn gemm_tile(isa: Isa) -> (usize, usize) {
-    static FORCED: OnceLock<Option<(usize, usize)>> = OnceLock::new();
-    pick_tile(
-        isa,
-        AVX2_TILES,
-        AVX512_TILES,
-        &FORCED,
-        "LAYERZERO_WINO_TILE",
-    )
-}
-
-/// The first (default) tile of the instruction set's compiled list, unless the environment
-/// variable `var` ("AxB", read once) names another compiled one.
+/// The first (default) tile of the instruction set's compiled list (`tiles`: AVX2's, then
+/// AVX-512's), unless the environment variable `var` ("AxB", read once) names another
+/// compiled one.
 fn pick_tile(
     isa: Isa,
-    avx2: &[(usize, usize)],
-    avx512: &[(usize, usize)],
+    tiles: [&[(usize, usize)]; 2],
     forced: &'static OnceLock<Option<(usize, usize)>>,
     var: &str,
 ) -> (usize, usize) {
-    let compiled = match isa {
-        Isa::Avx2 => avx2,
-        Isa::Avx512 => avx512,
-    };
+    let compiled = tiles[isa_index(isa)];
     forced
         .get_or_init(|| env_pair(var))
         .filter(|t| compiled.contains(t))
         .unwrap_or(compiled[0])
+}
+
+/// Where an instruction set's entry is in a per-instruction-set pair.
+fn isa_index(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx2 => 0,
+        Isa::Avx512 => 1,
+    }
 }
 
 /// Stride-1 3×3 convolution of `n` images x (cin, h, w) with w (cout, cin, 3, 3) and zero
@@ -974,9 +994,28 @@ pub(crate) fn conv_fwd(
     epi: &Epilogue<'_>,
     y: &mut [f32],
 ) {
+    let tile = gemm_tile(isa);
+    conv_fwd_tile(isa, tile, n, cin, h, w, pad, x, wt, cout, epi, y)
+}
+
+/// [`conv_fwd`] with an explicit GEMM register tile (one of `GEMM_TILES`).
+#[allow(clippy::too_many_arguments)]
+fn conv_fwd_tile(
+    isa: Isa,
+    tile: (usize, usize),
+    n: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    pad: usize,
+    x: &[f32],
+    wt: &[f32],
+    cout: usize,
+    epi: &Epilogue<'_>,
+    y: &mut [f32],
+) {
     let m = fwd_tile_size(w + 2 * pad - 2);
     let g = Wino::new(m, cin, h, w, pad, cout, n, GROUP_BYTES);
-    let tile = gemm_tile(isa);
     let upack = if m == 4 {
         f43::transform_weights(wt, cout, cin, tile.0)
     } else {
@@ -1004,9 +1043,7 @@ pub(crate) fn conv_fwd(
                                 transform_image(isa, &g, ximg, b == 0, rows, p_img, buf, v);
                             }
                             let nvec = (ys.len() / out_img * band_tiles).div_ceil(L);
-                            tile_dispatch!(isa, tile, gemm(&g, &upack, v, nvec, m),
-                                avx2: [(3, 4), (4, 3), (2, 4)],
-                                avx512: [(4, 4), (6, 4), (8, 3), (4, 3), (8, 2)]);
+                            run_gemm(isa, tile, &g, &upack, v, nvec, m);
                             for (gi, yi) in ys.chunks_exact_mut(out_img).enumerate() {
                                 let epi = epi.image(t * g.group + gi, out_img);
                                 let p_img = gi * band_tiles;
@@ -1043,21 +1080,17 @@ const DW_GROUP_BYTES: usize = 2 << 20;
 /// number of threads.
 const DW_TASKS: usize = 8;
 
-/// dW register tiles (COB output × CIB input channels) compiled per instruction set, the
-/// default first. `LAYERZERO_WINO_DW_TILE=COBxCIB` picks another (for tuning).
-const AVX2_DW_TILES: &[(usize, usize)] = &[(3, 3), (2, 4)];
-const AVX512_DW_TILES: &[(usize, usize)] = &[(4, 4), (4, 5), (2, 8)];
-
-fn dw_tile(isa: Isa) -> (usize, usize) {
-    static FORCED: OnceLock<Option<(usize, usize)>> = OnceLock::new();
-    pick_tile(
-        isa,
-        AVX2_DW_TILES,
-        AVX512_DW_TILES,
-        &FORCED,
-        "LAYERZERO_WINO_DW_TILE",
-    )
-}
+register_tiles!(
+    /// The dW register tile (COB output × CIB input channels) for an instruction set.
+    /// `LAYERZERO_WINO_DW_TILE=COBxCIB` picks another compiled one (for tuning).
+    dw_tile,
+    run_dw_gemm,
+    DW_TILES,
+    "LAYERZERO_WINO_DW_TILE",
+    dw_gemm(g: &Wino, m: &[f32], v: &[f32], nvec: usize, du: &mut [f32]),
+    avx2: [(3, 3), (2, 4)],
+    avx512: [(4, 4), (4, 5), (2, 8)]
+);
 
 /// Weight gradient of a stride-1 3×3 convolution through F(2×2, 3×3): with V = Bᵀ·x·B
 /// (the forward's input transform) and dM = A·dy·Aᵀ per tile,
@@ -1076,9 +1109,26 @@ pub(crate) fn conv_dw(
     cout: usize,
     dw: &mut [f32],
 ) {
+    conv_dw_tile(isa, dw_tile(isa), n, cin, h, w, pad, x, dy, cout, dw)
+}
+
+/// [`conv_dw`] with an explicit register tile (one of `DW_TILES`).
+#[allow(clippy::too_many_arguments)]
+fn conv_dw_tile(
+    isa: Isa,
+    tile: (usize, usize),
+    n: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    pad: usize,
+    x: &[f32],
+    dy: &[f32],
+    cout: usize,
+    dw: &mut [f32],
+) {
     let m = dw_tile_size(w + 2 * pad - 2);
     let g = Wino::new(m, cin, h, w, pad, cout, n, DW_GROUP_BYTES);
-    let tile = dw_tile(isa);
     let (in_img, plane) = (cin * h * w, g.ho * g.wo);
     let out_img = cout * plane;
     let du_len = g.xi * cout * cin;
@@ -1131,9 +1181,7 @@ pub(crate) fn conv_dw(
                                 for r in m[..g.xi * cout * g.ps].chunks_exact_mut(g.ps) {
                                     r[used..nvec * L].fill(0.0);
                                 }
-                                tile_dispatch!(isa, tile, dw_gemm(&g, m, v, nvec, &mut du),
-                                    avx2: [(3, 3), (2, 4)],
-                                    avx512: [(4, 4), (4, 5), (2, 8)]);
+                                run_dw_gemm(isa, tile, &g, m, v, nvec, &mut du);
                             }
                         }
                     })
@@ -1169,6 +1217,48 @@ pub(crate) fn conv_dw(
                 out[3 * a] = r[0] + 0.5 * (r[1] + r[2]);
                 out[3 * a + 1] = 0.5 * (r[1] - r[2]);
                 out[3 * a + 2] = 0.5 * (r[1] + r[2]) + r[3];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv::direct::{self, detect_isa};
+    use crate::conv::test_util::{close, rand};
+
+    /// Every compiled GEMM and weight-gradient tile of every available instruction set, on
+    /// an F(4×4, 3×3) shape (16 channels, 32 wide) and an F(2×2, 3×3) one (8×8), against the
+    /// direct kernel. CI runs only the default tiles otherwise.
+    #[test]
+    fn every_compiled_tile() {
+        let Some(best) = detect_isa() else { return };
+        let isas: &[Isa] = match best {
+            Isa::Avx512 => &[Isa::Avx2, Isa::Avx512],
+            Isa::Avx2 => &[Isa::Avx2],
+        };
+        for &(n, c, hw, co) in &[(2, 16, 32, 24), (3, 32, 8, 36)] {
+            let g = ConvGeom::new("test", &[n, c, hw, hw], &[co, c, 3, 3], 1, 1).unwrap();
+            let x = rand(n * c * hw * hw, 1);
+            let wt = rand(co * c * 9, 2);
+            let dy = rand(n * co * hw * hw, 3);
+            let epi = Epilogue::default();
+            let mut y_ref = vec![0.0; dy.len()];
+            direct::conv_fwd(best, &g, &x, &wt, &epi, &mut y_ref);
+            let mut dw_ref = vec![0.0; wt.len()];
+            direct::conv_dw(best, &g, &x, &dy, &mut dw_ref);
+            for &isa in isas {
+                for &tile in GEMM_TILES[isa_index(isa)] {
+                    let mut y = vec![f32::NAN; dy.len()];
+                    conv_fwd_tile(isa, tile, n, c, hw, hw, 1, &x, &wt, co, &epi, &mut y);
+                    close(&y, &y_ref, &format!("fwd {isa:?} {tile:?} {c}ch {hw}²"));
+                }
+                for &tile in DW_TILES[isa_index(isa)] {
+                    let mut dw = vec![f32::NAN; wt.len()];
+                    conv_dw_tile(isa, tile, n, c, hw, hw, 1, &x, &dy, co, &mut dw);
+                    close(&dw, &dw_ref, &format!("dw {isa:?} {tile:?} {c}ch {hw}²"));
+                }
             }
         }
     }
