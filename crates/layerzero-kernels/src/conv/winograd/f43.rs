@@ -8,9 +8,11 @@
 //! per row (see `dw_tile_size`).
 //!
 //! Why it is not the only variant: its tiles are 4 outputs wide, so an 8×8 plane has 2 tiles
-//! per row and fills a quarter of a vector; F(2×2, 3×3) keeps those planes. The transform constants (4, 5, 2, 8 in Bᵀ and Aᵀ; sixths in G, applied once to
-//! the weights in f64) enlarge the rounding error a little: about 1e-6 of the output's
-//! magnitude in the tests, inside their 1e-4.
+//! per row and fills a quarter of a vector; F(2×2, 3×3) keeps those planes.
+//!
+//! Rounding: the transform constants (4, 5, 2, 8 in Bᵀ and Aᵀ; sixths in G, applied once to
+//! the weights in f64) enlarge the error a little: a few 1e-6 of the output's magnitude in the
+//! tests (3e-6 at 16 channels on 32×32), inside their 1e-4.
 //!
 //! Layout, as in the parent module but with 4 column phases: padded column c of a row sits in
 //! phase row c mod 4 at c div 4, so column k (0 … 5) of 8 consecutive tiles is one unaligned
@@ -19,8 +21,8 @@
 
 use super::{Wino, L};
 
-/// Bᵀ, G and Aᵀ of F(4×4, 3×3) (Lavin and Gray, 2016), in the form of their 1-D transforms.
-/// G: the weight transform, rows of 3 taps.
+/// G of F(4×4, 3×3) (Lavin and Gray, 2016): the weight transform, 6 rows of 3 taps. Bᵀ and
+/// Aᵀ appear as the 1-D transforms `bt`, `at` and `a` of the kernels below.
 const G: [[f64; 3]; 6] = [
     [1.0 / 4.0, 0.0, 0.0],
     [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
@@ -133,7 +135,9 @@ macro_rules! f43_kernels {
                 )
             }
 
-            /// Bᵀ·d of 6 values: the input transform along one axis.
+            /// Bᵀ·d of 6 values: the input transform along one axis. The rows of Bᵀ:
+            /// (4, 0, −5, 0, 1, 0), (0, −4, −4, 1, 1, 0), (0, 4, −4, −1, 1, 0),
+            /// (0, −2, −1, 2, 1, 0), (0, 2, −1, −2, 1, 0), (0, 4, 0, −5, 0, 1).
             #[inline]
             #[target_feature(enable = $feat)]
             fn bt(d: [__m256; 6]) -> [__m256; 6] {
@@ -158,7 +162,8 @@ macro_rules! f43_kernels {
                 ]
             }
 
-            /// Aᵀ·m of 6 values: the output transform along one axis.
+            /// Aᵀ·m of 6 values: the output transform along one axis. The rows of Aᵀ:
+            /// (1, 1, 1, 1, 1, 0), (0, 1, −1, 2, −2, 0), (0, 1, 1, 4, 4, 0), (0, 1, −1, 8, −8, 1).
             #[inline]
             #[target_feature(enable = $feat)]
             fn at(m: [__m256; 6]) -> [__m256; 4] {
