@@ -1,6 +1,12 @@
 //! Training for layerzero: SGD with momentum, learning-rate schedules, and atomic, checksummed
 //! checkpoints that the ablation engine reads.
 //!
+//! Determinism on the CPU: the same seed and configuration give bit-identical weights and
+//! losses, whatever the number of threads (every kernel splits its work into a number of
+//! tasks that depends only on the shapes and adds their partial sums in a fixed order; tested
+//! with 1, 2 and 3 threads), and a run interrupted and resumed gives what an uninterrupted run
+//! gives. On CUDA, candle's kernels make no such promise.
+//!
 //! # Example
 //!
 //! ```

@@ -191,6 +191,47 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
     );
 }
 
+/// The kernels split work into counts of tasks that depend only on the shapes, and sum the
+/// tasks' partial results in a fixed order, so a run gives the same weights on any number of
+/// threads.
+#[test]
+fn weights_do_not_depend_on_the_thread_count() {
+    let train_set = synthetic(96, Split::Train);
+    let test_set = synthetic(32, Split::Test);
+    let config = small_config(1, 96, 32);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let network = net(11);
+            let dir = tempfile::tempdir().unwrap();
+            let out = train(
+                network.as_ref(),
+                &train_set,
+                &test_set,
+                &config,
+                dir.path(),
+                &RunOptions::default(),
+            )
+            .unwrap();
+            (state_bytes(network.as_ref()), out.metrics[0].train_loss)
+        })
+    };
+    let (one, loss_one) = run(1);
+    for threads in [2, 3] {
+        let (many, loss_many) = run(threads);
+        assert_eq!(
+            loss_one, loss_many,
+            "train loss, 1 against {threads} threads"
+        );
+        for ((name, a), (_, b)) in one.iter().zip(&many) {
+            assert!(a == b, "{name} differs between 1 and {threads} threads");
+        }
+    }
+}
+
 /// A run of a 2-epoch configuration on small synthetic data, stopped after its first epoch.
 struct OneEpochRun {
     dir: tempfile::TempDir,

@@ -925,6 +925,12 @@ pub(crate) fn conv_dw(isa: Isa, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f
 }
 
 /// [`conv_dw`] with an explicit register tile (COB, TB).
+/// Chunks of images the weight gradient is split into, each a task with its own partial sum
+/// (reduced over the vector lanes at the chunk's end, cout × taps floats): a count that
+/// depends only on the batch keeps the result independent of the number of threads, and 8
+/// keeps the partial sums of wide layers small (512 × 2,304 taps: 4.7 MB each).
+const DW_CHUNKS: usize = 8;
+
 fn conv_dw_tile(
     isa: Isa,
     (cob, tb): (usize, usize),
@@ -943,8 +949,9 @@ fn conv_dw_tile(
         Some((a, b)) => (a / plan.nvec).clamp(1, b.max(1)),
         None => (256 / plan.nvec).clamp(1, 16),
     };
-    let threads = rayon::current_num_threads().max(1);
-    let chunks = threads.min(g.n).max(1);
+    // A chunk count that depends only on the batch, and partial sums added in chunk order:
+    // the result does not depend on the number of threads.
+    let chunks = DW_CHUNKS.min(g.n).max(1);
     let per = g.n.div_ceil(chunks);
     let dy_direct = g.wo.is_multiple_of(L);
     let out_img = g.out_img();
@@ -952,11 +959,11 @@ fn conv_dw_tile(
     let partials: Vec<Vec<f32>> = (0..chunks)
         .into_par_iter()
         .map(|c| {
-            let mut acc = vec![0.0f32; acc_len];
             let (lo, hi) = (c * per, ((c + 1) * per).min(g.n));
             if lo >= hi {
-                return acc;
+                return vec![0.0f32; g.cout * k];
             }
+            let mut acc = vec![0.0f32; acc_len];
             let gmax = group.min(hi - lo);
             // One scratch borrow per chunk: the image buffers are zeroed once and only their
             // interiors rewritten per group.
@@ -1005,20 +1012,26 @@ fn conv_dw_tile(
                     i0 += gn;
                 }
             });
-            acc
+            // The chunk's sum per (output channel, tap): its lanes added in order.
+            let nbt = k.div_ceil(tb);
+            let mut part = vec![0.0f32; g.cout * k];
+            for (co, row) in part.chunks_exact_mut(k).enumerate() {
+                let (cb, c) = (co / cob, co % cob);
+                for (kk, out) in row.iter_mut().enumerate() {
+                    let (tbk, t) = (kk / tb, kk % tb);
+                    let off = ((cb * nbt + tbk) * cob * tb + c * tb + t) * L;
+                    *out = acc[off..off + L].iter().sum::<f32>();
+                }
+            }
+            part
         })
         .collect();
-    // Lanes and per-thread partials summed per output channel, in parallel (serially, one
-    // thread would sum up to 1.2 MB of partials per thread while the others idle).
-    let nbt = k.div_ceil(tb);
+    // The chunks' sums added in chunk order, in parallel over output channels.
     dw.par_chunks_mut(k).enumerate().for_each(|(co, row)| {
-        let (cb, c) = (co / cob, co % cob);
         for (kk, out) in row.iter_mut().enumerate() {
-            let (tbk, t) = (kk / tb, kk % tb);
-            let off = ((cb * nbt + tbk) * cob * tb + c * tb + t) * L;
             let mut s = 0.0f32;
             for part in &partials {
-                s += part[off..off + L].iter().sum::<f32>();
+                s += part[co * k + kk];
             }
             *out = s;
         }
