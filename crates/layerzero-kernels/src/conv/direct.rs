@@ -931,7 +931,8 @@ pub(crate) fn conv_dw(isa: Isa, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f
 /// keeps the partial sums of wide layers small (512 × 2,304 taps: 4.7 MB each). Against one
 /// chunk per thread it costs about 5–10 % on 2 threads (more accumulators to zero and reduce):
 /// ResNet-20's strided weight gradients at batch 128, best of 15, five alternating runs,
-/// 2.28–2.47 → 2.39–2.65 ms (16 → 32 channels) and 2.10–2.34 → 2.40–2.51 ms (32 → 64).
+/// 2.28–2.47 → 2.39–2.65 ms (16 → 32 channels) and 2.10–2.87 → 2.40–2.82 ms (32 → 64; the
+/// new one slower by 0.1–0.3 ms in four of the five pairs).
 const DW_CHUNKS: usize = 8;
 
 fn conv_dw_tile(
