@@ -1,6 +1,7 @@
 //! Winograd F(2×2, 3×3) convolution for 3×3, stride-1 layers: the forward pass, through the
 //! flipped kernel the input gradient, and the weight gradient. Planes at least 13 wide take
-//! F(4×4, 3×3) for the forward pass instead ([`f43`]), with the same GEMM and task layout.
+//! F(4×4, 3×3) for the forward pass and input gradient instead, and planes at least 29 wide
+//! for the weight gradient ([`f43`]), with the same GEMM and task layout.
 //!
 //! Why: the direct kernel already runs at about three quarters of this machine's fp32 GEMM
 //! peak, so the only way to make a 3×3 convolution much faster is to do fewer multiplies.
@@ -978,8 +979,8 @@ fn isa_index(isa: Isa) -> usize {
 }
 
 /// Stride-1 3×3 convolution of `n` images x (cin, h, w) with w (cout, cin, 3, 3) and zero
-/// padding `pad`, through F(2×2, 3×3); y (cout, h + 2·pad − 2, w + 2·pad − 2) is fully
-/// overwritten with `epilogue(conv)`.
+/// padding `pad`, through F(4×4, 3×3) or F(2×2, 3×3) (`fwd_tile_size`); y (cout,
+/// h + 2·pad − 2, w + 2·pad − 2) is fully overwritten with `epilogue(conv)`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_fwd(
     isa: Isa,
@@ -1092,10 +1093,10 @@ register_tiles!(
     avx512: [(4, 4), (4, 5), (2, 8)]
 );
 
-/// Weight gradient of a stride-1 3×3 convolution through F(2×2, 3×3): with V = Bᵀ·x·B
-/// (the forward's input transform) and dM = A·dy·Aᵀ per tile,
-/// dw[co][ci] = Gᵀ · (Σ_tiles dM[co] ⊙ V[ci]) · G. The sums over tiles are 16 GEMMs
-/// (Cout × tiles) · (tiles × Cin); `dw` (cout, cin, 3, 3) is fully overwritten.
+/// Weight gradient of a stride-1 3×3 convolution through F(2×2, 3×3) or F(4×4, 3×3)
+/// (`dw_tile_size`): with V = Bᵀ·x·B (the forward's input transform) and dM = A·dy·Aᵀ per
+/// tile, dw[co][ci] = Gᵀ · (Σ_tiles dM[co] ⊙ V[ci]) · G. The sums over tiles are 16 (or 36)
+/// GEMMs (Cout × tiles) · (tiles × Cin); `dw` (cout, cin, 3, 3) is fully overwritten.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_dw(
     isa: Isa,
