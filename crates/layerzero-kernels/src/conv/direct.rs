@@ -924,7 +924,6 @@ pub(crate) fn conv_dw(isa: Isa, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f
     conv_dw_tile(isa, dw_tile(isa), g, x, dy, dw)
 }
 
-/// [`conv_dw`] with an explicit register tile (COB, TB).
 /// Chunks of images the weight gradient is split into, each a task with its own partial sum
 /// (reduced over the vector lanes at the chunk's end, cout × taps floats): a count that
 /// depends only on the batch keeps the result independent of the number of threads, and 8
@@ -935,6 +934,7 @@ pub(crate) fn conv_dw(isa: Isa, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f
 /// new one slower by 0.1–0.3 ms in four of the five pairs).
 const DW_CHUNKS: usize = 8;
 
+/// [`conv_dw`] with an explicit register tile (COB, TB).
 fn conv_dw_tile(
     isa: Isa,
     (cob, tb): (usize, usize),
