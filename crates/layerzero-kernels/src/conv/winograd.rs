@@ -865,9 +865,14 @@ macro_rules! on_isa {
         #[cfg(not(target_arch = "x86_64"))]
         let _ = ($isa, $($a),*);
     }};
-    // A kernel of the submodule `$v` (e.g. `f43::fill(…)`).
-    ($isa:expr, $v:ident :: $f:ident($($a:expr),* $(,)?)) => {
-        on_isa!(@go $isa, [$v::], $f($($a),*))
+    // The kernel `$f` of the variant of `$g` (a `Wino`): F(4×4, 3×3)'s in `f43` when its
+    // tiles are 4 wide, else this module's F(2×2, 3×3) one of the same name and arguments.
+    ($isa:expr, variant of $g:expr, $f:ident($($a:expr),* $(,)?)) => {
+        if $g.m == 4 {
+            on_isa!(@go $isa, [f43::], $f($($a),*))
+        } else {
+            on_isa!(@go $isa, [], $f($($a),*))
+        }
     };
     ($isa:expr, $f:ident($($a:expr),* $(,)?)) => {
         on_isa!(@go $isa, [], $f($($a),*))
@@ -890,18 +895,10 @@ fn transform_image(
 ) {
     let hw = g.h * g.w;
     for (ci, pl) in buf.chunks_exact_mut(g.plane_len()).enumerate() {
-        let xc = &ximg[ci * hw..][..hw];
-        if g.m == 4 {
-            if first_band {
-                on_isa!(isa, f43::fill(g, xc, pl));
-            }
-            on_isa!(isa, f43::input_transform(g, pl, ci, rows, p_img, v));
-        } else {
-            if first_band {
-                on_isa!(isa, fill(g, xc, pl));
-            }
-            on_isa!(isa, input_transform(g, pl, ci, rows, p_img, v));
+        if first_band {
+            on_isa!(isa, variant of g, fill(g, &ximg[ci * hw..][..hw], pl));
         }
+        on_isa!(isa, variant of g, input_transform(g, pl, ci, rows, p_img, v));
     }
 }
 
@@ -1049,19 +1046,11 @@ fn conv_fwd_tile(
                                 let epi = epi.image(t * g.group + gi, out_img);
                                 let p_img = gi * band_tiles;
                                 for (co, out) in yi.chunks_exact_mut(plane).enumerate() {
-                                    if g.m == 4 {
-                                        on_isa!(
-                                            isa,
-                                            f43::output_transform(
-                                                &g, m, co, rows, p_img, &epi, out
-                                            )
-                                        );
-                                    } else {
-                                        on_isa!(
-                                            isa,
-                                            output_transform(&g, m, co, rows, p_img, &epi, out)
-                                        );
-                                    }
+                                    on_isa!(
+                                        isa,
+                                        variant of g,
+                                        output_transform(&g, m, co, rows, p_img, &epi, out)
+                                    );
                                 }
                             }
                         }
@@ -1162,14 +1151,11 @@ fn conv_dw_tile(
                                     transform_image(isa, &g, ximg, b == 0, rows, p_img, buf, v);
                                     let dyi = &dy[(i0 + j) * out_img..][..out_img];
                                     for (co, dyc) in dyi.chunks_exact(plane).enumerate() {
-                                        if g.m == 4 {
-                                            on_isa!(
-                                                isa,
-                                                f43::dy_transform(&g, dyc, co, rows, p_img, m)
-                                            );
-                                        } else {
-                                            on_isa!(isa, dy_transform(&g, dyc, co, rows, p_img, m));
-                                        }
+                                        on_isa!(
+                                            isa,
+                                            variant of g,
+                                            dy_transform(&g, dyc, co, rows, p_img, m)
+                                        );
                                     }
                                 }
                                 // Past the last tile both operands hold overrun or stale
@@ -1199,8 +1185,14 @@ fn conv_dw_tile(
     }
     if g.m == 4 {
         f43::weight_grad_from_sums(&du, cout, cin, dw);
-        return;
+    } else {
+        weight_grad_from_sums(&du, cout, cin, dw);
     }
+}
+
+/// dw[co][ci] = Gᵀ · dU[·][co][ci] · G (the 16 sums of the weight gradient, in `du` as
+/// [ξ][co][ci]) into `dw` (cout, cin, 3, 3).
+fn weight_grad_from_sums(du: &[f32], cout: usize, cin: usize, dw: &mut [f32]) {
     // dw = Gᵀ·dU·G, with G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
     for co in 0..cout {
         for ci in 0..cin {
