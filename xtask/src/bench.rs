@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// with none (candle has no peak counter), so only throughput ratios are given.
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     pub device: String,
+    /// ResNet depth of both sides (option A shortcuts, as He et al.'s CIFAR nets): 20 by
+    /// default; 56 and 110 gauge the `paper` profile's cost on a GPU.
+    #[arg(long, default_value_t = 20, value_parser = parse_depth)]
+    pub depth: usize,
 }
 
 impl BenchArgs {
@@ -54,6 +58,24 @@ impl BenchArgs {
             }
         })
     }
+}
+
+/// A CIFAR ResNet depth: 6n + 2 with n ≥ 1 (20, 32, 44, 56, 110, …).
+fn parse_depth(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(d) if d >= 8 && (d - 2) % 6 == 0 => Ok(d),
+        _ => Err(format!(
+            "expected a CIFAR ResNet depth 6n + 2 (20, 32, 44, 56, 110), found {s:?}"
+        )),
+    }
+}
+
+/// Multiply-accumulates of one forward pass of a CIFAR ResNet-`depth` (option A): the 3→16
+/// stem, two strided 3×3 convolutions that double the channels, 6n − 2 3×3 convolutions that
+/// keep them (each 2,359,296 MACs: 16·16·9·32² = 32·32·9·16² = 64·64·9·8²), and the classifier.
+fn resnet_macs(depth: usize) -> f64 {
+    let n = (depth - 2) / 6;
+    (442_368 + 2 * 1_179_648 + (6 * n - 2) * 2_359_296 + 640) as f64
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -161,7 +183,8 @@ fn peer(args: &BenchArgs, sweep_images: usize) -> Result<serde_json::Value> {
     let python = std::env::var("LAYERZERO_PEER_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(&python)
         .arg(&args.peer)
-        .args(["--depth", "20", "--shortcut", "pad", "--train-batch", "128"])
+        .args(["--depth", &args.depth.to_string()])
+        .args(["--shortcut", "pad", "--train-batch", "128"])
         .args(["--eval-batch", "500", "--steps", &args.steps.to_string()])
         .args(["--threads", &args.threads.to_string()])
         .args(["--sweep-images", &sweep_images.to_string()])
@@ -205,7 +228,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     };
     let mut peaks = vec![measure_peak()];
     let net = create_model(
-        "resnet20",
+        &format!("resnet{}", args.depth),
         &ModelConfig::new(10)
             .with_seed(0)
             .with_device(device.clone()),
@@ -275,8 +298,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     }
     let sweep = sweep_seconds(net.as_ref(), args.sweep_images)?;
     let rss = peak_rss_mb();
-    // ResNet-20 forward: 40.55 M MACs per image = 81.1 MFLOP; training ≈ 3× that.
-    let flop_fwd = 2.0 * 40_551_040.0;
+    // Forward FLOPs (ResNet-20: 40.55 M MACs per image = 81.1 MFLOP); training ≈ 3× that.
+    let flop_fwd = 2.0 * resnet_macs(args.depth);
     let ours = json!({
         "train_images_per_s": train,
         "eval_images_per_s": eval,
@@ -302,6 +325,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let report = json!({
         "device": args.device,
         "threads": args.threads,
+        "depth": args.depth,
         "gemm_peak_gflops": gemm_peak,
         // Every measurement of the peak (before the first round and after each); the best is
         // the one above.
@@ -369,4 +393,20 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     layerzero_ablate::write_atomic(&out, serde_json::to_string_pretty(&report)?.as_bytes())?;
     println!("wrote {}", out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_parsing_and_macs() {
+        assert_eq!(parse_depth("56"), Ok(56));
+        assert!(parse_depth("51").unwrap_err().contains("6n + 2"));
+        assert!(parse_depth("2").is_err());
+        // The ResNet-20 figure the bench quoted before it took --depth (40.55 M MACs).
+        assert_eq!(resnet_macs(20), 40_551_040.0);
+        // ResNet-56: 36 more 3×3 convolutions that keep the width (n = 9 instead of 3).
+        assert_eq!(resnet_macs(56), 40_551_040.0 + 36.0 * 2_359_296.0);
+    }
 }

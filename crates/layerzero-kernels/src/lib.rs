@@ -90,6 +90,8 @@ mod alloc;
 mod backend;
 mod bn;
 mod conv;
+#[cfg(feature = "cudnn")]
+mod cuda;
 mod error;
 mod geom;
 mod peak;
@@ -104,6 +106,38 @@ pub use backend::{backend, parse_backend, set_backend, KernelBackend};
 pub use error::KernelError;
 pub use geom::ConvGeom;
 pub use peak::{gemm_gflops, measure_gemm_peak_gflops};
+
+#[cfg(feature = "cudnn")]
+pub use cuda::cudnn_op_count;
+
+/// Whether the cuDNN path (feature `cudnn`) handles these tensors; always false without it.
+fn use_cudnn(ts: &[&Tensor]) -> bool {
+    #[cfg(feature = "cudnn")]
+    {
+        cuda::handles(ts)
+    }
+    #[cfg(not(feature = "cudnn"))]
+    {
+        let _ = ts;
+        false
+    }
+}
+
+/// Calls the cuDNN implementation when the feature is on; unreachable otherwise (guarded by
+/// [`use_cudnn`]).
+macro_rules! cudnn {
+    ($f:ident($($a:expr),*)) => {{
+        #[cfg(feature = "cudnn")]
+        {
+            cuda::$f($($a),*)
+        }
+        #[cfg(not(feature = "cudnn"))]
+        {
+            let _ = ($(&$a),*);
+            unreachable!("use_cudnn is false without the cudnn feature")
+        }
+    }};
+}
 
 static FAST_OPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -150,6 +184,8 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
     ConvGeom::new("conv2d", x.dims(), w.dims(), stride, padding)?;
     if use_fast(&[x, w]) {
         fast::conv2d(x, w, stride, padding)
+    } else if use_cudnn(&[x, w]) {
+        cudnn!(conv2d(x, w, stride, padding))
     } else {
         reference::conv2d(x, w, stride, padding)
     }
@@ -187,6 +223,8 @@ pub fn batch_norm_train(
     check_bn_params("batch_norm_train", c, gamma, beta)?;
     if use_fast(&[x, gamma, beta]) {
         fast::batch_norm_train(x, gamma, beta, eps, relu)
+    } else if use_cudnn(&[x, gamma, beta]) {
+        cudnn!(batch_norm_train(x, gamma, beta, eps, relu))
     } else {
         reference::batch_norm_train(x, gamma, beta, eps, relu)
     }
@@ -219,9 +257,40 @@ pub fn batch_norm_add_relu_train(
     }
     if use_fast(&[x, gamma, beta, residual]) {
         fast::batch_norm_add_relu_train(x, gamma, beta, residual, eps)
+    } else if use_cudnn(&[x, gamma, beta, residual]) {
+        cudnn!(batch_norm_add_relu_train(x, gamma, beta, residual, eps))
     } else {
         reference::batch_norm_add_relu_train(x, gamma, beta, residual, eps)
     }
+}
+
+/// Whether [`sgd_momentum_step`] has a fused kernel for these tensors (f32 on CUDA with the
+/// `cudnn` feature); elsewhere the optimiser's own candle ops are as fast.
+pub fn fused_sgd_handles(ts: &[&Tensor]) -> bool {
+    use_cudnn(ts)
+}
+
+/// One step of SGD with momentum, in place (PyTorch's rule without Nesterov, the buffer starting
+/// at zero): `buf ← μ·buf + grad + λ·w`, then `w ← w − lr·buf`. Only where
+/// [`fused_sgd_handles`] says so; `buf` must be owned by the caller alone (it is overwritten),
+/// and `w` is changed in place, so every tensor sharing its storage (a `Var` and its clones)
+/// sees the new value.
+pub fn sgd_momentum_step(
+    w: &Tensor,
+    grad: &Tensor,
+    buf: &Tensor,
+    lr: f64,
+    momentum: f64,
+    decay: f64,
+) -> Result<()> {
+    if !fused_sgd_handles(&[w, grad, buf]) {
+        return Err(KernelError::unsupported(
+            "sgd_momentum_step",
+            "needs f32 CUDA tensors and the cudnn feature (see fused_sgd_handles)",
+        )
+        .into());
+    }
+    cudnn!(sgd_momentum_step(w, grad, buf, lr, momentum, decay))
 }
 
 /// Eval path: folds batch norm (`gamma`, `beta`, running `mean` and `var`, `eps`) into a
@@ -281,12 +350,14 @@ pub fn conv2d_bias_act(
     const OP: &str = "conv2d_bias_act";
     let g = ConvGeom::new(OP, x.dims(), w.dims(), stride, padding)?;
     conv::check_bias_residual(OP, &g, bias, residual)?;
-    let fast_ok = match residual {
-        Some(r) => use_fast(&[x, w, bias, r]),
-        None => use_fast(&[x, w, bias]),
+    let ts: &[&Tensor] = match residual {
+        Some(r) => &[x, w, bias, r],
+        None => &[x, w, bias],
     };
-    if fast_ok {
+    if use_fast(ts) {
         fast::conv2d_bias_act(x, w, bias, stride, padding, residual, relu)
+    } else if use_cudnn(ts) {
+        cudnn!(conv2d_bias_act(x, w, bias, stride, padding, residual, relu))
     } else {
         reference::conv2d_bias_act(x, w, bias, stride, padding, residual, relu)
     }

@@ -1,0 +1,445 @@
+//! Training batch norm: `cudnnBatchNormalizationForwardTraining` / `…Backward`, with the
+//! residual add and ReLU in place (`cudnnAddTensor`, `cudnnActivationForward`/`Backward`).
+
+use std::ffi::c_void;
+use std::sync::{Arc, Mutex};
+
+use candle_core::cuda::cudarc::cudnn::sys;
+use candle_core::cuda::cudarc::driver::{CudaSlice, DevicePtr};
+use candle_core::{CudaDevice, CudaStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+
+use super::*;
+use crate::KernelError;
+const BN: &str = "cudnn-batch-norm";
+
+/// What the forward pass keeps for the backward pass and for the caller.
+struct BnSaved {
+    /// Batch mean, as cuDNN saves it for its backward pass.
+    mean: CudaSlice<f32>,
+    /// 1/√(biased variance + ε), likewise.
+    inv_std: CudaSlice<f32>,
+    /// Unbiased batch variance: cuDNN's running variance after an update with factor 1.
+    var_unbiased: Option<CudaSlice<f32>>,
+    /// The batch mean again, for the caller (moved out once).
+    mean_out: Option<CudaSlice<f32>>,
+}
+
+/// Training batch norm over (x, [γ; β] stacked as (2, C)), then optionally `+ residual` (the
+/// third input of the three-input form) and ReLU.
+#[derive(Debug)]
+struct CudnnBatchNorm {
+    eps: f64,
+    relu: bool,
+    saved: Arc<Mutex<Option<BnSaved>>>,
+}
+
+impl std::fmt::Debug for BnSaved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BnSaved")
+    }
+}
+
+impl CudnnBatchNorm {
+    fn forward(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        gbs: &CudaStorage,
+        gbl: &Layout,
+        residual: Option<(&CudaStorage, &Layout)>,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dims = dims4(xl.dims())?;
+        let c = dims[1];
+        if gbl.dims() != [2, c] {
+            return Err(KernelError::shape(
+                BN,
+                format!("parameters {:?}, expected (2, {c})", gbl.dims()),
+            )
+            .into());
+        }
+        let dev = &xs.device;
+        let plan = bn_plan(dev, dims)?;
+        let h = handle(dev)?;
+        let stream = dev.cuda_stream();
+        let len = dims.iter().product::<usize>();
+        // SAFETY: cuDNN writes every element of y and of the saved statistics.
+        let mut y = unsafe { dev.alloc::<f32>(len)? };
+        let mut mean = unsafe { dev.alloc::<f32>(c)? };
+        let mut inv_std = unsafe { dev.alloc::<f32>(c)? };
+        // The running buffers are read too ((1 − factor)·old): zeros, so factor 1 leaves the
+        // batch mean and the unbiased batch variance in them.
+        let mut run_mean = dev.alloc_zeros::<f32>(c)?;
+        let mut run_var = dev.alloc_zeros::<f32>(c)?;
+        {
+            let (xp, _g1) = ptr(BN, xs, xl, &stream)?;
+            let (gbp, _g2) = ptr(BN, gbs, gbl, &stream)?;
+            let betap = (gbp as usize + 4 * c) as *const c_void;
+            let (yp, _g3) = ptr_mut(&mut y, &stream);
+            let (mp, _g4) = ptr_mut(&mut mean, &stream);
+            let (ip, _g5) = ptr_mut(&mut inv_std, &stream);
+            let (rmp, _g6) = ptr_mut(&mut run_mean, &stream);
+            let (rvp, _g7) = ptr_mut(&mut run_var, &stream);
+            // SAFETY: descriptors match the shapes checked above; all pointers are live for
+            // the calls, which are queued on the tensors' stream.
+            unsafe {
+                sys::cudnnBatchNormalizationForwardTraining(
+                    h.0,
+                    sys::cudnnBatchNormMode_t::CUDNN_BATCHNORM_SPATIAL,
+                    one(),
+                    zero(),
+                    plan.x.0,
+                    xp,
+                    plan.x.0,
+                    yp,
+                    plan.params.0,
+                    gbp,
+                    betap,
+                    1.0,
+                    rmp,
+                    rvp,
+                    self.eps,
+                    mp,
+                    ip,
+                )
+                .result()
+                .map_err(err)?;
+                if let Some((rs, rl)) = residual {
+                    if rl.dims() != xl.dims() {
+                        return Err(KernelError::shape(
+                            BN,
+                            format!(
+                                "residual {:?} differs from input {:?}",
+                                rl.dims(),
+                                xl.dims()
+                            ),
+                        )
+                        .into());
+                    }
+                    let (rp, _g8) = ptr(BN, rs, rl, &stream)?;
+                    sys::cudnnAddTensor(h.0, one(), plan.x.0, rp, one(), plan.x.0, yp)
+                        .result()
+                        .map_err(err)?;
+                }
+                if self.relu {
+                    sys::cudnnActivationForward(
+                        h.0,
+                        plan.relu.0,
+                        one(),
+                        plan.x.0,
+                        yp,
+                        zero(),
+                        plan.x.0,
+                        yp,
+                    )
+                    .result()
+                    .map_err(err)?;
+                }
+            }
+        }
+        drop(run_mean);
+        count();
+        let mean_out = stream.clone_dtod(&mean).map_err(candle_core::Error::wrap)?;
+        *self
+            .saved
+            .lock()
+            .map_err(|_| KernelError::unsupported(BN, "poisoned lock"))? = Some(BnSaved {
+            mean,
+            inv_std,
+            var_unbiased: Some(run_var),
+            mean_out: Some(mean_out),
+        });
+        Ok((
+            CudaStorage::wrap_cuda_slice(y, dev.clone()),
+            xl.shape().clone(),
+        ))
+    }
+
+    /// Returns (dx, d[γ; β], d residual): the ReLU's mask is read from the output `y`.
+    fn backward(
+        &self,
+        x: &Tensor,
+        gb: &Tensor,
+        y: &Tensor,
+        grad: &Tensor,
+        want_residual: bool,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let saved = self
+            .saved
+            .lock()
+            .map_err(|_| KernelError::unsupported(BN, "poisoned lock"))?;
+        let saved = saved
+            .as_ref()
+            .ok_or_else(|| KernelError::unsupported(BN, "backward before forward"))?;
+        let dims = dims4(x.dims())?;
+        let c = dims[1];
+        let len = dims.iter().product::<usize>();
+        let grad = grad.contiguous()?;
+        let gb = gb.contiguous()?;
+        let x = x.contiguous()?;
+        with_cuda(BN, &x, |xs, xl| {
+            with_cuda(BN, &grad, |gs, gl| {
+                with_cuda(BN, y, |ys, yl| {
+                    with_cuda(BN, &gb, |gbs, gbl| {
+                        let dev = &xs.device;
+                        let plan = bn_plan(dev, dims)?;
+                        let h = handle(dev)?;
+                        let stream = dev.cuda_stream();
+                        // SAFETY: every element is written by cuDNN before it is read.
+                        let mut g_pre = if self.relu {
+                            Some(unsafe { dev.alloc::<f32>(len)? })
+                        } else {
+                            None
+                        };
+                        let mut dx = unsafe { dev.alloc::<f32>(len)? };
+                        let mut dgb = unsafe { dev.alloc::<f32>(2 * c)? };
+                        {
+                            let (xp, _g1) = ptr(BN, xs, xl, &stream)?;
+                            let (gp, _g2) = ptr(BN, gs, gl, &stream)?;
+                            let (yp, _g3) = ptr(BN, ys, yl, &stream)?;
+                            let (gammap, _g4) = ptr(BN, gbs, gbl, &stream)?;
+                            let (dxp, _g5) = ptr_mut(&mut dx, &stream);
+                            let (dgbp, _g6) = ptr_mut(&mut dgb, &stream);
+                            let dbetap = (dgbp as usize + 4 * c) as *mut c_void;
+                            let (mp, _g7) = saved.mean.device_ptr(&stream);
+                            let (ip, _g8) = saved.inv_std.device_ptr(&stream);
+                            let mut pre_guard = None;
+                            let dyp = match g_pre.as_mut() {
+                                Some(buf) => {
+                                    let (p, g) = ptr_mut(buf, &stream);
+                                    pre_guard = Some(g);
+                                    // SAFETY: y, grad and g_pre all have the activation's
+                                    // shape; ReLU's derivative is read from y (y > 0 exactly
+                                    // where its input was).
+                                    unsafe {
+                                        sys::cudnnActivationBackward(
+                                            h.0,
+                                            plan.relu.0,
+                                            one(),
+                                            plan.x.0,
+                                            yp,
+                                            plan.x.0,
+                                            gp,
+                                            plan.x.0,
+                                            yp,
+                                            zero(),
+                                            plan.x.0,
+                                            p,
+                                        )
+                                        .result()
+                                        .map_err(err)?;
+                                    }
+                                    p as *const c_void
+                                }
+                                None => gp,
+                            };
+                            // SAFETY: as in the forward pass; the saved statistics come from
+                            // the forward call of this same op.
+                            unsafe {
+                                sys::cudnnBatchNormalizationBackward(
+                                    h.0,
+                                    sys::cudnnBatchNormMode_t::CUDNN_BATCHNORM_SPATIAL,
+                                    one(),
+                                    zero(),
+                                    one(),
+                                    zero(),
+                                    plan.x.0,
+                                    xp,
+                                    plan.x.0,
+                                    dyp,
+                                    plan.x.0,
+                                    dxp,
+                                    plan.params.0,
+                                    gammap,
+                                    dgbp,
+                                    dbetap,
+                                    self.eps,
+                                    mp as usize as *const c_void,
+                                    ip as usize as *const c_void,
+                                )
+                                .result()
+                                .map_err(err)?;
+                            }
+                            drop(pre_guard);
+                        }
+                        count();
+                        let shape = Shape::from(x.dims());
+                        let dres = match (want_residual, g_pre) {
+                            (true, Some(p)) => Some(tensor(p, dev, shape.clone())),
+                            _ => None,
+                        };
+                        Ok((tensor(dx, dev, shape), tensor(dgb, dev, (2, c)), dres))
+                    })
+                })
+            })
+        })
+    }
+
+    /// The caller's mean and biased variance (both (C,)), moved out of the saved state.
+    fn stats(&self, dev: &CudaDevice, m: usize) -> Result<(Tensor, Tensor)> {
+        let mut saved = self
+            .saved
+            .lock()
+            .map_err(|_| KernelError::unsupported(BN, "poisoned lock"))?;
+        let saved = saved
+            .as_mut()
+            .ok_or_else(|| KernelError::unsupported(BN, "forward did not run"))?;
+        let c = saved.mean.len();
+        let mean = saved.mean_out.take().map(|s| tensor(s, dev, c));
+        let var = saved.var_unbiased.take().map(|s| tensor(s, dev, c));
+        match (mean, var) {
+            (Some(mean), Some(var)) => {
+                // Unbiased → biased: the trainer's running statistics expect the batch's own
+                // variance (as the CPU kernels return it).
+                let var = var.affine((m as f64 - 1.0) / m as f64, 0.0)?;
+                Ok((mean, var))
+            }
+            _ => Err(KernelError::unsupported(BN, "statistics already taken").into()),
+        }
+    }
+}
+
+fn dims4(d: &[usize]) -> Result<[usize; 4]> {
+    match *d {
+        [n, c, h, w] => Ok([n, c, h, w]),
+        _ => Err(KernelError::shape(BN, format!("expected NCHW, got {d:?}")).into()),
+    }
+}
+
+impl CustomOp2 for CudnnBatchNorm {
+    fn name(&self) -> &'static str {
+        BN
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        Err(KernelError::unsupported(BN, "CPU tensors take the CPU kernels").into())
+    }
+
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        gbs: &CudaStorage,
+        gbl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        self.forward(xs, xl, gbs, gbl, None)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gb: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dgb, _) = self.backward(x, gb, res, grad, false)?;
+        Ok((Some(dx), Some(dgb)))
+    }
+}
+
+impl CustomOp3 for CudnnBatchNorm {
+    fn name(&self) -> &'static str {
+        BN
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        Err(KernelError::unsupported(BN, "CPU tensors take the CPU kernels").into())
+    }
+
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        gbs: &CudaStorage,
+        gbl: &Layout,
+        rs: &CudaStorage,
+        rl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        self.forward(xs, xl, gbs, gbl, Some((rs, rl)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gb: &Tensor,
+        r: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dgb, dres) = self.backward(x, gb, res, grad, r.track_op())?;
+        Ok((Some(dx), Some(dgb), dres))
+    }
+}
+
+/// [`crate::batch_norm_train`] on CUDA through cuDNN.
+pub(crate) fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<crate::BatchNormTrainOutput> {
+    let x = x.contiguous()?;
+    // One (2, C) parameter tensor keeps γ and β in one buffer (cuDNN takes two pointers into
+    // it); stacking is differentiable, so both still receive their gradients.
+    let gb = Tensor::stack(&[gamma, beta], 0)?;
+    let op = CudnnBatchNorm {
+        eps,
+        relu,
+        saved: Arc::new(Mutex::new(None)),
+    };
+    let saved = op.saved.clone();
+    let y = x.apply_op2(&gb, op)?;
+    finish(&x, y, eps, relu, saved)
+}
+
+/// [`crate::batch_norm_add_relu_train`] on CUDA through cuDNN.
+pub(crate) fn batch_norm_add_relu_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    residual: &Tensor,
+    eps: f64,
+) -> Result<crate::BatchNormTrainOutput> {
+    let x = x.contiguous()?;
+    let residual = residual.contiguous()?;
+    let gb = Tensor::stack(&[gamma, beta], 0)?;
+    let op = CudnnBatchNorm {
+        eps,
+        relu: true,
+        saved: Arc::new(Mutex::new(None)),
+    };
+    let saved = op.saved.clone();
+    let y = x.apply_op3(&gb, &residual, op)?;
+    finish(&x, y, eps, true, saved)
+}
+
+fn finish(
+    x: &Tensor,
+    y: Tensor,
+    eps: f64,
+    relu: bool,
+    saved: Arc<Mutex<Option<BnSaved>>>,
+) -> Result<crate::BatchNormTrainOutput> {
+    let (n, _, h, w) = x.dims4()?;
+    let dev = match x.device() {
+        candle_core::Device::Cuda(d) => d.clone(),
+        _ => return Err(KernelError::unsupported(BN, "tensor is not on a CUDA device").into()),
+    };
+    let reader = CudnnBatchNorm { eps, relu, saved };
+    let (mean, var) = reader.stats(&dev, n * h * w)?;
+    Ok(crate::BatchNormTrainOutput { y, mean, var })
+}

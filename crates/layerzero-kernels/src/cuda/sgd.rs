@@ -1,0 +1,193 @@
+//! SGD with momentum in place: `cudnnAddTensor` (C = α·A + β·C) over the flat parameter.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::rc::Rc;
+
+use candle_core::cuda::cudarc::cudnn::sys;
+use candle_core::cuda::cudarc::driver::{CudaStream, DevicePtrMut};
+use candle_core::{CudaDevice, CudaStorage, Layout, Result, Tensor};
+
+use super::*;
+use crate::KernelError;
+const SGD: &str = "cudnn-sgd-momentum";
+
+thread_local! {
+    // (1, n, 1, 1) descriptors by (stream, n): one per parameter shape.
+    static VEC_DESCS: RefCell<HashMap<(usize, usize), Rc<TensorDesc>>> = RefCell::new(HashMap::new());
+}
+
+fn vec_desc(dev: &CudaDevice, n: usize) -> Result<Rc<TensorDesc>> {
+    let key = (stream_key(dev), n);
+    if let Some(d) = VEC_DESCS.with(|m| m.borrow().get(&key).cloned()) {
+        return Ok(d);
+    }
+    let d = Rc::new(TensorDesc::nchw([1, n, 1, 1])?);
+    VEC_DESCS.with(|m| m.borrow_mut().insert(key, d.clone()));
+    Ok(d)
+}
+
+fn check_same(op: &'static str, dst: &Layout, src: &Layout) -> Result<usize> {
+    let n = dst.shape().elem_count();
+    if src.shape().elem_count() != n || !dst.is_contiguous() || !src.is_contiguous() {
+        return Err(KernelError::shape(
+            op,
+            format!(
+                "in-place update of {:?} from {:?} (both must be contiguous, same size)",
+                dst.dims(),
+                src.dims()
+            ),
+        )
+        .into());
+    }
+    Ok(n)
+}
+
+/// Address of `l`'s first element in a storage being written in place.
+fn ptr_inplace<'a>(
+    s: &'a mut CudaStorage,
+    l: &Layout,
+    stream: &'a CudaStream,
+) -> Result<(*mut c_void, impl Drop + 'a)> {
+    let slice = s.as_cuda_slice_mut::<f32>()?;
+    let (p, guard) = slice.device_ptr_mut(stream);
+    Ok(((p as usize + 4 * l.start_offset()) as *mut c_void, guard))
+}
+
+/// b ← μ·b + ∇ + λ·w, in place on the momentum buffer b.
+struct SgdMomentum {
+    momentum: f32,
+    decay: f32,
+}
+
+impl candle_core::InplaceOp3 for SgdMomentum {
+    fn name(&self) -> &'static str {
+        SGD
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &mut candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<()> {
+        Err(KernelError::unsupported(SGD, "CPU tensors take candle's ops").into())
+    }
+
+    fn cuda_fwd(
+        &self,
+        bs: &mut CudaStorage,
+        bl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+    ) -> Result<()> {
+        let n = check_same(SGD, bl, gl)?;
+        check_same(SGD, bl, wl)?;
+        let dev = bs.device.clone();
+        let h = handle(&dev)?;
+        let d = vec_desc(&dev, n)?;
+        let stream = dev.cuda_stream();
+        let (gp, _g1) = ptr(SGD, gs, gl, &stream)?;
+        let (wp, _g2) = ptr(SGD, ws, wl, &stream)?;
+        let (bp, _g3) = ptr_inplace(bs, bl, &stream)?;
+        let (mom, decay) = (self.momentum, self.decay);
+        let mom_p = &mom as *const f32 as *const c_void;
+        let decay_p = &decay as *const f32 as *const c_void;
+        // SAFETY: all three are contiguous f32 buffers of n elements (checked), described by
+        // the same (1, n, 1, 1) descriptor; cudnnAddTensor computes C = α·A + β·C.
+        unsafe {
+            sys::cudnnAddTensor(h.0, one(), d.0, gp, mom_p, d.0, bp)
+                .result()
+                .map_err(err)?;
+            if decay != 0.0 {
+                sys::cudnnAddTensor(h.0, decay_p, d.0, wp, one(), d.0, bp)
+                    .result()
+                    .map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// w ← w − lr·b, in place on the weight.
+struct SgdApply {
+    lr: f32,
+}
+
+impl candle_core::InplaceOp2 for SgdApply {
+    fn name(&self) -> &'static str {
+        SGD
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &mut candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<()> {
+        Err(KernelError::unsupported(SGD, "CPU tensors take candle's ops").into())
+    }
+
+    fn cuda_fwd(
+        &self,
+        ws: &mut CudaStorage,
+        wl: &Layout,
+        bs: &CudaStorage,
+        bl: &Layout,
+    ) -> Result<()> {
+        let n = check_same(SGD, wl, bl)?;
+        let dev = ws.device.clone();
+        let h = handle(&dev)?;
+        let d = vec_desc(&dev, n)?;
+        let stream = dev.cuda_stream();
+        let (bp, _g1) = ptr(SGD, bs, bl, &stream)?;
+        let (wp, _g2) = ptr_inplace(ws, wl, &stream)?;
+        let neg_lr = -self.lr;
+        // SAFETY: as in `SgdMomentum`.
+        unsafe {
+            sys::cudnnAddTensor(
+                h.0,
+                &neg_lr as *const f32 as *const c_void,
+                d.0,
+                bp,
+                one(),
+                d.0,
+                wp,
+            )
+            .result()
+            .map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+/// See [`crate::sgd_momentum_step`]: two or three `cudnnAddTensor` calls in place instead of
+/// seven candle ops (each with its own allocation) per parameter.
+pub(crate) fn sgd_momentum_step(
+    w: &Tensor,
+    grad: &Tensor,
+    buf: &Tensor,
+    lr: f64,
+    momentum: f64,
+    decay: f64,
+) -> Result<()> {
+    let grad = grad.contiguous()?;
+    buf.inplace_op3(
+        &grad,
+        w,
+        &SgdMomentum {
+            momentum: momentum as f32,
+            decay: decay as f32,
+        },
+    )?;
+    w.inplace_op2(buf, &SgdApply { lr: lr as f32 })?;
+    count();
+    Ok(())
+}
