@@ -5,7 +5,14 @@
 //! feature but no usable GPU every test fails: building for CUDA and then finding none is a
 //! set-up error worth seeing, not a reason to skip.
 //!
+//! Built with `--features cudnn`, the same tests run the cuDNN path of `layerzero-kernels`, and
+//! the per-op tests also check that cuDNN really ran.
+//!
 //! What it checks, each on the same inputs on both devices:
+//! - every convolution pass (forward, both gradients, the fused eval convolution) over the
+//!   network family's geometries, and training batch norm in its three forms, against the CPU
+//!   kernels (1e-4) and candle's CUDA ops;
+//! - several SGD-with-momentum steps, weights and momentum buffers;
 //! - the PyTorch golden fixtures (`$LAYERZERO_FIXTURES`): eval-mode logits, plain and with one
 //!   kernel zeroed, within 1e-4 of PyTorch and of the CPU;
 //! - one ResNet-20 training step: loss, every gradient and the SGD update;

@@ -6,9 +6,12 @@
 //! The kernels are [candle](candle_core) custom ops, so candle's autograd differentiates
 //! through them. Each public function dispatches on [`backend()`]:
 //!
-//! * [`KernelBackend::Fast`] (the default) runs this crate's kernels for f32 tensors on the CPU;
+//! * [`KernelBackend::Fast`] (the default) runs this crate's kernels for f32 tensors on the CPU,
+//!   and, built with the `cudnn` feature, cuDNN for f32 tensors on a CUDA device (convolution
+//!   passes, the fused eval convolution, training batch norm and [`sgd_momentum_step`]; see
+//!   `src/cuda/` and docs/cuda.md; `LAYERZERO_CUDNN=0` turns it off);
 //! * [`KernelBackend::Reference`] runs candle's own ops ([`reference`](mod@reference)); this is
-//!   also what any non-CPU device (CUDA, Metal) or non-f32 dtype gets, so GPU code keeps
+//!   also what any other device (CUDA without `cudnn`, Metal) or dtype gets, so GPU code keeps
 //!   working unchanged.
 //!
 //! The environment variable `LAYERZERO_KERNELS=reference|fast` selects the backend at start-up;
