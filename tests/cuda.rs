@@ -166,6 +166,15 @@ fn resnet20_training_step_matches_cpu() {
             .forward(&x, ForwardMode::Train, Interventions::none())
             .unwrap();
         let loss = cross_entropy(&logits, &y, 0.0).unwrap();
+        // Batch norm's running statistics after this one training-mode forward.
+        let running: Vec<(String, Tensor)> = net
+            .params()
+            .state_dict()
+            .unwrap()
+            .into_iter()
+            .filter(|(name, _)| name.contains("running_"))
+            .map(|(name, t)| (name, t.to_device(&Device::Cpu).unwrap()))
+            .collect();
         let grads = loss.backward().unwrap();
         let grad_list: Vec<(String, Tensor)> = params
             .iter()
@@ -187,7 +196,7 @@ fn resnet20_training_step_matches_cpu() {
             .unwrap()
             .to_scalar::<f32>()
             .unwrap();
-        results.push((loss, grad_list, after));
+        results.push((loss, grad_list, after, running));
     }
     let (cpu, gpu) = (&results[0], &results[1]);
     assert!(
@@ -234,6 +243,11 @@ fn resnet20_training_step_matches_cpu() {
     for (i, (wc, wg)) in cpu.2.iter().zip(&gpu.2).enumerate() {
         let d = max_abs_diff(wc, wg);
         assert!(d < 1e-4, "parameter {i} after one SGD step differs by {d}");
+    }
+    // 19 batch norms × (running_mean, running_var): updated in place on CUDA (cuDNN build).
+    assert_eq!(cpu.3.len(), 38);
+    for ((name, rc), (_, rg)) in cpu.3.iter().zip(&gpu.3) {
+        assert_close(&format!("{name} after one step"), rg, rc, 1e-5);
     }
 }
 

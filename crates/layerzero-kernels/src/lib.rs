@@ -267,17 +267,31 @@ pub fn batch_norm_add_relu_train(
     }
 }
 
-/// Whether [`sgd_momentum_step`] has a fused kernel for these tensors (f32 on CUDA with the
-/// `cudnn` feature); elsewhere the optimiser's own candle ops are as fast.
-pub fn fused_sgd_handles(ts: &[&Tensor]) -> bool {
+/// Whether the in-place update kernels ([`sgd_momentum_step`], [`scale_add_in_place`]) handle
+/// these tensors: f32 on CUDA with the `cudnn` feature. Elsewhere callers use candle's ops,
+/// which on the CPU cost little next to the convolutions; on a GPU each would be a kernel
+/// launch and an allocation.
+pub fn in_place_update_handles(ts: &[&Tensor]) -> bool {
     use_cudnn(ts)
+}
+
+fn check_in_place(op: &'static str, ts: &[&Tensor]) -> Result<()> {
+    if in_place_update_handles(ts) {
+        Ok(())
+    } else {
+        Err(KernelError::unsupported(
+            op,
+            "needs f32 CUDA tensors and the cudnn feature (see in_place_update_handles)",
+        )
+        .into())
+    }
 }
 
 /// One step of SGD with momentum, in place (PyTorch's rule without Nesterov, the buffer starting
 /// at zero): `buf ← μ·buf + grad + λ·w`, then `w ← w − lr·buf`. Only where
-/// [`fused_sgd_handles`] says so; `buf` must be owned by the caller alone (it is overwritten),
-/// and `w` is changed in place, so every tensor sharing its storage (a `Var` and its clones)
-/// sees the new value.
+/// [`in_place_update_handles`] says so; `buf` must be owned by the caller alone (it is
+/// overwritten), and `w` is changed in place, so every tensor sharing its storage (a `Var` and
+/// its clones) sees the new value.
 pub fn sgd_momentum_step(
     w: &Tensor,
     grad: &Tensor,
@@ -286,14 +300,16 @@ pub fn sgd_momentum_step(
     momentum: f64,
     decay: f64,
 ) -> Result<()> {
-    if !fused_sgd_handles(&[w, grad, buf]) {
-        return Err(KernelError::unsupported(
-            "sgd_momentum_step",
-            "needs f32 CUDA tensors and the cudnn feature (see fused_sgd_handles)",
-        )
-        .into());
-    }
+    check_in_place("sgd_momentum_step", &[w, grad, buf])?;
     cudnn!(sgd_momentum_step(w, grad, buf, lr, momentum, decay))
+}
+
+/// `y ← a·x + b·y` in place (same element count, both contiguous): running averages of batch
+/// statistics in one kernel. Only where [`in_place_update_handles`] says so; every tensor
+/// sharing `y`'s storage sees the new value.
+pub fn scale_add_in_place(y: &Tensor, a: f64, x: &Tensor, b: f64) -> Result<()> {
+    check_in_place("scale_add_in_place", &[y, x])?;
+    cudnn!(scale_add_in_place(y, a, x, b))
 }
 
 /// Eval path: folds batch norm (`gamma`, `beta`, running `mean` and `var`, `eps`) into a

@@ -97,7 +97,9 @@ impl Sgd {
             };
             // On a GPU (cuDNN build), the same update in place in two or three kernels instead
             // of seven candle ops and their allocations: this loop runs ~65 times a step.
-            if c.momentum != 0.0 && !c.nesterov && layerzero_kernels::fused_sgd_handles(&[w, grad])
+            if c.momentum != 0.0
+                && !c.nesterov
+                && layerzero_kernels::in_place_update_handles(&[w, grad])
             {
                 let b = match buf {
                     Some(b) => b,

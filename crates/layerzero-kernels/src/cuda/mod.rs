@@ -33,7 +33,7 @@ mod sgd;
 
 pub(crate) use bn::{batch_norm_add_relu_train, batch_norm_train};
 pub(crate) use conv::{conv2d, conv2d_bias_act};
-pub(crate) use sgd::sgd_momentum_step;
+pub(crate) use sgd::{scale_add_in_place, sgd_momentum_step};
 
 /// Whether this module handles these tensors: all f32 on CUDA, the fast backend selected and
 /// `LAYERZERO_CUDNN` not `0`.

@@ -115,12 +115,13 @@ impl candle_core::InplaceOp3 for SgdMomentum {
     }
 }
 
-/// w ← w − lr·b, in place on the weight.
-struct SgdApply {
-    lr: f32,
+/// y ← a·x + b·y, in place on y: the SGD step's `w ← w − lr·buf` and running averages.
+struct ScaleAdd {
+    a: f32,
+    b: f32,
 }
 
-impl candle_core::InplaceOp2 for SgdApply {
+impl candle_core::InplaceOp2 for ScaleAdd {
     fn name(&self) -> &'static str {
         SGD
     }
@@ -137,29 +138,29 @@ impl candle_core::InplaceOp2 for SgdApply {
 
     fn cuda_fwd(
         &self,
-        ws: &mut CudaStorage,
-        wl: &Layout,
-        bs: &CudaStorage,
-        bl: &Layout,
+        ys: &mut CudaStorage,
+        yl: &Layout,
+        xs: &CudaStorage,
+        xl: &Layout,
     ) -> Result<()> {
-        let n = check_same(SGD, wl, bl)?;
-        let dev = ws.device.clone();
+        let n = check_same(SGD, yl, xl)?;
+        let dev = ys.device.clone();
         let h = handle(&dev)?;
         let d = vec_desc(&dev, n)?;
         let stream = dev.cuda_stream();
-        let (bp, _g1) = ptr(SGD, bs, bl, &stream)?;
-        let (wp, _g2) = ptr_inplace(ws, wl, &stream)?;
-        let neg_lr = -self.lr;
+        let (xp, _g1) = ptr(SGD, xs, xl, &stream)?;
+        let (yp, _g2) = ptr_inplace(ys, yl, &stream)?;
+        let (a, b) = (self.a, self.b);
         // SAFETY: as in `SgdMomentum`.
         unsafe {
             sys::cudnnAddTensor(
                 h.0,
-                &neg_lr as *const f32 as *const c_void,
+                &a as *const f32 as *const c_void,
                 d.0,
-                bp,
-                one(),
+                xp,
+                &b as *const f32 as *const c_void,
                 d.0,
-                wp,
+                yp,
             )
             .result()
             .map_err(err)?;
@@ -187,7 +188,27 @@ pub(crate) fn sgd_momentum_step(
             decay: decay as f32,
         },
     )?;
-    w.inplace_op2(buf, &SgdApply { lr: lr as f32 })?;
+    w.inplace_op2(
+        buf,
+        &ScaleAdd {
+            a: -lr as f32,
+            b: 1.0,
+        },
+    )?;
+    count();
+    Ok(())
+}
+
+/// See [`crate::scale_add_in_place`].
+pub(crate) fn scale_add_in_place(y: &Tensor, a: f64, x: &Tensor, b: f64) -> Result<()> {
+    let x = x.contiguous()?;
+    y.inplace_op2(
+        &x,
+        &ScaleAdd {
+            a: a as f32,
+            b: b as f32,
+        },
+    )?;
     count();
     Ok(())
 }
