@@ -585,6 +585,38 @@ fn batch_norm_on_cuda_matches_cpu() {
     }
     // Forward and backward of each of the three forms.
     assert_cudnn_ran(before, 6);
+
+    // The form that updates the running statistics in its own kernel (cuDNN build only):
+    // same output as the CPU's, and PyTorch's averaging rule applied to the CPU's statistics.
+    #[cfg(feature = "cudnn")]
+    for (relu, add) in [(true, false), (true, true)] {
+        let what = format!("batch norm updating running statistics (residual {add})");
+        let (g, b) = (gb.get(0).unwrap(), gb.get(1).unwrap());
+        let rm0 = rand_t(&[c], 41, &gpu);
+        let rv0 = rand_t(&[c], 42, &gpu).affine(0.5, 1.0).unwrap();
+        let (rm, rv) = (rm0.copy().unwrap(), rv0.copy().unwrap());
+        let running = k::RunningStats {
+            mean: &rm,
+            var: &rv,
+            momentum: 0.1,
+        };
+        let residual = add.then_some(&r);
+        let y =
+            k::batch_norm_train_update_running(&x, &g, &b, residual, 1e-5, relu, running).unwrap();
+        let cpu = |t: &Tensor| t.to_device(&Device::Cpu).unwrap();
+        let o = match add {
+            false => k::batch_norm_train(&cpu(&x), &cpu(&g), &cpu(&b), 1e-5, relu),
+            true => k::batch_norm_add_relu_train(&cpu(&x), &cpu(&g), &cpu(&b), &cpu(&r), 1e-5),
+        }
+        .unwrap();
+        assert_close(&format!("{what}, output vs CPU"), &y, &o.y, VS_CPU);
+        let m = (n * h * h) as f64;
+        let want_mean = ((cpu(&rm0) * 0.9).unwrap() + (&o.mean * 0.1).unwrap()).unwrap();
+        let want_var =
+            ((cpu(&rv0) * 0.9).unwrap() + (&o.var * (0.1 * m / (m - 1.0))).unwrap()).unwrap();
+        assert_close(&format!("{what}, running mean"), &rm, &want_mean, 1e-5);
+        assert_close(&format!("{what}, running variance"), &rv, &want_var, 1e-5);
+    }
 }
 
 /// Several SGD steps on CUDA (in place through cuDNN with `--features cudnn`) against the CPU's

@@ -267,8 +267,9 @@ pub fn batch_norm_add_relu_train(
     }
 }
 
-/// Whether the in-place update kernels ([`sgd_momentum_step`], [`scale_add_in_place`]) handle
-/// these tensors: f32 on CUDA with the `cudnn` feature. Elsewhere callers use candle's ops,
+/// Whether the in-place update kernels ([`sgd_momentum_step`],
+/// [`batch_norm_train_update_running`]) handle these tensors: f32 on CUDA with the `cudnn`
+/// feature. Elsewhere callers use candle's ops,
 /// which on the CPU cost little next to the convolutions; on a GPU each would be a kernel
 /// launch and an allocation.
 pub fn in_place_update_handles(ts: &[&Tensor]) -> bool {
@@ -304,12 +305,58 @@ pub fn sgd_momentum_step(
     cudnn!(sgd_momentum_step(w, grad, buf, lr, momentum, decay))
 }
 
-/// `y ← a·x + b·y` in place (same element count, both contiguous): running averages of batch
-/// statistics in one kernel. Only where [`in_place_update_handles`] says so; every tensor
-/// sharing `y`'s storage sees the new value.
-pub fn scale_add_in_place(y: &Tensor, a: f64, x: &Tensor, b: f64) -> Result<()> {
-    check_in_place("scale_add_in_place", &[y, x])?;
-    cudnn!(scale_add_in_place(y, a, x, b))
+/// Running statistics that a training batch norm updates in place: PyTorch's rule,
+/// `running ← (1 − momentum)·running + momentum·batch`, with the unbiased batch variance.
+#[derive(Debug, Clone, Copy)]
+pub struct RunningStats<'a> {
+    /// Per-channel running mean, shape (C,).
+    pub mean: &'a Tensor,
+    /// Per-channel running variance, shape (C,).
+    pub var: &'a Tensor,
+    /// Weight of the new batch (PyTorch's `momentum`, 0.1 by default).
+    pub momentum: f64,
+}
+
+/// [`batch_norm_train`] (with `residual`: [`batch_norm_add_relu_train`], ReLU implied) whose
+/// kernel also updates `running` in place, returning only the output: on a GPU that saves the
+/// statistics tensors and the averaging ops, a dozen kernels per layer and step. Only where
+/// [`in_place_update_handles`] says so for every tensor involved; every tensor sharing the
+/// running statistics' storage sees the new values.
+pub fn batch_norm_train_update_running(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    residual: Option<&Tensor>,
+    eps: f64,
+    relu: bool,
+    running: RunningStats<'_>,
+) -> Result<Tensor> {
+    const OP: &str = "batch_norm_train_update_running";
+    let (_, c, _) = bn::nchw(OP, x.dims())?;
+    check_bn_params(OP, c, gamma, beta)?;
+    let mut ts = vec![x, gamma, beta, running.mean, running.var];
+    if let Some(r) = residual {
+        if r.dims() != x.dims() {
+            return Err(KernelError::shape(
+                OP,
+                format!("residual {:?} differs from input {:?}", r.dims(), x.dims()),
+            )
+            .into());
+        }
+        ts.push(r);
+    }
+    check_in_place(OP, &ts)?;
+    cudnn!(batch_norm_train_running(
+        x,
+        gamma,
+        beta,
+        residual,
+        eps,
+        relu,
+        running.mean,
+        running.var,
+        running.momentum
+    ))
 }
 
 /// Eval path: folds batch norm (`gamma`, `beta`, running `mean` and `var`, `eps`) into a

@@ -174,6 +174,9 @@ impl BatchNorm2d {
                 relu,
             ),
             ForwardMode::Train => {
+                if let Some(y) = self.train_in_place(x, None, relu)? {
+                    return Ok(y);
+                }
                 let (y, stats) =
                     ops::batch_norm_train(x, &self.weight, &self.bias, self.eps, relu)?;
                 self.update_running_stats(stats)?;
@@ -185,9 +188,38 @@ impl BatchNorm2d {
     /// Training mode only: `relu(bn(x) + residual)` as one fused op, updating the running
     /// statistics like [`BatchNorm2d::forward`].
     pub(crate) fn train_add_relu(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        if let Some(y) = self.train_in_place(x, Some(residual), true)? {
+            return Ok(y);
+        }
         let (y, stats) =
             ops::batch_norm_add_relu_train(x, &self.weight, &self.bias, residual, self.eps)?;
         self.update_running_stats(stats)?;
+        Ok(y)
+    }
+
+    /// On a GPU (cuDNN build): batch norm whose kernel also updates the running statistics in
+    /// place, a dozen fewer kernels per call than returning the batch statistics and averaging
+    /// them here. `None` where the kernels have no such path.
+    fn train_in_place(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        relu: bool,
+    ) -> Result<Option<Tensor>> {
+        let y = ops::batch_norm_train_in_place(
+            x,
+            &self.weight,
+            &self.bias,
+            residual,
+            self.eps,
+            relu,
+            self.running_mean.as_tensor(),
+            self.running_var.as_tensor(),
+            self.momentum,
+        )?;
+        if y.is_some() {
+            self.num_batches_tracked.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(y)
     }
 
@@ -195,20 +227,11 @@ impl BatchNorm2d {
         // PyTorch: running = (1 − momentum) · running + momentum · batch statistic, with the
         // unbiased batch variance.
         let m = self.momentum;
-        let (rm, rv) = (self.running_mean.as_tensor(), self.running_var.as_tensor());
-        if layerzero_kernels::in_place_update_handles(&[rm, rv, &stats.mean, &stats.var_biased]) {
-            // On a GPU: one in-place kernel per statistic instead of five candle ops and their
-            // allocations, 19 times a step in ResNet-20.
-            layerzero_kernels::scale_add_in_place(rm, m, &stats.mean, 1.0 - m)?;
-            let a = m * stats.correction;
-            layerzero_kernels::scale_add_in_place(rv, a, &stats.var_biased, 1.0 - m)?;
-        } else {
-            let var_unbiased = (stats.var_biased * stats.correction)?;
-            let mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (stats.mean * m)?)?;
-            let var = ((self.running_var.as_detached_tensor() * (1.0 - m))? + (var_unbiased * m)?)?;
-            self.running_mean.set(&mean)?;
-            self.running_var.set(&var)?;
-        }
+        let var_unbiased = (stats.var_biased * stats.correction)?;
+        let mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (stats.mean * m)?)?;
+        let var = ((self.running_var.as_detached_tensor() * (1.0 - m))? + (var_unbiased * m)?)?;
+        self.running_mean.set(&mean)?;
+        self.running_var.set(&var)?;
         self.num_batches_tracked.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

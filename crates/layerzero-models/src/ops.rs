@@ -95,6 +95,37 @@ pub(crate) fn batch_norm_add_relu_train(
     Ok((out.y, batch_stats(&out.mean, &out.var, count)?))
 }
 
+/// Training batch norm (with `residual`: `relu(bn(x) + residual)`) whose kernel also updates the
+/// running statistics in place, where the kernels have such a path (a GPU with the cuDNN build);
+/// `None` elsewhere, and the caller takes [`batch_norm_train`] and its own averaging.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn batch_norm_train_in_place(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    residual: Option<&Tensor>,
+    eps: f64,
+    relu: bool,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    momentum: f64,
+) -> Result<Option<Tensor>> {
+    let mut ts = vec![x, gamma, beta, running_mean, running_var];
+    ts.extend(residual);
+    if !layerzero_kernels::in_place_update_handles(&ts) {
+        return Ok(None);
+    }
+    values_per_channel(x)?;
+    let running = layerzero_kernels::RunningStats {
+        mean: running_mean,
+        var: running_var,
+        momentum,
+    };
+    Ok(Some(layerzero_kernels::batch_norm_train_update_running(
+        x, gamma, beta, residual, eps, relu, running,
+    )?))
+}
+
 /// Values per channel of a training batch (N·H·W), refusing fewer than two.
 fn values_per_channel(x: &Tensor) -> Result<usize> {
     let (n, _c, h, w) = x.dims4()?;

@@ -5,8 +5,10 @@ use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
 
 use candle_core::cuda::cudarc::cudnn::sys;
-use candle_core::cuda::cudarc::driver::{CudaSlice, DevicePtr};
-use candle_core::{CudaDevice, CudaStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::cuda::cudarc::driver::{CudaSlice, DevicePtr, SyncOnDrop};
+use candle_core::{
+    CudaDevice, CudaStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor,
+};
 
 use super::*;
 use crate::KernelError;
@@ -18,10 +20,30 @@ struct BnSaved {
     mean: CudaSlice<f32>,
     /// 1/√(biased variance + ε), likewise.
     inv_std: CudaSlice<f32>,
-    /// Unbiased batch variance: cuDNN's running variance after an update with factor 1.
+    /// Unbiased batch variance: cuDNN's running variance after an update with factor 1
+    /// (`Running::Return` only).
     var_unbiased: Option<CudaSlice<f32>>,
-    /// The batch mean again, for the caller (moved out once).
+    /// The batch mean again, for the caller (moved out once; `Running::Return` only).
     mean_out: Option<CudaSlice<f32>>,
+}
+
+/// Where cuDNN's running-statistics update goes.
+#[derive(Debug)]
+enum Running {
+    /// Into the layer's own (C,) running mean and variance, with PyTorch's rule
+    /// (`running ← (1 − momentum)·running + momentum·batch`, unbiased variance): cuDNN's
+    /// exponential average factor is the momentum. The forward call writes them through the
+    /// device pointers of read guards: a custom op can lock only its inputs for writing, and
+    /// these are not inputs. Every later use of them is queued on the same stream, after this
+    /// call, so no reader sees a half-written buffer.
+    InPlace {
+        mean: Tensor,
+        var: Tensor,
+        momentum: f64,
+    },
+    /// Into fresh zeroed buffers with factor 1, which leaves the batch mean and unbiased
+    /// variance there for the caller ([`crate::BatchNormTrainOutput`]).
+    Return,
 }
 
 /// Training batch norm over (x, [γ; β] stacked as (2, C)), then optionally `+ residual` (the
@@ -30,6 +52,7 @@ struct BnSaved {
 struct CudnnBatchNorm {
     eps: f64,
     relu: bool,
+    running: Running,
     saved: Arc<Mutex<Option<BnSaved>>>,
 }
 
@@ -66,19 +89,60 @@ impl CudnnBatchNorm {
         let mut y = unsafe { dev.alloc::<f32>(len)? };
         let mut mean = unsafe { dev.alloc::<f32>(c)? };
         let mut inv_std = unsafe { dev.alloc::<f32>(c)? };
-        // The running buffers are read too ((1 − factor)·old): zeros, so factor 1 leaves the
-        // batch mean and the unbiased batch variance in them.
-        let mut run_mean = dev.alloc_zeros::<f32>(c)?;
-        let mut run_var = dev.alloc_zeros::<f32>(c)?;
+        let in_place = match &self.running {
+            Running::InPlace {
+                mean: m,
+                var: v,
+                momentum,
+            } => Some((m.storage_and_layout(), v.storage_and_layout(), *momentum)),
+            Running::Return => None,
+        };
+        // For `Return`: cuDNN reads the running buffers too ((1 − factor)·old), so zeros.
+        let mut fresh = match in_place {
+            Some(_) => None,
+            None => Some((dev.alloc_zeros::<f32>(c)?, dev.alloc_zeros::<f32>(c)?)),
+        };
         {
+            let mut guards: Vec<SyncOnDrop<'_>> = Vec::new();
+            let (rmp, rvp, factor) = match (&in_place, fresh.as_mut()) {
+                (Some(((ms, ml), (vs, vl), momentum)), _) => {
+                    let (Storage::Cuda(ms), Storage::Cuda(vs)) = (&**ms, &**vs) else {
+                        return Err(KernelError::unsupported(
+                            BN,
+                            "running statistics are not on a CUDA device",
+                        )
+                        .into());
+                    };
+                    if ml.dims() != [c] || vl.dims() != [c] {
+                        return Err(KernelError::shape(
+                            BN,
+                            format!(
+                                "running statistics {:?} and {:?}, expected ({c},)",
+                                ml.dims(),
+                                vl.dims()
+                            ),
+                        )
+                        .into());
+                    }
+                    let (mp, g1) = ptr(BN, ms, ml, &stream)?;
+                    let (vp, g2) = ptr(BN, vs, vl, &stream)?;
+                    guards.extend([g1, g2]);
+                    (mp as *mut c_void, vp as *mut c_void, *momentum)
+                }
+                (None, Some((rm, rv))) => {
+                    let (mp, g1) = ptr_mut(rm, &stream);
+                    let (vp, g2) = ptr_mut(rv, &stream);
+                    guards.extend([g1, g2]);
+                    (mp, vp, 1.0)
+                }
+                (None, None) => unreachable!("fresh buffers exist unless updating in place"),
+            };
             let (xp, _g1) = ptr(BN, xs, xl, &stream)?;
             let (gbp, _g2) = ptr(BN, gbs, gbl, &stream)?;
             let betap = (gbp as usize + 4 * c) as *const c_void;
             let (yp, _g3) = ptr_mut(&mut y, &stream);
             let (mp, _g4) = ptr_mut(&mut mean, &stream);
             let (ip, _g5) = ptr_mut(&mut inv_std, &stream);
-            let (rmp, _g6) = ptr_mut(&mut run_mean, &stream);
-            let (rvp, _g7) = ptr_mut(&mut run_var, &stream);
             // SAFETY: descriptors match the shapes checked above; all pointers are live for
             // the calls, which are queued on the tensors' stream.
             unsafe {
@@ -94,7 +158,7 @@ impl CudnnBatchNorm {
                     plan.params.0,
                     gbp,
                     betap,
-                    1.0,
+                    factor,
                     rmp,
                     rvp,
                     self.eps,
@@ -136,17 +200,23 @@ impl CudnnBatchNorm {
                 }
             }
         }
-        drop(run_mean);
+        drop(in_place);
         count();
-        let mean_out = stream.clone_dtod(&mean).map_err(candle_core::Error::wrap)?;
+        let (mean_out, var_unbiased) = match fresh {
+            Some((_, run_var)) => (
+                Some(stream.clone_dtod(&mean).map_err(candle_core::Error::wrap)?),
+                Some(run_var),
+            ),
+            None => (None, None),
+        };
         *self
             .saved
             .lock()
             .map_err(|_| KernelError::unsupported(BN, "poisoned lock"))? = Some(BnSaved {
             mean,
             inv_std,
-            var_unbiased: Some(run_var),
-            mean_out: Some(mean_out),
+            var_unbiased,
+            mean_out,
         });
         Ok((
             CudaStorage::wrap_cuda_slice(y, dev.clone()),
@@ -399,6 +469,7 @@ pub(crate) fn batch_norm_train(
     let op = CudnnBatchNorm {
         eps,
         relu,
+        running: Running::Return,
         saved: Arc::new(Mutex::new(None)),
     };
     let saved = op.saved.clone();
@@ -420,11 +491,44 @@ pub(crate) fn batch_norm_add_relu_train(
     let op = CudnnBatchNorm {
         eps,
         relu: true,
+        running: Running::Return,
         saved: Arc::new(Mutex::new(None)),
     };
     let saved = op.saved.clone();
     let y = x.apply_op3(&gb, &residual, op)?;
     finish(&x, y, eps, true, saved)
+}
+
+/// See [`crate::batch_norm_train_update_running`]: the running statistics are updated by the
+/// batch-norm kernel itself, so no statistics tensors are made and no averaging ops run.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn batch_norm_train_running(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    residual: Option<&Tensor>,
+    eps: f64,
+    relu: bool,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    momentum: f64,
+) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let gb = Tensor::stack(&[gamma, beta], 0)?;
+    let op = CudnnBatchNorm {
+        eps,
+        relu: relu || residual.is_some(),
+        running: Running::InPlace {
+            mean: running_mean.clone(),
+            var: running_var.clone(),
+            momentum,
+        },
+        saved: Arc::new(Mutex::new(None)),
+    };
+    match residual {
+        Some(r) => x.apply_op3(&gb, &r.contiguous()?, op),
+        None => x.apply_op2(&gb, op),
+    }
 }
 
 fn finish(
@@ -439,7 +543,12 @@ fn finish(
         candle_core::Device::Cuda(d) => d.clone(),
         _ => return Err(KernelError::unsupported(BN, "tensor is not on a CUDA device").into()),
     };
-    let reader = CudnnBatchNorm { eps, relu, saved };
+    let reader = CudnnBatchNorm {
+        eps,
+        relu,
+        running: Running::Return,
+        saved,
+    };
     let (mean, var) = reader.stats(&dev, n * h * w)?;
     Ok(crate::BatchNormTrainOutput { y, mean, var })
 }

@@ -21,7 +21,9 @@ use std::ffi::{c_int, c_void};
 use std::rc::Rc;
 
 use candle_core::cuda::cudarc::cudnn::{result as dnn, sys, CudnnError};
-use candle_core::cuda::cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use candle_core::cuda::cudarc::driver::{
+    CudaSlice, CudaStream, DevicePtr, DevicePtrMut, SyncOnDrop,
+};
 use candle_core::op::BackpropOp;
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape, Storage, Tensor};
 
@@ -31,9 +33,9 @@ mod bn;
 mod conv;
 mod sgd;
 
-pub(crate) use bn::{batch_norm_add_relu_train, batch_norm_train};
+pub(crate) use bn::{batch_norm_add_relu_train, batch_norm_train, batch_norm_train_running};
 pub(crate) use conv::{conv2d, conv2d_bias_act};
-pub(crate) use sgd::{scale_add_in_place, sgd_momentum_step};
+pub(crate) use sgd::sgd_momentum_step;
 
 /// Whether this module handles these tensors: all f32 on CUDA, the fast backend selected and
 /// `LAYERZERO_CUDNN` not `0`.
@@ -399,7 +401,7 @@ fn ptr<'a>(
     s: &'a CudaStorage,
     l: &Layout,
     stream: &'a CudaStream,
-) -> Result<(*const c_void, impl Drop + 'a)> {
+) -> Result<(*const c_void, SyncOnDrop<'a>)> {
     if !l.is_contiguous() {
         return Err(KernelError::unsupported(op, "non-contiguous layout").into());
     }
@@ -408,7 +410,7 @@ fn ptr<'a>(
     Ok(((p as usize + 4 * l.start_offset()) as *const c_void, guard))
 }
 
-fn ptr_mut<'a>(s: &'a mut CudaSlice<f32>, stream: &'a CudaStream) -> (*mut c_void, impl Drop + 'a) {
+fn ptr_mut<'a>(s: &'a mut CudaSlice<f32>, stream: &'a CudaStream) -> (*mut c_void, SyncOnDrop<'a>) {
     let (p, guard) = s.device_ptr_mut(stream);
     (p as usize as *mut c_void, guard)
 }

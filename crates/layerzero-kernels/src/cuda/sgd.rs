@@ -1,4 +1,5 @@
-//! SGD with momentum in place: `cudnnAddTensor` (C = α·A + β·C) over the flat parameter.
+//! SGD with momentum in place over the flat parameter: `cudnnOpTensor` (C = α₁·A + α₂·B + β·C)
+//! for the momentum buffer, `cudnnAddTensor` (C = α·A + β·C) for the weight.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -55,6 +56,47 @@ fn ptr_inplace<'a>(
     Ok(((p as usize + 4 * l.start_offset()) as *mut c_void, guard))
 }
 
+struct OpTensorDesc(sys::cudnnOpTensorDescriptor_t);
+
+impl Drop for OpTensorDesc {
+    fn drop(&mut self) {
+        // SAFETY: created by `cudnnCreateOpTensorDescriptor`, destroyed once.
+        unsafe {
+            let _ = sys::cudnnDestroyOpTensorDescriptor(self.0);
+        }
+    }
+}
+
+thread_local! {
+    static OP_ADD: RefCell<Option<Rc<OpTensorDesc>>> = const { RefCell::new(None) };
+}
+
+/// The descriptor of cudnnOpTensor's addition in f32 (NaNs propagate), made once per thread.
+fn op_tensor_add() -> Result<Rc<OpTensorDesc>> {
+    if let Some(d) = OP_ADD.with(|d| d.borrow().clone()) {
+        return Ok(d);
+    }
+    let mut raw = std::mem::MaybeUninit::uninit();
+    // SAFETY: create, then set the descriptor just created.
+    let d = unsafe {
+        sys::cudnnCreateOpTensorDescriptor(raw.as_mut_ptr())
+            .result()
+            .map_err(err)?;
+        let d = OpTensorDesc(raw.assume_init());
+        sys::cudnnSetOpTensorDescriptor(
+            d.0,
+            sys::cudnnOpTensorOp_t::CUDNN_OP_TENSOR_ADD,
+            sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+            sys::cudnnNanPropagation_t::CUDNN_PROPAGATE_NAN,
+        )
+        .result()
+        .map_err(err)?;
+        Rc::new(d)
+    };
+    OP_ADD.with(|slot| *slot.borrow_mut() = Some(d.clone()));
+    Ok(d)
+}
+
 /// b ← μ·b + ∇ + λ·w, in place on the momentum buffer b.
 struct SgdMomentum {
     momentum: f32,
@@ -100,13 +142,16 @@ impl candle_core::InplaceOp3 for SgdMomentum {
         let mom_p = &mom as *const f32 as *const c_void;
         let decay_p = &decay as *const f32 as *const c_void;
         // SAFETY: all three are contiguous f32 buffers of n elements (checked), described by
-        // the same (1, n, 1, 1) descriptor; cudnnAddTensor computes C = α·A + β·C.
+        // the same (1, n, 1, 1) descriptor, and C (the buffer) is neither A nor B.
         unsafe {
-            sys::cudnnAddTensor(h.0, one(), d.0, gp, mom_p, d.0, bp)
-                .result()
-                .map_err(err)?;
             if decay != 0.0 {
-                sys::cudnnAddTensor(h.0, decay_p, d.0, wp, one(), d.0, bp)
+                // b ← 1·∇ + λ·w + μ·b in one kernel.
+                let add = op_tensor_add()?;
+                sys::cudnnOpTensor(h.0, add.0, one(), d.0, gp, decay_p, d.0, wp, mom_p, d.0, bp)
+                    .result()
+                    .map_err(err)?;
+            } else {
+                sys::cudnnAddTensor(h.0, one(), d.0, gp, mom_p, d.0, bp)
                     .result()
                     .map_err(err)?;
             }
@@ -115,7 +160,7 @@ impl candle_core::InplaceOp3 for SgdMomentum {
     }
 }
 
-/// y ← a·x + b·y, in place on y: the SGD step's `w ← w − lr·buf` and running averages.
+/// y ← a·x + b·y, in place on y: the SGD step's `w ← w − lr·buf`.
 struct ScaleAdd {
     a: f32,
     b: f32,
@@ -193,20 +238,6 @@ pub(crate) fn sgd_momentum_step(
         &ScaleAdd {
             a: -lr as f32,
             b: 1.0,
-        },
-    )?;
-    count();
-    Ok(())
-}
-
-/// See [`crate::scale_add_in_place`].
-pub(crate) fn scale_add_in_place(y: &Tensor, a: f64, x: &Tensor, b: f64) -> Result<()> {
-    let x = x.contiguous()?;
-    y.inplace_op2(
-        &x,
-        &ScaleAdd {
-            a: a as f32,
-            b: b as f32,
         },
     )?;
     count();
