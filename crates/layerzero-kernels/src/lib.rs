@@ -8,7 +8,8 @@
 //!
 //! * [`KernelBackend::Fast`] (the default) runs this crate's kernels for f32 tensors on the CPU,
 //!   and, built with the `cudnn` feature, cuDNN for f32 tensors on a CUDA device (convolution
-//!   passes, the fused eval convolution, training batch norm and [`sgd_momentum_step`]; see
+//!   passes, the fused eval convolution, training batch norm, including
+//!   [`batch_norm_train_update_running`], and [`sgd_momentum_step`]; see
 //!   `src/cuda/` and docs/cuda.md; `LAYERZERO_CUDNN=0` turns it off);
 //! * [`KernelBackend::Reference`] runs candle's own ops ([`reference`](mod@reference)); this is
 //!   also what any other device (CUDA without `cudnn`, Metal) or dtype gets, so GPU code keeps
