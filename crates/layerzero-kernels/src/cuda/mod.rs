@@ -205,19 +205,10 @@ fn handle(dev: &CudaDevice) -> Result<Rc<Handle>> {
 }
 
 fn conv_plan(dev: &CudaDevice, g: &ConvGeom) -> Result<Rc<ConvPlan>> {
+    // The math mode (`tf32()`) is fixed for the process, so the shape alone keys the plan.
     let key = (
         stream_key(dev),
-        [
-            g.n,
-            g.cin,
-            g.h,
-            g.w,
-            g.cout,
-            g.kh,
-            g.kw,
-            g.stride,
-            g.pad * 2 + usize::from(tf32()),
-        ],
+        [g.n, g.cin, g.h, g.w, g.cout, g.kh, g.kw, g.stride, g.pad],
     );
     if let Some(p) = CONV_PLANS.with(|m| m.borrow().get(&key).cloned()) {
         return Ok(p);
