@@ -227,9 +227,9 @@ impl BatchNorm2d {
         // PyTorch: running = (1 − momentum) · running + momentum · batch statistic, with the
         // unbiased batch variance.
         let m = self.momentum;
-        let var_unbiased = (stats.var_biased * stats.correction)?;
         let mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (stats.mean * m)?)?;
-        let var = ((self.running_var.as_detached_tensor() * (1.0 - m))? + (var_unbiased * m)?)?;
+        let var =
+            ((self.running_var.as_detached_tensor() * (1.0 - m))? + (stats.var_unbiased * m)?)?;
         self.running_mean.set(&mean)?;
         self.running_var.set(&var)?;
         self.num_batches_tracked.fetch_add(1, Ordering::Relaxed);

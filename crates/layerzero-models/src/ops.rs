@@ -59,10 +59,8 @@ pub(crate) fn batch_norm_eval(
 pub(crate) struct BatchStats {
     /// Per-channel mean over batch and space.
     pub(crate) mean: Tensor,
-    /// Per-channel biased variance (divided by n).
-    pub(crate) var_biased: Tensor,
-    /// n / (n − 1): times `var_biased`, the unbiased variance PyTorch uses for `running_var`.
-    pub(crate) correction: f64,
+    /// Per-channel unbiased variance (divided by n − 1), as PyTorch uses for `running_var`.
+    pub(crate) var_unbiased: Tensor,
 }
 
 /// Training-mode batch norm: normalises with the batch's own mean and biased variance (as
@@ -146,8 +144,7 @@ fn batch_stats(mean: &Tensor, var_biased: &Tensor, count: usize) -> Result<Batch
     let correction = count as f64 / (count - 1) as f64;
     Ok(BatchStats {
         mean: mean.detach().flatten_all()?,
-        var_biased: var_biased.detach().flatten_all()?,
-        correction,
+        var_unbiased: (var_biased.detach().flatten_all()? * correction)?,
     })
 }
 
@@ -286,10 +283,7 @@ mod tests {
             assert!((f64::from(*got) - want).abs() < 1e-5, "{got} vs {want}");
         }
         let m: Vec<f32> = stats.mean.to_vec1().unwrap();
-        let v: Vec<f32> = (&stats.var_biased * stats.correction)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let v: Vec<f32> = stats.var_unbiased.to_vec1().unwrap();
         assert!((m[0] - 2.5).abs() < 1e-6);
         assert!((v[0] - 5.0 / 3.0).abs() < 1e-5);
     }

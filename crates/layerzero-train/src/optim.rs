@@ -95,8 +95,8 @@ impl Sgd {
             } else {
                 c.weight_decay
             };
-            // On a GPU (cuDNN build), the same update in place in two or three kernels instead
-            // of seven candle ops and their allocations: this loop runs ~65 times a step.
+            // On a GPU (cuDNN build), the same update in place in two kernels instead of seven
+            // candle ops and their allocations: this loop runs ~65 times a step.
             if c.momentum != 0.0
                 && !c.nesterov
                 && layerzero_kernels::in_place_update_handles(&[w, grad])
