@@ -49,8 +49,23 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_line(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes on one line, `outer: cause: …`, leaving out a cause whose text the
+/// line already holds: the library errors name their source in their own message (`{path}:
+/// {source}`), which `{:#}` would print a second time.
+fn error_line(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }

@@ -140,10 +140,25 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_line(&err));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes on one line, `outer: cause: …`, leaving out a cause whose text the
+/// line already holds: the library errors name their source in their own message (`{path}:
+/// {source}`), which `{:#}` would print a second time.
+fn error_line(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
@@ -241,4 +256,49 @@ fn data_info(args: InfoArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod error_line_tests {
+    use super::error_line;
+    use anyhow::Context;
+
+    /// Like the library errors: names its source in its own message and returns it as the cause.
+    #[derive(Debug)]
+    struct Named {
+        path: String,
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for Named {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}: {}", self.path, self.source)
+        }
+    }
+
+    impl std::error::Error for Named {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let err = Err::<(), _>(Named {
+            path: "a.bin".into(),
+            source: io,
+        })
+        .context("loading weights")
+        .unwrap_err();
+        assert_eq!(error_line(&err), "loading weights: a.bin: no such file");
+    }
+
+    #[test]
+    fn a_cause_not_in_the_message_is_appended() {
+        let err = Err::<(), _>(std::io::Error::other("disk full"))
+            .context("writing results.json")
+            .unwrap_err();
+        assert_eq!(error_line(&err), "writing results.json: disk full");
+    }
 }

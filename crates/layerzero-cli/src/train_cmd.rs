@@ -16,8 +16,24 @@ use layerzero_train::{
     evaluate, train_observed, EpochMetrics, Profile, RunOptions, TrainConfig, TrainObserver,
 };
 
-/// Picks the compute device: `cpu`, `cuda` (built with the `cuda` feature), or `auto`.
+/// Picks the compute device (`cpu`, `cuda` (built with the `cuda` feature), or `auto`) and says on
+/// stderr which one, and which kernels will run on it: `auto` falls back to the CPU silently
+/// otherwise, and a GPU build without cuDNN is several times slower.
 pub fn device(name: &str) -> Result<Device> {
+    let device = pick_device(name)?;
+    let which = match &device {
+        Device::Cpu => format!("cpu ({} threads)", rayon::current_num_threads()),
+        Device::Cuda(_) => "cuda:0".to_string(),
+        other => format!("{other:?}"),
+    };
+    eprintln!(
+        "device: {which}; kernels: {}",
+        layerzero_kernels::describe_path(&device)
+    );
+    Ok(device)
+}
+
+fn pick_device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
         "cuda" => {

@@ -114,6 +114,27 @@ pub use peak::{gemm_gflops, measure_gemm_peak_gflops};
 #[cfg(feature = "cudnn")]
 pub use cuda::cudnn_op_count;
 
+/// Which implementation the public functions run for f32 tensors on `device`, in words, for logs
+/// and benchmark records: e.g. `layerzero CPU kernels (AVX-512VL)`, `cuDNN (fp32)`, `candle's
+/// CUDA ops`. It follows the same rules as the dispatch (backend, cargo features, environment
+/// switches).
+pub fn describe_path(device: &candle_core::Device) -> String {
+    if backend() == KernelBackend::Reference {
+        return "candle's ops (LAYERZERO_KERNELS=reference)".into();
+    }
+    match device {
+        candle_core::Device::Cpu => match conv::direct::detect_isa() {
+            Some(conv::direct::Isa::Avx512) => "layerzero CPU kernels (AVX-512VL)".into(),
+            Some(conv::direct::Isa::Avx2) => "layerzero CPU kernels (AVX2)".into(),
+            None => "layerzero CPU kernels (portable im2col + gemm)".into(),
+        },
+        #[cfg(feature = "cudnn")]
+        candle_core::Device::Cuda(_) if cuda::enabled() => cuda::describe(),
+        candle_core::Device::Cuda(_) => "candle's CUDA ops".into(),
+        _ => "candle's ops".into(),
+    }
+}
+
 /// Whether the cuDNN path (feature `cudnn`) handles these tensors; always false without it.
 fn use_cudnn(ts: &[&Tensor]) -> bool {
     #[cfg(feature = "cudnn")]

@@ -20,6 +20,12 @@ fn switch_selects_implementation_and_both_agree() -> Result<()> {
     for be in [KernelBackend::Reference, KernelBackend::Fast] {
         set_backend(be);
         assert_eq!(backend(), be);
+        // What the CLI prints and bench.json records follows the switch.
+        let said = layerzero_kernels::describe_path(&candle_core::Device::Cpu);
+        match be {
+            KernelBackend::Fast => assert!(said.starts_with("layerzero CPU kernels ("), "{said}"),
+            KernelBackend::Reference => assert!(said.starts_with("candle's ops"), "{said}"),
+        }
         let before = layerzero_kernels::fast_op_count();
         let y = layerzero_kernels::conv2d(&x, w.as_tensor(), 1, 1)?;
         let bn = layerzero_kernels::batch_norm_train(&y, g.as_tensor(), b.as_tensor(), 1e-5, true)?;

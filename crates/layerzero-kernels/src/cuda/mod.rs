@@ -40,13 +40,29 @@ pub(crate) use sgd::sgd_momentum_step;
 /// Whether this module handles these tensors: all f32 on CUDA, the fast backend selected and
 /// `LAYERZERO_CUDNN` not `0`.
 pub(crate) fn handles(ts: &[&Tensor]) -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let enabled = *ENABLED.get_or_init(|| std::env::var("LAYERZERO_CUDNN").as_deref() != Ok("0"));
-    enabled
+    enabled()
         && crate::backend() == KernelBackend::Fast
         && ts
             .iter()
             .all(|t| t.device().is_cuda() && t.dtype() == DType::F32)
+}
+
+/// `LAYERZERO_CUDNN` is not `0`.
+pub(crate) fn enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("LAYERZERO_CUDNN").as_deref() != Ok("0"))
+}
+
+/// See [`crate::describe_path`].
+pub(crate) fn describe() -> String {
+    let math = if tf32() { "TF32 allowed" } else { "fp32" };
+    let v = dnn::get_version();
+    format!(
+        "cuDNN {}.{}.{} ({math})",
+        v / 10_000,
+        v / 100 % 100,
+        v % 100
+    )
 }
 
 fn tf32() -> bool {
