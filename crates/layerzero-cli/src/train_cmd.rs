@@ -151,6 +151,18 @@ pub struct TrainArgs {
     /// Override the profile's label smoothing ε, in [0, 1).
     #[arg(long)]
     pub label_smoothing: Option<f64>,
+    /// Override the profile's SGD momentum μ, in [0, 1) (0.9 in every profile).
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Use Nesterov momentum (PyTorch's `nesterov=True`).
+    #[arg(long)]
+    pub nesterov: bool,
+    /// Override the profile's weight decay λ, ≥ 0 (5e-4 in every profile).
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Apply no weight decay to batch-norm parameters and biases.
+    #[arg(long)]
+    pub no_decay_on_norm_and_bias: bool,
     /// Run directory (checkpoints, metrics.jsonl, weights.safetensors).
     #[arg(long)]
     pub out: PathBuf,
@@ -239,6 +251,15 @@ pub fn train(args: TrainArgs) -> Result<()> {
     if let Some(ls) = args.label_smoothing {
         config.label_smoothing = ls;
     }
+    if let Some(m) = args.momentum {
+        config.sgd.momentum = m;
+    }
+    if let Some(wd) = args.weight_decay {
+        config.sgd.weight_decay = wd;
+    }
+    // Flags only switch on: a profile that already uses one keeps it.
+    config.sgd.nesterov |= args.nesterov;
+    config.sgd.no_decay_on_norm_and_bias |= args.no_decay_on_norm_and_bias;
     // Validated before the schedule is stretched (which divides by the batch size).
     config.validate()?;
     if args.epochs.is_some() || args.batch_size.is_some() {

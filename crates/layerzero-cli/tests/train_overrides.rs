@@ -1,4 +1,5 @@
-//! `layerzero train --batch-size/--lr/--label-smoothing`: bad values are refused before any data
+//! `layerzero train --batch-size/--lr/--label-smoothing/--momentum/--weight-decay` (and the
+//! `--nesterov`, `--no-decay-on-norm-and-bias` switches): bad values are refused before any data
 //! is read, naming the option and the value; good ones land in the run's `config.json`, with a
 //! one-cycle schedule stretched to the new number of steps.
 //!
@@ -28,6 +29,8 @@ fn bad_overrides_are_refused_naming_the_option() {
         ("--lr", "-0.1", "learning rate"),
         ("--lr", "NaN", "learning rate"),
         ("--label-smoothing", "1.5", "label smoothing"),
+        ("--momentum", "1.2", "momentum"),
+        ("--weight-decay", "-0.0001", "weight decay"),
     ] {
         let o = layerzero()
             .args(["train", "--profile", "smoke", "--device", "cpu"])
@@ -64,6 +67,8 @@ fn overrides_reach_the_run_config() {
         .args(["train", "--arch", "resnet8", "--profile", "smoke"])
         .args(["--device", "cpu", "--batch-size", "64"])
         .args(["--lr", "0.05", "--label-smoothing", "0.1"])
+        .args(["--momentum", "0.8", "--weight-decay", "1e-4"])
+        .args(["--nesterov", "--no-decay-on-norm-and-bias"])
         .arg("--data-dir")
         .arg(&data)
         .arg("--out")
@@ -76,6 +81,10 @@ fn overrides_reach_the_run_config() {
     assert_eq!(config["batch_size"], 64);
     assert_eq!(config["label_smoothing"], 0.1);
     assert_eq!(config["schedule"]["max_lr"], 0.05);
+    assert_eq!(config["sgd"]["momentum"], 0.8);
+    assert_eq!(config["sgd"]["weight_decay"], 1e-4);
+    assert_eq!(config["sgd"]["nesterov"], true);
+    assert_eq!(config["sgd"]["no_decay_on_norm_and_bias"], true);
     // The smoke profile's 2,048 images in batches of 64, one epoch.
     assert_eq!(config["schedule"]["total_steps"], 2048 / 64);
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();

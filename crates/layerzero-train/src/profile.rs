@@ -181,6 +181,17 @@ impl TrainConfig {
         if self.train_limit == Some(0) || self.test_limit == Some(0) {
             return bad("image limit", "at least 1", "0".into());
         }
+        let m = self.sgd.momentum;
+        if !(0.0..1.0).contains(&m) {
+            return bad("momentum", "a value in [0, 1)", m.to_string());
+        }
+        if self.sgd.nesterov && m == 0.0 {
+            return bad("Nesterov momentum", "a momentum above 0", m.to_string());
+        }
+        let wd = self.sgd.weight_decay;
+        if !(wd.is_finite() && wd >= 0.0) {
+            return bad("weight decay", "a number ≥ 0", wd.to_string());
+        }
         Ok(())
     }
 }
