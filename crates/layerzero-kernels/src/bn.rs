@@ -930,17 +930,7 @@ pub fn batch_norm_add_relu_train(
 ) -> Result<crate::BatchNormTrainOutput> {
     let (_, c, _) = nchw(BN_ADD, x.dims())?;
     crate::check_bn_params(BN_ADD, c, gamma, beta)?;
-    if residual.dims() != x.dims() {
-        return Err(KernelError::shape(
-            BN_ADD,
-            format!(
-                "residual {:?} differs from input {:?}",
-                residual.dims(),
-                x.dims()
-            ),
-        )
-        .into());
-    }
+    crate::check_residual(BN_ADD, x.dims(), residual.dims())?;
     for t in [x, gamma, beta, residual] {
         if !t.device().is_cpu() || t.dtype() != candle_core::DType::F32 {
             return Err(KernelError::unsupported(BN_ADD, "fast path needs f32 CPU tensors").into());

@@ -234,6 +234,21 @@ pub(crate) fn check_bn_params(
     Ok(())
 }
 
+/// The residual of a fused batch norm + add must have the input's shape; shared by every path.
+pub(crate) fn check_residual(
+    op: &'static str,
+    x: &[usize],
+    residual: &[usize],
+) -> std::result::Result<(), KernelError> {
+    if residual != x {
+        return Err(KernelError::shape(
+            op,
+            format!("residual {residual:?} differs from input {x:?}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Training-mode batch norm over (N, H, W) per channel, optionally fused with ReLU;
 /// differentiable w.r.t. `x`, `gamma` and `beta`. Returns `y` and the batch statistics (mean
 /// and biased variance, shape (C,), detached) so the caller can update its running statistics.
@@ -269,17 +284,7 @@ pub fn batch_norm_add_relu_train(
     const OP: &str = "batch_norm_add_relu_train";
     let (_, c, _) = bn::nchw(OP, x.dims())?;
     check_bn_params(OP, c, gamma, beta)?;
-    if residual.dims() != x.dims() {
-        return Err(KernelError::shape(
-            OP,
-            format!(
-                "residual {:?} differs from input {:?}",
-                residual.dims(),
-                x.dims()
-            ),
-        )
-        .into());
-    }
+    check_residual(OP, x.dims(), residual.dims())?;
     if use_fast(&[x, gamma, beta, residual]) {
         fast::batch_norm_add_relu_train(x, gamma, beta, residual, eps)
     } else if use_cudnn(&[x, gamma, beta, residual]) {
@@ -358,13 +363,7 @@ pub fn batch_norm_train_update_running(
     check_bn_params(OP, c, gamma, beta)?;
     let mut ts = vec![x, gamma, beta, running.mean, running.var];
     if let Some(r) = residual {
-        if r.dims() != x.dims() {
-            return Err(KernelError::shape(
-                OP,
-                format!("residual {:?} differs from input {:?}", r.dims(), x.dims()),
-            )
-            .into());
-        }
+        check_residual(OP, x.dims(), r.dims())?;
         ts.push(r);
     }
     check_in_place(OP, &ts)?;

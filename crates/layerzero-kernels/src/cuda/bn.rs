@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::cuda::cudarc::cudnn::sys;
 use candle_core::cuda::cudarc::driver::{CudaSlice, DevicePtr, SyncOnDrop};
-use candle_core::{
-    CudaDevice, CudaStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor,
-};
+use candle_core::{CudaStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 
 use super::*;
 use crate::KernelError;
@@ -73,6 +71,10 @@ impl CudnnBatchNorm {
     ) -> Result<(CudaStorage, Shape)> {
         let dims = dims4(xl.dims())?;
         let c = dims[1];
+        // Checked before any kernel is queued: cuDNN would read past a smaller residual.
+        if let Some((_, rl)) = residual {
+            crate::check_residual(BN, xl.dims(), rl.dims())?;
+        }
         if gbl.dims() != [2, c] {
             return Err(KernelError::shape(
                 BN,
@@ -168,17 +170,6 @@ impl CudnnBatchNorm {
                 .result()
                 .map_err(err)?;
                 if let Some((rs, rl)) = residual {
-                    if rl.dims() != xl.dims() {
-                        return Err(KernelError::shape(
-                            BN,
-                            format!(
-                                "residual {:?} differs from input {:?}",
-                                rl.dims(),
-                                xl.dims()
-                            ),
-                        )
-                        .into());
-                    }
                     let (rp, _g8) = ptr(BN, rs, rl, &stream)?;
                     sys::cudnnAddTensor(h.0, one(), plan.x.0, rp, one(), plan.x.0, yp)
                         .result()
@@ -343,29 +334,6 @@ impl CudnnBatchNorm {
             })
         })
     }
-
-    /// The caller's mean and biased variance (both (C,)), moved out of the saved state.
-    fn stats(&self, dev: &CudaDevice, m: usize) -> Result<(Tensor, Tensor)> {
-        let mut saved = self
-            .saved
-            .lock()
-            .map_err(|_| KernelError::unsupported(BN, "poisoned lock"))?;
-        let saved = saved
-            .as_mut()
-            .ok_or_else(|| KernelError::unsupported(BN, "forward did not run"))?;
-        let c = saved.mean.len();
-        let mean = saved.mean_out.take().map(|s| tensor(s, dev, c));
-        let var = saved.var_unbiased.take().map(|s| tensor(s, dev, c));
-        match (mean, var) {
-            (Some(mean), Some(var)) => {
-                // Unbiased → biased: the trainer's running statistics expect the batch's own
-                // variance (as the CPU kernels return it).
-                let var = var.affine((m as f64 - 1.0) / m as f64, 0.0)?;
-                Ok((mean, var))
-            }
-            _ => Err(KernelError::unsupported(BN, "statistics already taken").into()),
-        }
-    }
 }
 
 fn dims4(d: &[usize]) -> Result<[usize; 4]> {
@@ -474,7 +442,7 @@ pub(crate) fn batch_norm_train(
     };
     let saved = op.saved.clone();
     let y = x.apply_op2(&gb, op)?;
-    finish(&x, y, eps, relu, saved)
+    finish(&x, y, &saved)
 }
 
 /// [`crate::batch_norm_add_relu_train`] on CUDA through cuDNN.
@@ -496,7 +464,7 @@ pub(crate) fn batch_norm_add_relu_train(
     };
     let saved = op.saved.clone();
     let y = x.apply_op3(&gb, &residual, op)?;
-    finish(&x, y, eps, true, saved)
+    finish(&x, y, &saved)
 }
 
 /// See [`crate::batch_norm_train_update_running`]: the running statistics are updated by the
@@ -531,24 +499,34 @@ pub(crate) fn batch_norm_train_running(
     }
 }
 
+/// The caller's mean and biased variance (both (C,)), moved out of the forward call's saved
+/// state (`Running::Return`).
 fn finish(
     x: &Tensor,
     y: Tensor,
-    eps: f64,
-    relu: bool,
-    saved: Arc<Mutex<Option<BnSaved>>>,
+    saved: &Mutex<Option<BnSaved>>,
 ) -> Result<crate::BatchNormTrainOutput> {
     let (n, _, h, w) = x.dims4()?;
-    let dev = match x.device() {
-        candle_core::Device::Cuda(d) => d.clone(),
-        _ => return Err(KernelError::unsupported(BN, "tensor is not on a CUDA device").into()),
+    let m = n * h * w;
+    let candle_core::Device::Cuda(dev) = x.device() else {
+        return Err(KernelError::unsupported(BN, "tensor is not on a CUDA device").into());
     };
-    let reader = CudnnBatchNorm {
-        eps,
-        relu,
-        running: Running::Return,
-        saved,
-    };
-    let (mean, var) = reader.stats(&dev, n * h * w)?;
-    Ok(crate::BatchNormTrainOutput { y, mean, var })
+    let mut saved = saved
+        .lock()
+        .map_err(|_| KernelError::unsupported(BN, "poisoned lock"))?;
+    let saved = saved
+        .as_mut()
+        .ok_or_else(|| KernelError::unsupported(BN, "forward did not run"))?;
+    let c = saved.mean.len();
+    let mean = saved.mean_out.take().map(|s| tensor(s, dev, c));
+    let var = saved.var_unbiased.take().map(|s| tensor(s, dev, c));
+    match (mean, var) {
+        (Some(mean), Some(var)) => {
+            // Unbiased → biased: the trainer's running statistics expect the batch's own
+            // variance (as the CPU kernels return it).
+            let var = var.affine((m as f64 - 1.0) / m as f64, 0.0)?;
+            Ok(crate::BatchNormTrainOutput { y, mean, var })
+        }
+        _ => Err(KernelError::unsupported(BN, "statistics already taken").into()),
+    }
 }

@@ -1,5 +1,6 @@
 //! SGD with momentum in place over the flat parameter: `cudnnOpTensor` (C = α₁·A + α₂·B + β·C)
-//! for the momentum buffer, `cudnnAddTensor` (C = α·A + β·C) for the weight.
+//! for the momentum buffer with weight decay, `cudnnAddTensor` (C = α·A + β·C) for it without,
+//! and for the weight.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -97,7 +98,7 @@ fn op_tensor_add() -> Result<Rc<OpTensorDesc>> {
     Ok(d)
 }
 
-/// b ← μ·b + ∇ + λ·w, in place on the momentum buffer b.
+/// b ← μ·b + ∇ + λ·w (λ ≠ 0), in place on the momentum buffer b, in one `cudnnOpTensor`.
 struct SgdMomentum {
     momentum: f32,
     decay: f32,
@@ -141,26 +142,20 @@ impl candle_core::InplaceOp3 for SgdMomentum {
         let (mom, decay) = (self.momentum, self.decay);
         let mom_p = &mom as *const f32 as *const c_void;
         let decay_p = &decay as *const f32 as *const c_void;
+        let add = op_tensor_add()?;
         // SAFETY: all three are contiguous f32 buffers of n elements (checked), described by
         // the same (1, n, 1, 1) descriptor, and C (the buffer) is neither A nor B.
         unsafe {
-            if decay != 0.0 {
-                // b ← 1·∇ + λ·w + μ·b in one kernel.
-                let add = op_tensor_add()?;
-                sys::cudnnOpTensor(h.0, add.0, one(), d.0, gp, decay_p, d.0, wp, mom_p, d.0, bp)
-                    .result()
-                    .map_err(err)?;
-            } else {
-                sys::cudnnAddTensor(h.0, one(), d.0, gp, mom_p, d.0, bp)
-                    .result()
-                    .map_err(err)?;
-            }
+            sys::cudnnOpTensor(h.0, add.0, one(), d.0, gp, decay_p, d.0, wp, mom_p, d.0, bp)
+                .result()
+                .map_err(err)?;
         }
         Ok(())
     }
 }
 
-/// y ← a·x + b·y, in place on y: the SGD step's `w ← w − lr·buf`.
+/// y ← a·x + b·y, in place on y, in one `cudnnAddTensor`: the SGD step's `w ← w − lr·buf`, and
+/// its `buf ← μ·buf + ∇` without weight decay.
 struct ScaleAdd {
     a: f32,
     b: f32,
@@ -214,8 +209,8 @@ impl candle_core::InplaceOp2 for ScaleAdd {
     }
 }
 
-/// See [`crate::sgd_momentum_step`]: two or three `cudnnAddTensor` calls in place instead of
-/// seven candle ops (each with its own allocation) per parameter.
+/// See [`crate::sgd_momentum_step`]: two cuDNN calls in place instead of seven candle ops
+/// (each with its own allocation) per parameter.
 pub(crate) fn sgd_momentum_step(
     w: &Tensor,
     grad: &Tensor,
@@ -225,14 +220,24 @@ pub(crate) fn sgd_momentum_step(
     decay: f64,
 ) -> Result<()> {
     let grad = grad.contiguous()?;
-    buf.inplace_op3(
-        &grad,
-        w,
-        &SgdMomentum {
-            momentum: momentum as f32,
-            decay: decay as f32,
-        },
-    )?;
+    if decay != 0.0 {
+        buf.inplace_op3(
+            &grad,
+            w,
+            &SgdMomentum {
+                momentum: momentum as f32,
+                decay: decay as f32,
+            },
+        )?;
+    } else {
+        buf.inplace_op2(
+            &grad,
+            &ScaleAdd {
+                a: 1.0,
+                b: momentum as f32,
+            },
+        )?;
+    }
     w.inplace_op2(
         buf,
         &ScaleAdd {
