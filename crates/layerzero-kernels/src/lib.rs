@@ -115,8 +115,8 @@ pub use peak::{gemm_gflops, measure_gemm_peak_gflops};
 pub use cuda::cudnn_op_count;
 
 /// Which implementation the public functions run for f32 tensors on `device`, in words, for logs
-/// and benchmark records: e.g. `layerzero CPU kernels (AVX-512VL)`, `cuDNN (fp32)`, `candle's
-/// CUDA ops`. It follows the same rules as the dispatch (backend, cargo features, environment
+/// and benchmark records: e.g. `layerzero CPU kernels (AVX-512VL)`, `cuDNN 9.19.0 (fp32)`,
+/// `candle's CUDA ops`. It follows the same rules as the dispatch (backend, cargo features, environment
 /// switches).
 pub fn describe_path(device: &candle_core::Device) -> String {
     if backend() == KernelBackend::Reference {
@@ -296,9 +296,8 @@ pub fn batch_norm_add_relu_train(
 
 /// Whether the in-place update kernels ([`sgd_momentum_step`],
 /// [`batch_norm_train_update_running`]) handle these tensors: f32 on CUDA with the `cudnn`
-/// feature. Elsewhere callers use candle's ops,
-/// which on the CPU cost little next to the convolutions; on a GPU each would be a kernel
-/// launch and an allocation.
+/// feature. Elsewhere callers use candle's ops, which on the CPU cost little next to the
+/// convolutions; on a GPU each would be a kernel launch and an allocation.
 pub fn in_place_update_handles(ts: &[&Tensor]) -> bool {
     use_cudnn(ts)
 }
