@@ -13,7 +13,8 @@ use layerzero_models::{
     Network, WeightsMetadata,
 };
 use layerzero_train::{
-    evaluate, train_observed, EpochMetrics, Profile, RunOptions, TrainConfig, TrainObserver,
+    evaluate, train_observed, EpochMetrics, Profile, ProgressiveResize, RunOptions, TrainConfig,
+    TrainObserver,
 };
 
 /// Picks the compute device (`cpu`, `cuda` (built with the `cuda` feature), or `auto`) and says on
@@ -67,6 +68,11 @@ pub fn set_threads(threads: Option<usize>) -> Result<()> {
 
 fn parse_dataset(s: &str) -> Result<Dataset, String> {
     s.parse::<Dataset>().map_err(|e| e.to_string())
+}
+
+fn parse_resize(s: &str) -> Result<ProgressiveResize, String> {
+    s.parse()
+        .map_err(|e: layerzero_train::TrainError| e.to_string())
 }
 
 fn parse_profile(s: &str) -> Result<Profile, String> {
@@ -163,6 +169,16 @@ pub struct TrainArgs {
     /// Apply no weight decay to batch-norm parameters and biases.
     #[arg(long)]
     pub no_decay_on_norm_and_bias: bool,
+    /// Flip each training image in every other epoch (Jordan 2024's alternating flip) instead
+    /// of with probability ½ each epoch.
+    #[arg(long)]
+    pub alternating_flip: bool,
+    /// Progressive resizing, SIDE:EPOCHS[,SIDE:EPOCHS…]: train the first epochs on images
+    /// downscaled to SIDE×SIDE (a multiple of 4 from 8 to 32), phase after phase, and the rest
+    /// at full size (at least one epoch). The test set is always evaluated at 32×32. E.g. 16:8
+    /// (8 epochs at 16×16, then 32×32) or 16:4,24:4.
+    #[arg(long, value_parser = parse_resize)]
+    pub progressive_resize: Option<ProgressiveResize>,
     /// Run directory (checkpoints, metrics.jsonl, weights.safetensors).
     #[arg(long)]
     pub out: PathBuf,
@@ -200,8 +216,14 @@ impl TrainObserver for Progress {
         }
     }
     fn epoch(&self, m: &EpochMetrics) {
+        // The training side only when progressive resizing shrank it.
+        let side = if m.image_side == layerzero_data::IMAGE_SIDE {
+            String::new()
+        } else {
+            format!(" at {0}×{0}", m.image_side)
+        };
         let line = format!(
-            "epoch {:>3}: train loss {:.4} acc {:.2}% | test loss {:.4} top-1 {:.2}% top-5 {:.2}% | {:.0} img/s, {:.0} s",
+            "epoch {:>3}: train loss {:.4} acc {:.2}%{side} | test loss {:.4} top-1 {:.2}% top-5 {:.2}% | {:.0} img/s, {:.0} s",
             m.epoch,
             m.train_loss,
             100.0 * m.train_top1,
@@ -260,6 +282,10 @@ pub fn train(args: TrainArgs) -> Result<()> {
     // Flags only switch on: a profile that already uses one keeps it.
     config.sgd.nesterov |= args.nesterov;
     config.sgd.no_decay_on_norm_and_bias |= args.no_decay_on_norm_and_bias;
+    config.alternating_flip |= args.alternating_flip;
+    if let Some(r) = args.progressive_resize {
+        config.progressive_resize = Some(r);
+    }
     // Validated before the schedule is stretched (which divides by the batch size).
     config.validate()?;
     if args.epochs.is_some() || args.batch_size.is_some() {

@@ -1,5 +1,6 @@
-//! `layerzero train --batch-size/--lr/--label-smoothing/--momentum/--weight-decay` (and the
-//! `--nesterov`, `--no-decay-on-norm-and-bias` switches): bad values are refused before any data
+//! `layerzero train --batch-size/--lr/--label-smoothing/--momentum/--weight-decay/
+//! --progressive-resize` (and the `--nesterov`, `--no-decay-on-norm-and-bias`,
+//! `--alternating-flip` switches): bad values are refused before any data
 //! is read, naming the option and the value; good ones land in the run's `config.json`, with a
 //! one-cycle schedule stretched to the new number of steps.
 //!
@@ -31,6 +32,10 @@ fn bad_overrides_are_refused_naming_the_option() {
         ("--label-smoothing", "1.5", "label smoothing"),
         ("--momentum", "1.2", "momentum"),
         ("--weight-decay", "-0.0001", "weight decay"),
+        ("--progressive-resize", "18:3", "side"),
+        // The smoke profile has one epoch: none would be left at full size.
+        ("--progressive-resize", "16:1", "epochs"),
+        ("--progressive-resize", "16", "SIDE:EPOCHS"),
     ] {
         let o = layerzero()
             .args(["train", "--profile", "smoke", "--device", "cpu"])
@@ -69,6 +74,8 @@ fn overrides_reach_the_run_config() {
         .args(["--lr", "0.05", "--label-smoothing", "0.1"])
         .args(["--momentum", "0.8", "--weight-decay", "1e-4"])
         .args(["--nesterov", "--no-decay-on-norm-and-bias"])
+        .args(["--epochs", "2", "--alternating-flip"])
+        .args(["--progressive-resize", "16:1"])
         .arg("--data-dir")
         .arg(&data)
         .arg("--out")
@@ -85,9 +92,19 @@ fn overrides_reach_the_run_config() {
     assert_eq!(config["sgd"]["weight_decay"], 1e-4);
     assert_eq!(config["sgd"]["nesterov"], true);
     assert_eq!(config["sgd"]["no_decay_on_norm_and_bias"], true);
-    // The smoke profile's 2,048 images in batches of 64, one epoch.
-    assert_eq!(config["schedule"]["total_steps"], 2048 / 64);
+    assert_eq!(config["alternating_flip"], true);
+    assert_eq!(
+        config["progressive_resize"],
+        serde_json::json!({"phases": [{"side": 16, "epochs": 1}]})
+    );
+    // The smoke profile's 2,048 images in batches of 64, two epochs.
+    assert_eq!(config["schedule"]["total_steps"], 2 * 2048 / 64);
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
-    assert_eq!(first["step"], 2048 / 64);
+    let lines: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["step"], 2048 / 64);
+    assert_eq!(lines[0]["image_side"], 16);
+    assert_eq!(lines[1]["image_side"], 32);
 }

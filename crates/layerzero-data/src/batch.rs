@@ -1,9 +1,10 @@
-//! Seeded shuffling, He et al.'s augmentation and normalisation into `(N, 3, 32, 32)` tensors.
+//! Seeded shuffling, He et al.'s augmentation and normalisation into `(N, 3, S, S)` tensors
+//! (S = 32, CIFAR's resolution, unless a smaller side is asked for: progressive resizing).
 //!
-//! Determinism: the order of an epoch depends only on `(seed, epoch)`, and the crop offset and
-//! flip of an image only on `(seed, epoch, position in the epoch)`. Decoding runs in parallel
-//! with rayon, each image written to its own slice of the output, so the batches are the same
-//! whatever the number of threads.
+//! Determinism: the order of an epoch depends only on `(seed, epoch)`, the crop offset and a
+//! random flip of an image only on `(seed, epoch, position in the epoch)`, an alternating flip
+//! only on `(seed, image, epoch)`. Decoding runs in parallel with rayon, each image written to
+//! its own slice of the output, so the batches are the same whatever the number of threads.
 
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -37,14 +38,31 @@ impl Normalization {
 pub struct Augmentation {
     /// Padding on each side before cropping (4 in the paper); 0 disables cropping.
     pub pad: usize,
-    /// Random horizontal flips.
-    pub flip: bool,
+    /// How images are mirrored left–right.
+    pub flip: Flip,
 }
 
 impl Default for Augmentation {
     fn default() -> Self {
-        Augmentation { pad: 4, flip: true }
+        Augmentation {
+            pad: 4,
+            flip: Flip::Random,
+        }
     }
+}
+
+/// Horizontal flipping of training images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flip {
+    /// Never flipped.
+    Off,
+    /// Each image flipped with probability ½, drawn anew every epoch (He et al.).
+    Random,
+    /// Each image flipped with probability ½ in the first epoch, then flipped in every other
+    /// epoch relative to that: the "alternating flip" of Jordan 2024 (arXiv 2404.00498), which
+    /// shows every image in both orientations over any two consecutive epochs, where random
+    /// flips show half of them the same way twice running.
+    Alternating,
 }
 
 /// The random choices made for one image.
@@ -70,15 +88,27 @@ impl CropFlip {
 }
 
 impl Augmentation {
-    /// Draws the crop and flip of one image from its own random stream.
+    /// Draws the crop and (with [`Flip::Random`]) the flip of one image from its own random
+    /// stream. [`Flip::Alternating`] does not use the stream's flip bit (see
+    /// [`Augmentation::alternating_flip`]); [`Flip::Off`] never flips.
     pub fn draw(&self, rng: &mut SplitMix64) -> CropFlip {
         let range = 2 * self.pad as u64 + 1;
         let top = rng.below(range) as usize;
         let left = rng.below(range) as usize;
-        let flip = self.flip && rng.next_u64() & 1 == 1;
+        let flip = self.flip == Flip::Random && rng.next_u64() & 1 == 1;
         CropFlip { top, left, flip }
     }
+
+    /// The alternating flip of `image` (its index in the set) in `epoch`: a coin drawn once per
+    /// image from `seed`, inverted in odd epochs.
+    pub fn alternating_flip(seed: u64, image: usize, epoch: u64) -> bool {
+        let coin = SplitMix64::new(mix(seed ^ FLIP_STREAM, u64::MAX, image as u64)).next_u64() & 1;
+        (coin == 1) ^ (epoch % 2 == 1)
+    }
 }
+
+/// Separates the alternating-flip coins from the crop streams of the same seed.
+const FLIP_STREAM: u64 = 0x666c_6970; // "flip"
 
 /// Writes one image, cropped/flipped and normalised, into `out` (3·32·32 floats, CHW).
 ///
@@ -114,6 +144,52 @@ pub fn decode_image(
     }
 }
 
+/// [`decode_image`], then downscaled to `side`×`side` (`side` ≤ 32) by averaging: output pixel
+/// `i` of a row covers input pixels `⌊32·i/side⌋ … ⌈32·(i+1)/side⌉ − 1`, the rule of PyTorch's
+/// `adaptive_avg_pool2d` (and `interpolate(mode="area")`); a side of 16 averages 2×2 blocks.
+/// `out` holds 3·side·side floats, CHW. A side of 32 is [`decode_image`] itself.
+pub fn decode_image_at(
+    pixels: &[u8],
+    choice: CropFlip,
+    pad: usize,
+    norm: &Normalization,
+    side: usize,
+    out: &mut [f32],
+) {
+    assert!(
+        (1..=IMAGE_SIDE).contains(&side),
+        "image side {side} outside 1..={IMAGE_SIDE}"
+    );
+    if side == IMAGE_SIDE {
+        return decode_image(pixels, choice, pad, norm, out);
+    }
+    let mut full = [0f32; PIXELS_PER_IMAGE];
+    decode_image(pixels, choice, pad, norm, &mut full);
+    let window = |i: usize| {
+        let start = i * IMAGE_SIDE / side;
+        let end = ((i + 1) * IMAGE_SIDE).div_ceil(side);
+        start..end
+    };
+    let plane = IMAGE_SIDE * IMAGE_SIDE;
+    for c in 0..3 {
+        let src = &full[c * plane..(c + 1) * plane];
+        let dst = &mut out[c * side * side..(c + 1) * side * side];
+        for y in 0..side {
+            let rows = window(y);
+            for x in 0..side {
+                let cols = window(x);
+                let mut sum = 0f32;
+                for r in rows.clone() {
+                    for v in &src[r * IMAGE_SIDE + cols.start..r * IMAGE_SIDE + cols.end] {
+                        sum += v;
+                    }
+                }
+                dst[y * side + x] = sum / (rows.len() * cols.len()) as f32;
+            }
+        }
+    }
+}
+
 /// How to cut a set into batches.
 #[derive(Debug, Clone)]
 pub struct BatchConfig {
@@ -129,6 +205,9 @@ pub struct BatchConfig {
     pub seed: u64,
     /// Drop a last, smaller batch (training keeps batch statistics comparable).
     pub drop_last: bool,
+    /// Side of the square images the batches hold: 32 (CIFAR's own) or, for progressive
+    /// resizing, a smaller one that [`decode_image_at`] downscales to after the crop and flip.
+    pub side: usize,
 }
 
 impl BatchConfig {
@@ -141,6 +220,7 @@ impl BatchConfig {
             normalization: Normalization::for_dataset(dataset),
             seed,
             drop_last: true,
+            side: IMAGE_SIDE,
         }
     }
 
@@ -153,6 +233,7 @@ impl BatchConfig {
             normalization: Normalization::for_dataset(dataset),
             seed: 0,
             drop_last: false,
+            side: IMAGE_SIDE,
         }
     }
 }
@@ -160,7 +241,7 @@ impl BatchConfig {
 /// A batch of images and their labels.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    /// `(N, 3, 32, 32)` f32, normalised.
+    /// `(N, 3, S, S)` f32, normalised; S is the configuration's `side` (32 unless resized).
     pub images: Tensor,
     /// `(N,)` u32 labels.
     pub labels: Tensor,
@@ -184,6 +265,13 @@ impl<'a> Batcher<'a> {
                 what: "batch size",
                 expected: "at least 1",
                 found: "0".to_string(),
+            });
+        }
+        if !(1..=IMAGE_SIDE).contains(&config.side) {
+            return Err(DataError::InvalidOption {
+                what: "image side",
+                expected: "1 to 32 pixels",
+                found: config.side.to_string(),
             });
         }
         Ok(Batcher {
@@ -218,14 +306,21 @@ impl<'a> Batcher<'a> {
         order
     }
 
-    /// The crop and flip chosen for the image at `position` of `epoch`'s order.
-    pub fn choice(&self, epoch: u64, position: usize) -> CropFlip {
+    /// The crop and flip chosen for `image` (its index in the set), found at `position` of
+    /// `epoch`'s order.
+    pub fn choice(&self, epoch: u64, position: usize, image: usize) -> CropFlip {
         match &self.config.augmentation {
-            Some(aug) => aug.draw(&mut SplitMix64::new(mix(
-                self.config.seed,
-                epoch,
-                position as u64,
-            ))),
+            Some(aug) => {
+                let mut choice = aug.draw(&mut SplitMix64::new(mix(
+                    self.config.seed,
+                    epoch,
+                    position as u64,
+                )));
+                if aug.flip == Flip::Alternating {
+                    choice.flip = Augmentation::alternating_flip(self.config.seed, image, epoch);
+                }
+                choice
+            }
             None => CropFlip::identity(0),
         }
     }
@@ -245,15 +340,17 @@ impl<'a> Batcher<'a> {
         let indices = order[start..end].to_vec();
         let pad = self.config.augmentation.map_or(0, |a| a.pad);
         let norm = self.config.normalization;
-        let mut data = vec![0f32; indices.len() * PIXELS_PER_IMAGE];
-        data.par_chunks_mut(PIXELS_PER_IMAGE)
+        let side = self.config.side;
+        let per_image = 3 * side * side;
+        let mut data = vec![0f32; indices.len() * per_image];
+        data.par_chunks_mut(per_image)
             .zip(indices.par_iter().enumerate())
             .for_each(|(out, (k, &img))| {
-                let choice = self.choice(epoch, start + k);
-                decode_image(self.set.image(img), choice, pad, &norm, out);
+                let choice = self.choice(epoch, start + k, img);
+                decode_image_at(self.set.image(img), choice, pad, &norm, side, out);
             });
         let n = indices.len();
-        let images = Tensor::from_vec(data, (n, 3, IMAGE_SIDE, IMAGE_SIDE), &self.device)?;
+        let images = Tensor::from_vec(data, (n, 3, side, side), &self.device)?;
         let labels: Vec<u32> = indices
             .iter()
             .map(|&i| self.set.labels()[i] as u32)

@@ -6,8 +6,9 @@
 //!   labels and the record count; every problem is a [`DataError`] that names the file and what
 //!   was expected and found.
 //! - [`fetch`] gets the data set into a data root (default `data/`), atomically and idempotently.
-//! - [`Batcher`] yields `(N, 3, 32, 32)` f32 batches; the same seed gives the same batches
-//!   whatever the number of threads.
+//! - [`Batcher`] yields `(N, 3, 32, 32)` f32 batches (or smaller sides, downscaled, for
+//!   progressive resizing: [`BatchConfig::side`]) with He et al.'s crop and a random or
+//!   alternating [`Flip`]; the same seed gives the same batches whatever the number of threads.
 //!
 //! # Example
 //!
@@ -43,7 +44,8 @@ mod fetch;
 pub mod rng;
 
 pub use batch::{
-    decode_image, Augmentation, Batch, BatchConfig, Batcher, CropFlip, EpochBatches, Normalization,
+    decode_image, decode_image_at, Augmentation, Batch, BatchConfig, Batcher, CropFlip,
+    EpochBatches, Flip, Normalization,
 };
 pub use cifar::{
     info, parse_batch, read_batch_file, read_class_names, resolve_dir, BatchFile, CifarSet,

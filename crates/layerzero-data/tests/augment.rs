@@ -1,11 +1,11 @@
 //! Augmentation and batching: determinism for a seed (whatever the thread count), crops inside the
-//! padded image, flip is a flip, normalisation.
+//! padded image, flip is a flip, alternating flips, downscaled sides, normalisation.
 
 use candle_core::Device;
 use layerzero_data::rng::SplitMix64;
 use layerzero_data::{
-    decode_image, Augmentation, BatchConfig, Batcher, CifarSet, CropFlip, Dataset, Normalization,
-    Split,
+    decode_image, decode_image_at, Augmentation, BatchConfig, Batcher, CifarSet, CropFlip,
+    DataError, Dataset, Flip, Normalization, Split,
 };
 
 /// 64 images with distinct, position-dependent pixels so that crops and flips are visible.
@@ -170,4 +170,140 @@ fn normalisation_uses_cifar10_statistics() {
     assert!((v[0] - expect).abs() < 1e-5, "{} vs {expect}", v[0]);
     let expect_b = (1.0 - 0.4465) / 0.2616;
     assert!((v[2048] - expect_b).abs() < 1e-5);
+}
+
+/// The flips of every image of `set` in `epoch` under `flip`, by image index.
+fn flips_by_image(set: &CifarSet, flip: Flip, epoch: u64) -> Vec<bool> {
+    let config = BatchConfig {
+        augmentation: Some(Augmentation { pad: 4, flip }),
+        ..BatchConfig::train(Dataset::Cifar10, 16, 11)
+    };
+    let batcher = Batcher::new(set, config, Device::Cpu).unwrap();
+    let order = batcher.order(epoch);
+    let mut flips = vec![false; set.len()];
+    for (position, &image) in order.iter().enumerate() {
+        flips[image] = batcher.choice(epoch, position, image).flip;
+    }
+    flips
+}
+
+#[test]
+fn alternating_flip_mirrors_each_image_every_other_epoch() {
+    let set = varied_set();
+    let first = flips_by_image(&set, Flip::Alternating, 0);
+    let flipped = first.iter().filter(|&&f| f).count();
+    assert!(
+        (20..=44).contains(&flipped),
+        "about half of 64 flipped: {flipped}"
+    );
+    for epoch in 1..6u64 {
+        let now = flips_by_image(&set, Flip::Alternating, epoch);
+        let expect: Vec<bool> = first.iter().map(|&f| f ^ (epoch % 2 == 1)).collect();
+        assert_eq!(now, expect, "epoch {epoch}");
+    }
+    // Random flips do not alternate: some image keeps its orientation from epoch 0 to 1.
+    let (r0, r1) = (
+        flips_by_image(&set, Flip::Random, 0),
+        flips_by_image(&set, Flip::Random, 1),
+    );
+    assert!(r0.iter().zip(&r1).any(|(a, b)| a == b));
+    assert!(flips_by_image(&set, Flip::Off, 0).iter().all(|&f| !f));
+}
+
+#[test]
+fn alternating_flip_keeps_the_crops_of_random_flip() {
+    // Only the flip bit differs between the modes, so switching mode changes nothing else.
+    let set = varied_set();
+    let batcher = |flip| {
+        let config = BatchConfig {
+            augmentation: Some(Augmentation { pad: 4, flip }),
+            ..BatchConfig::train(Dataset::Cifar10, 16, 3)
+        };
+        Batcher::new(&set, config, Device::Cpu).unwrap()
+    };
+    let (random, alternating) = (batcher(Flip::Random), batcher(Flip::Alternating));
+    let order = random.order(2);
+    assert_eq!(order, alternating.order(2));
+    for (position, &image) in order.iter().enumerate() {
+        let (a, b) = (
+            random.choice(2, position, image),
+            alternating.choice(2, position, image),
+        );
+        assert_eq!((a.top, a.left), (b.top, b.left));
+    }
+}
+
+#[test]
+fn downscaled_side_averages_the_full_size_image() {
+    let set = varied_set();
+    let img = set.image(7);
+    let c = CropFlip {
+        top: 1,
+        left: 6,
+        flip: true,
+    };
+    let mut full = vec![0f32; 3072];
+    decode_image(img, c, 4, &UNIT, &mut full);
+    let mut same = vec![0f32; 3072];
+    decode_image_at(img, c, 4, &UNIT, 32, &mut same);
+    assert_eq!(same, full, "side 32 is decode_image itself");
+    // Side 16: each output pixel is the mean of a 2×2 block.
+    let mut half = vec![0f32; 3 * 16 * 16];
+    decode_image_at(img, c, 4, &UNIT, 16, &mut half);
+    for ch in 0..3 {
+        for y in 0..16 {
+            for x in 0..16 {
+                let at = |yy: usize, xx: usize| full[ch * 1024 + yy * 32 + xx];
+                let mean = (at(2 * y, 2 * x)
+                    + at(2 * y, 2 * x + 1)
+                    + at(2 * y + 1, 2 * x)
+                    + at(2 * y + 1, 2 * x + 1))
+                    / 4.0;
+                let got = half[ch * 256 + y * 16 + x];
+                assert!(
+                    (got - mean).abs() < 1e-4,
+                    "({ch}, {y}, {x}): {got} vs {mean}"
+                );
+            }
+        }
+    }
+    // Side 24: windows ⌊4i/3⌋ … ⌈4(i+1)/3⌉ − 1, e.g. output 1 covers inputs 1 and 2.
+    let mut s24 = vec![0f32; 3 * 24 * 24];
+    decode_image_at(img, c, 4, &UNIT, 24, &mut s24);
+    let at = |yy: usize, xx: usize| full[yy * 32 + xx];
+    let expect = (at(1, 1) + at(1, 2) + at(2, 1) + at(2, 2)) / 4.0;
+    assert!(
+        (s24[24 + 1] - expect).abs() < 1e-4,
+        "{} vs {expect}",
+        s24[25]
+    );
+    let expect = (at(0, 0) + at(0, 1) + at(1, 0) + at(1, 1)) / 4.0;
+    assert!((s24[0] - expect).abs() < 1e-4);
+}
+
+#[test]
+fn batches_at_a_smaller_side_and_bad_sides_refused() {
+    let set = varied_set();
+    let config = BatchConfig {
+        side: 20,
+        ..BatchConfig::train(Dataset::Cifar10, 16, 1)
+    };
+    let batcher = Batcher::new(&set, config, Device::Cpu).unwrap();
+    let b = batcher.epoch(0).next().unwrap().unwrap();
+    assert_eq!(b.images.dims(), &[16, 3, 20, 20]);
+    for side in [0, 33] {
+        let config = BatchConfig {
+            side,
+            ..BatchConfig::train(Dataset::Cifar10, 16, 1)
+        };
+        let err = Batcher::new(&set, config, Device::Cpu).unwrap_err();
+        assert!(matches!(
+            err,
+            DataError::InvalidOption {
+                what: "image side",
+                ..
+            }
+        ));
+        assert!(err.to_string().contains(&side.to_string()), "{err}");
+    }
 }

@@ -31,7 +31,7 @@ pub use checkpoint::{write_atomic, Checkpoint, CheckpointMeta};
 pub use error::{Result, TrainError};
 pub use eval::{evaluate, score_logits, EvalSummary, PerImage};
 pub use optim::{Param, Sgd, SgdConfig};
-pub use profile::{Profile, TrainConfig};
+pub use profile::{Profile, ProgressiveResize, ResizePhase, TrainConfig};
 pub use schedule::LrSchedule;
 pub use trainer::{
     cross_entropy, train, train_observed, trainable_params, EpochMetrics, Quiet, RunDir,

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Tensor, D};
-use layerzero_data::{BatchConfig, Batcher, CifarSet};
+use layerzero_data::{Augmentation, BatchConfig, Batcher, CifarSet, Flip};
 use layerzero_models::{
     load_state_dict, save_safetensors, ForwardMode, Interventions, LoadOptions, Network,
     WeightsMetadata,
@@ -54,6 +54,14 @@ pub struct EpochMetrics {
     pub images_per_s: f64,
     /// Wall time of the epoch (training and evaluation), in seconds.
     pub wall_s: f64,
+    /// Side of the epoch's training images (32 unless progressive resizing shrank them;
+    /// metrics written before this field existed read as 32).
+    #[serde(default = "full_side")]
+    pub image_side: usize,
+}
+
+fn full_side() -> usize {
+    layerzero_data::IMAGE_SIDE
 }
 
 /// How to run (as opposed to what to train, which is the [`TrainConfig`]).
@@ -311,6 +319,9 @@ pub fn train_observed(
     config.validate()?;
     let dir = RunDir::new(run_dir);
     let device = net.params().device().clone();
+    if config.progressive_resize.is_some() {
+        check_sides(net, config, &device)?;
+    }
     fs::create_dir_all(dir.root()).map_err(|e| TrainError::io(dir.root(), e))?;
     let config_json = serde_json::to_string_pretty(config).unwrap_or_default();
     if !opts.resume && dir.config().exists() {
@@ -377,22 +388,32 @@ pub fn train_observed(
         };
     write_metrics(&dir.metrics(), &metrics)?;
 
-    let batch_config = if config.augment {
-        BatchConfig::train(train_set.dataset(), config.batch_size, config.seed)
-    } else {
-        BatchConfig {
-            augmentation: None,
-            ..BatchConfig::train(train_set.dataset(), config.batch_size, config.seed)
-        }
+    let mut batch_config = BatchConfig::train(train_set.dataset(), config.batch_size, config.seed);
+    batch_config.augmentation = match batch_config.augmentation {
+        Some(aug) if config.augment && config.alternating_flip => Some(Augmentation {
+            flip: Flip::Alternating,
+            ..aug
+        }),
+        aug if config.augment => aug,
+        _ => None,
     };
-    let batcher = Batcher::new(&train_set, batch_config, device.clone())?;
-    let steps_per_epoch = batcher.batches_per_epoch();
+    let steps_per_epoch =
+        Batcher::new(&train_set, batch_config.clone(), device.clone())?.batches_per_epoch();
     observer.start(epoch, config.epochs, steps_per_epoch);
     let mut ran = 0;
     while epoch < config.epochs && opts.max_epochs.is_none_or(|m| ran < m) {
         let started = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
         let mut lr = 0.0;
+        let image_side = config.image_side(epoch);
+        let batcher = Batcher::new(
+            &train_set,
+            BatchConfig {
+                side: image_side,
+                ..batch_config.clone()
+            },
+            device.clone(),
+        )?;
         for (i, batch) in batcher.epoch(epoch as u64).enumerate() {
             let batch = batch?;
             lr = config.schedule.lr_at(step);
@@ -435,6 +456,7 @@ pub fn train_observed(
             test_top5: eval.top5,
             images_per_s: seen as f64 / train_time.max(1e-9),
             wall_s: started.elapsed().as_secs_f64(),
+            image_side,
         };
         // The metrics line first, then the checkpoint: a crash between the two leaves a line
         // for an epoch without a checkpoint, which a resume drops (it keeps the lines up to
@@ -456,6 +478,32 @@ pub fn train_observed(
         weights: dir.weights(),
         init_weights: dir.init_weights(),
     })
+}
+
+/// Before a progressively resized run: one image at each side the schedule uses must go
+/// through the network, so that an architecture that cannot take small images (VGG's five
+/// poolings need 32×32) is refused before training, with the side named.
+fn check_sides(
+    net: &dyn Network,
+    config: &TrainConfig,
+    device: &candle_core::Device,
+) -> Result<()> {
+    let mut sides: Vec<usize> = (0..config.epochs).map(|e| config.image_side(e)).collect();
+    sides.dedup();
+    for side in sides {
+        let x = Tensor::zeros((1, 3, side, side), DType::F32, device)?;
+        net.forward(&x, ForwardMode::Eval, Interventions::none())
+            .map_err(|e| TrainError::InvalidConfig {
+                what: "progressive resize",
+                expected: format!("image sides that {} accepts", config.arch),
+                // The first line only: candle appends a backtrace when RUST_BACKTRACE is set.
+                found: format!(
+                    "{side}×{side} ({})",
+                    e.to_string().lines().next().unwrap_or_default()
+                ),
+            })?;
+    }
+    Ok(())
 }
 
 fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<()> {

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use layerzero_data::{fetch, CifarSet, Dataset, Location, Source, Split};
 use layerzero_models::{create_model, ModelConfig, Network};
+mod common;
+use common::synthetic;
 use layerzero_train::{train, LrSchedule, Profile, RunDir, RunOptions, TrainConfig, TrainError};
 
 /// The real CIFAR-10 (extracted once into the target folder), or `None` with the reason printed.
@@ -25,25 +27,6 @@ fn real_cifar() -> Option<PathBuf> {
             .dir()
             .to_path_buf(),
     )
-}
-
-/// Synthetic images whose class is visible (a per-class colour), for tests that only need the
-/// loop to run.
-fn synthetic(n: usize, split: Split) -> CifarSet {
-    let mut pixels = Vec::with_capacity(n * 3072);
-    let mut labels = Vec::with_capacity(n);
-    for i in 0..n {
-        let label = (i * 7 % 10) as u8;
-        for c in 0..3 {
-            for p in 0..1024 {
-                let base = (label as usize * 25 + c * 60) % 256;
-                pixels.push(((base + (p * (i + 1)) % 17) % 256) as u8);
-            }
-        }
-        labels.push(label);
-    }
-    let names = (0..10).map(|i| format!("class{i}")).collect();
-    CifarSet::from_parts(Dataset::Cifar10, split, pixels, labels, names).unwrap()
 }
 
 fn small_config(epochs: usize, images: usize, batch: usize) -> TrainConfig {
@@ -463,4 +446,33 @@ fn fuzz_regressions_are_refused_as_corrupt() {
     let seed = crate_dir.join("../../fuzz/seeds/checkpoint_read/valid-small");
     let ck = layerzero_train::Checkpoint::load(&seed, &Device::Cpu).unwrap();
     assert_eq!((ck.meta.epoch, ck.meta.arch.as_str()), (3, "resnet8"));
+}
+
+/// A resume rewrites `metrics.jsonl` from the parsed lines, so parsing must give back the exact
+/// f64 that was written: with serde_json's default (fast, not exact) float parser the value
+/// below came back one unit in the last place off, and the resume test above failed whenever
+/// the measured throughput happened to be such a value.
+#[test]
+fn metrics_lines_round_trip_exactly() {
+    let m = layerzero_train::EpochMetrics {
+        epoch: 1,
+        step: 2,
+        lr: 0.0811745653949763,
+        train_loss: 2.4678834676742554,
+        train_top1: 0.109375,
+        test_loss: 2.1294889699726376,
+        test_top1: 0.21875,
+        test_top5: 0.71875,
+        images_per_s: 511.50801931083436,
+        wall_s: 0.1426632,
+        image_side: 32,
+    };
+    let line = serde_json::to_string(&m).unwrap();
+    let back: layerzero_train::EpochMetrics = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        back.images_per_s.to_bits(),
+        m.images_per_s.to_bits(),
+        "{line}"
+    );
+    assert_eq!(serde_json::to_string(&back).unwrap(), line);
 }
