@@ -14,7 +14,7 @@ use layerzero_models::{
 };
 use layerzero_train::{
     evaluate, train_observed, EpochMetrics, Profile, ProgressiveResize, RunOptions, TrainConfig,
-    TrainObserver,
+    TrainError, TrainObserver,
 };
 
 /// Picks the compute device (`cpu`, `cuda` (built with the `cuda` feature), or `auto`) and says on
@@ -70,9 +70,20 @@ fn parse_dataset(s: &str) -> Result<Dataset, String> {
     s.parse::<Dataset>().map_err(|e| e.to_string())
 }
 
-fn parse_resize(s: &str) -> Result<ProgressiveResize, String> {
+/// `--progressive-resize`: `off`, or the phases.
+#[derive(Debug, Clone)]
+pub enum ResizeArg {
+    Off,
+    Phases(ProgressiveResize),
+}
+
+fn parse_resize(s: &str) -> Result<ResizeArg, String> {
+    if s == "off" {
+        return Ok(ResizeArg::Off);
+    }
     s.parse()
-        .map_err(|e: layerzero_train::TrainError| e.to_string())
+        .map(ResizeArg::Phases)
+        .map_err(|e: layerzero_train::TrainError| format!("{e}, or off"))
 }
 
 fn parse_profile(s: &str) -> Result<Profile, String> {
@@ -169,16 +180,18 @@ pub struct TrainArgs {
     /// Apply no weight decay to batch-norm parameters and biases.
     #[arg(long)]
     pub no_decay_on_norm_and_bias: bool,
-    /// Flip each training image in every other epoch (Jordan 2024's alternating flip) instead
-    /// of with probability ½ each epoch.
-    #[arg(long)]
-    pub alternating_flip: bool,
-    /// Progressive resizing, SIDE:EPOCHS[,SIDE:EPOCHS…]: train the first epochs on images
-    /// downscaled to SIDE×SIDE (a multiple of 4 from 8 to 32), phase after phase, and the rest
-    /// at full size (at least one epoch). The test set is always evaluated at 32×32. E.g. 16:8
-    /// (8 epochs at 16×16, then 32×32) or 16:4,24:4.
+    /// Override the profile's horizontal flips: random (each image with probability ½ every
+    /// epoch, He et al.) or alternating (each image in every other epoch, Jordan 2024; the
+    /// quick profile's).
+    #[arg(long, value_parser = ["random", "alternating"])]
+    pub flip: Option<String>,
+    /// Override the profile's progressive resizing: off, or SIDE:EPOCHS[,SIDE:EPOCHS…] to train
+    /// the first epochs on images downscaled to SIDE×SIDE (a multiple of 4 from 8 to 32), phase
+    /// after phase, and the rest at full size (at least one epoch). The quick profile uses 16:8
+    /// (8 epochs at 16×16, then 32×32); architectures that need 32×32 inputs (VGG) take off.
+    /// The test set is always evaluated at 32×32.
     #[arg(long, value_parser = parse_resize)]
-    pub progressive_resize: Option<ProgressiveResize>,
+    pub progressive_resize: Option<ResizeArg>,
     /// Run directory (checkpoints, metrics.jsonl, weights.safetensors).
     #[arg(long)]
     pub out: PathBuf,
@@ -282,9 +295,13 @@ pub fn train(args: TrainArgs) -> Result<()> {
     // Flags only switch on: a profile that already uses one keeps it.
     config.sgd.nesterov |= args.nesterov;
     config.sgd.no_decay_on_norm_and_bias |= args.no_decay_on_norm_and_bias;
-    config.alternating_flip |= args.alternating_flip;
-    if let Some(r) = args.progressive_resize {
-        config.progressive_resize = Some(r);
+    if let Some(flip) = &args.flip {
+        config.alternating_flip = flip == "alternating";
+    }
+    match args.progressive_resize {
+        Some(ResizeArg::Off) => config.progressive_resize = None,
+        Some(ResizeArg::Phases(r)) => config.progressive_resize = Some(r),
+        None => {}
     }
     // Validated before the schedule is stretched (which divides by the batch size).
     config.validate()?;
@@ -315,7 +332,17 @@ pub fn train(args: TrainArgs) -> Result<()> {
         &args.out,
         &opts,
         &progress,
-    )?;
+    )
+    .map_err(|e| match e {
+        TrainError::InvalidConfig {
+            what: "progressive resize",
+            ..
+        } => anyhow::anyhow!(
+            "{e}; pass --progressive-resize off to train {} at 32×32 throughout",
+            args.arch
+        ),
+        e => e.into(),
+    })?;
     if let Some(bar) = &progress.bar {
         bar.finish_and_clear();
     }
@@ -528,4 +555,23 @@ fn sha256_file(path: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(hex::encode(Sha256::digest(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progressive_resize_takes_off_or_phases() {
+        assert!(matches!(parse_resize("off"), Ok(ResizeArg::Off)));
+        match parse_resize("16:8,24:2") {
+            Ok(ResizeArg::Phases(r)) => assert_eq!(r.to_string(), "16:8,24:2"),
+            other => panic!("{other:?}"),
+        }
+        let err = parse_resize("Off").unwrap_err();
+        assert!(
+            err.contains("SIDE:EPOCHS") && err.ends_with("or off"),
+            "{err}"
+        );
+    }
 }

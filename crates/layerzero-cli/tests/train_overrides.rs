@@ -1,6 +1,6 @@
-//! `layerzero train --batch-size/--lr/--label-smoothing/--momentum/--weight-decay/
-//! --progressive-resize` (and the `--nesterov`, `--no-decay-on-norm-and-bias`,
-//! `--alternating-flip` switches): bad values are refused before any data
+//! `layerzero train --batch-size/--lr/--label-smoothing/--momentum/--weight-decay/--flip/
+//! --progressive-resize` (and the `--nesterov`, `--no-decay-on-norm-and-bias` switches): bad
+//! values are refused before any data
 //! is read, naming the option and the value; good ones land in the run's `config.json`, with a
 //! one-cycle schedule stretched to the new number of steps.
 //!
@@ -22,6 +22,18 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
+/// The real CIFAR-10, extracted once into the target folder, or `None` with the reason printed.
+fn real_data() -> Option<PathBuf> {
+    let Some(archive) = std::env::var_os("LAYERZERO_CIFAR10_ARCHIVE").filter(|p| !p.is_empty())
+    else {
+        eprintln!("skipped: set LAYERZERO_CIFAR10_ARCHIVE to a CIFAR-10 binary .tar.gz");
+        return None;
+    };
+    let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cifar10");
+    let src = Source::new(Dataset::Cifar10).with_location(Location::Archive(archive.into()));
+    Some(fetch(&dest, &src).unwrap().dir().to_path_buf())
+}
+
 #[test]
 fn bad_overrides_are_refused_naming_the_option() {
     let out = tmp("overrides-bad");
@@ -36,6 +48,7 @@ fn bad_overrides_are_refused_naming_the_option() {
         // The smoke profile has one epoch: none would be left at full size.
         ("--progressive-resize", "16:1", "epochs"),
         ("--progressive-resize", "16", "SIDE:EPOCHS"),
+        ("--flip", "sideways", "flip"),
     ] {
         let o = layerzero()
             .args(["train", "--profile", "smoke", "--device", "cpu"])
@@ -59,14 +72,9 @@ fn bad_overrides_are_refused_naming_the_option() {
 
 #[test]
 fn overrides_reach_the_run_config() {
-    let Some(archive) = std::env::var_os("LAYERZERO_CIFAR10_ARCHIVE").filter(|p| !p.is_empty())
-    else {
-        eprintln!("skipped: set LAYERZERO_CIFAR10_ARCHIVE to a CIFAR-10 binary .tar.gz");
+    let Some(data) = real_data() else {
         return;
     };
-    let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cifar10");
-    let src = Source::new(Dataset::Cifar10).with_location(Location::Archive(archive.into()));
-    let data = fetch(&dest, &src).unwrap().dir().to_path_buf();
     let out = tmp("overrides-run");
     let status = layerzero()
         .args(["train", "--arch", "resnet8", "--profile", "smoke"])
@@ -74,7 +82,7 @@ fn overrides_reach_the_run_config() {
         .args(["--lr", "0.05", "--label-smoothing", "0.1"])
         .args(["--momentum", "0.8", "--weight-decay", "1e-4"])
         .args(["--nesterov", "--no-decay-on-norm-and-bias"])
-        .args(["--epochs", "2", "--alternating-flip"])
+        .args(["--epochs", "2", "--flip", "alternating"])
         .args(["--progressive-resize", "16:1"])
         .arg("--data-dir")
         .arg(&data)
@@ -107,4 +115,29 @@ fn overrides_reach_the_run_config() {
     assert_eq!(lines[0]["step"], 2048 / 64);
     assert_eq!(lines[0]["image_side"], 16);
     assert_eq!(lines[1]["image_side"], 32);
+}
+
+/// The quick profile trains its first epochs at 16×16, which VGG cannot take: refused before
+/// training, with the way out named.
+#[test]
+fn an_architecture_needing_full_size_is_told_to_turn_resizing_off() {
+    let Some(data) = real_data() else {
+        return;
+    };
+    let out = tmp("overrides-vgg");
+    let o = layerzero()
+        .args(["train", "--arch", "vgg16-bn", "--profile", "quick"])
+        .args(["--device", "cpu", "--data-dir"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("16×16") && err.contains("--progressive-resize off"),
+        "{err}"
+    );
+    assert!(!out.join("config.json").exists(), "nothing written: {err}");
 }

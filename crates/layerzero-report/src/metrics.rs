@@ -8,7 +8,8 @@
 //!
 //! Required: `epoch` (≥ 1, strictly increasing from line to line), `train_loss`,
 //! `train_top1`, `test_loss`, `test_top1`. Optional: `step`, `lr`, `test_top5`,
-//! `images_per_s`, `wall_s`. Accuracies are fractions in `[0, 1]`, losses finite and ≥ 0.
+//! `images_per_s`, `wall_s`, `image_side` (the training images' side when progressive resizing
+//! shrank them; absent or 32 otherwise). Accuracies are fractions in `[0, 1]`, losses finite and ≥ 0.
 //! Unknown fields are ignored; blank lines are skipped.
 
 use std::path::{Path, PathBuf};
@@ -45,6 +46,17 @@ pub struct EpochMetrics {
     /// Wall-clock seconds, as the trainer recorded them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wall_s: Option<f64>,
+    /// Side of the epoch's training images (progressive resizing trains the first epochs on
+    /// smaller ones); absent in files written before the trainer recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_side: Option<u64>,
+}
+
+impl EpochMetrics {
+    /// Whether the epoch trained on downscaled images.
+    pub fn resized(&self) -> bool {
+        self.image_side.is_some_and(|s| s < 32)
+    }
 }
 
 /// The training curve of one run: which network and seed it trained, and its epochs.

@@ -562,7 +562,7 @@ fn training_section(md: &mut String, summary: &Summary) {
     }
     let _ = writeln!(
         md,
-        "| network | seed | epochs | final test top-1 (%) | best test top-1 (%) (epoch) | final train loss | mean images/s | file |"
+        "| network | seed | epochs | final test top-1 (%) | best test top-1 (%) (epoch) | final train loss | mean images/s (32×32 epochs) | file |"
     );
     let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---|");
     for t in &summary.training {
@@ -571,7 +571,7 @@ fn training_section(md: &mut String, summary: &Summary) {
             "| {} | {} | {} | {} | {} ({}) | {:.4} | {} | `{}` |",
             t.arch,
             seed_label(t.seed),
-            t.final_epoch,
+            epochs_label(t),
             pct(t.final_test_top1),
             pct(t.best_test_top1),
             t.best_epoch,
@@ -582,6 +582,15 @@ fn training_section(md: &mut String, summary: &Summary) {
         );
     }
     let _ = writeln!(md);
+}
+
+/// The epoch count, with how many of them trained on downscaled images.
+fn epochs_label(t: &crate::summary::TrainingSummary) -> String {
+    if t.resized_epochs == 0 {
+        t.final_epoch.to_string()
+    } else {
+        format!("{} ({} downscaled)", t.final_epoch, t.resized_epochs)
+    }
 }
 
 fn figures_section(md: &mut String, summary: &Summary) {

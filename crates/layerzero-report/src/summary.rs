@@ -304,8 +304,12 @@ pub struct TrainingSummary {
     pub best_test_top1: f64,
     /// The (first) epoch that reached it.
     pub best_epoch: u64,
-    /// Mean training throughput over the epochs that record it.
+    /// Mean training throughput over the full-size epochs that record it (a downscaled epoch's
+    /// rate is not comparable).
     pub mean_images_per_s: Option<f64>,
+    /// Epochs trained on downscaled images (progressive resizing).
+    #[serde(default)]
+    pub resized_epochs: u64,
     /// Every epoch.
     pub curve: Vec<EpochMetrics>,
 }
@@ -703,6 +707,7 @@ fn summarise_training(series: &crate::metrics::MetricsSeries) -> Result<Training
     let rates: Vec<f64> = series
         .epochs
         .iter()
+        .filter(|e| !e.resized())
         .filter_map(|e| e.images_per_s)
         .collect();
     Ok(TrainingSummary {
@@ -715,6 +720,7 @@ fn summarise_training(series: &crate::metrics::MetricsSeries) -> Result<Training
         best_test_top1: best.test_top1,
         best_epoch: best.epoch,
         mean_images_per_s: Stat::of(&rates).map(|s| s.mean),
+        resized_epochs: series.epochs.iter().filter(|e| e.resized()).count() as u64,
         curve: series.epochs.clone(),
     })
 }
@@ -795,6 +801,25 @@ mod tests {
         assert_eq!((s.min, s.max, s.n), (1.0, 4.0, 4));
         assert_eq!(Stat::of(&[0.5]).unwrap().std, None);
         assert!(Stat::of(&[]).is_none());
+    }
+
+    #[test]
+    fn downscaled_epochs_are_counted_and_left_out_of_the_throughput() {
+        let text = [
+            r#"{"epoch":1,"train_loss":2,"train_top1":0.3,"test_loss":2,"test_top1":0.3,"images_per_s":1200,"image_side":16}"#,
+            r#"{"epoch":2,"train_loss":1,"train_top1":0.6,"test_loss":1,"test_top1":0.6,"images_per_s":500,"image_side":32}"#,
+            r#"{"epoch":3,"train_loss":1,"train_top1":0.7,"test_loss":1,"test_top1":0.7,"images_per_s":520}"#,
+        ]
+        .join("\n");
+        let series = crate::metrics::MetricsSeries {
+            arch: "resnet20".into(),
+            seed: Some(0),
+            path: "m.jsonl".into(),
+            epochs: crate::metrics::parse_metrics(&text, std::path::Path::new("m.jsonl")).unwrap(),
+        };
+        let t = summarise_training(&series).unwrap();
+        assert_eq!(t.resized_epochs, 1);
+        assert_eq!(t.mean_images_per_s, Some(510.0));
     }
 
     #[test]

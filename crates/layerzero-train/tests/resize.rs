@@ -40,9 +40,15 @@ fn sides_follow_the_phases_then_full_size() {
     assert_eq!(sides, [16, 16, 24, 28, 28, 32, 32]);
     assert_eq!(r.resized_epochs(), 5);
     assert_eq!(r.to_string(), "16:2,24:1,28:2");
-    // No resizing: every epoch at 32.
-    let c = TrainConfig::from_profile(Profile::Quick, "resnet20", 0);
+    // No resizing (the paper profile): every epoch at 32.
+    let c = TrainConfig::from_profile(Profile::Paper, "resnet20", 0);
     assert!((0..c.epochs).all(|e| c.image_side(e) == 32));
+    // The quick profile: 8 epochs at 16×16, then 12 at 32×32, with alternating flips.
+    let q = TrainConfig::from_profile(Profile::Quick, "resnet20", 0);
+    let sides: Vec<usize> = (0..q.epochs).map(|e| q.image_side(e)).collect();
+    assert_eq!(sides, [[16; 8].as_slice(), &[32; 12]].concat());
+    assert!(q.alternating_flip);
+    q.validate().unwrap();
 }
 
 #[test]
@@ -52,6 +58,7 @@ fn bad_resize_options_are_refused_naming_the_value() {
         assert!(err.to_string().contains("SIDE:EPOCHS"), "{text}: {err}");
     }
     let mut c = TrainConfig::from_profile(Profile::Quick, "resnet20", 0);
+    c.epochs = 15;
     for (resize, what, found) in [
         ("4:5", "side", "4"),
         ("16:2,18:5", "side", "18"),
@@ -74,7 +81,8 @@ fn bad_resize_options_are_refused_naming_the_value() {
 
 #[test]
 fn configurations_written_before_the_options_read_as_off() {
-    let config = TrainConfig::from_profile(Profile::Quick, "resnet20", 0);
+    // The paper profile has both off, as every configuration written before them.
+    let config = TrainConfig::from_profile(Profile::Paper, "resnet20", 0);
     let mut json = serde_json::to_value(&config).unwrap();
     let map = json.as_object_mut().unwrap();
     assert!(map.remove("alternating_flip").is_some());

@@ -251,6 +251,7 @@ pub fn training(arch: &str, seed: Option<u64>, epochs: u64, final_top1: f64) -> 
                     test_top5: Some(0.99),
                     images_per_s: Some(1000.0),
                     wall_s: Some(30.0 * e as f64),
+                    image_side: None,
                 }
             })
             .collect(),
