@@ -1,5 +1,6 @@
 //! Training configurations, and the named profiles the command line offers.
 
+use layerzero_data::IMAGE_SIDE;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -93,8 +94,8 @@ pub struct TrainConfig {
 /// 24×24); the epochs after the last phase are at 32×32. The early epochs, where the network
 /// learns coarse features at a high learning rate, then cost a fraction of a full one. Measured
 /// with ResNet-20 at batch 64 on the 2-core CPU (2026-11-26), seconds per epoch with its
-/// evaluation: 16×16 41–49, 20×20 73–76, 24×24 78–88, 32×32 90–96; so 16×16 is the side that
-/// pays.
+/// evaluation: 16×16 41–55, 20×20 73–76, 24×24 78–88, 28×28 104–117, 32×32 88–121 (90–96 on a
+/// quieter day); so 16×16 is the side that pays.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgressiveResize {
     /// The phases, in order.
@@ -120,7 +121,7 @@ impl ProgressiveResize {
                 return phase.side;
             }
         }
-        FULL_SIDE
+        IMAGE_SIDE
     }
 
     /// Epochs in all phases together.
@@ -163,9 +164,6 @@ impl std::fmt::Display for ProgressiveResize {
         f.write_str(&phases.join(","))
     }
 }
-
-/// CIFAR's image side.
-const FULL_SIDE: usize = 32;
 
 /// Training-set size of CIFAR.
 const CIFAR_TRAIN: usize = 50_000;
@@ -296,7 +294,7 @@ impl TrainConfig {
         }
         if let Some(r) = &self.progressive_resize {
             for phase in &r.phases {
-                if !(8..=FULL_SIDE).contains(&phase.side) || phase.side % 4 != 0 {
+                if !(8..=IMAGE_SIDE).contains(&phase.side) || phase.side % 4 != 0 {
                     return bad(
                         "progressive resize's side",
                         "a multiple of 4 from 8 to 32",
@@ -331,6 +329,6 @@ impl TrainConfig {
     pub fn image_side(&self, epoch: usize) -> usize {
         self.progressive_resize
             .as_ref()
-            .map_or(FULL_SIDE, |r| r.side_at(epoch))
+            .map_or(IMAGE_SIDE, |r| r.side_at(epoch))
     }
 }

@@ -388,14 +388,17 @@ pub fn train_observed(
         };
     write_metrics(&dir.metrics(), &metrics)?;
 
-    let mut batch_config = BatchConfig::train(train_set.dataset(), config.batch_size, config.seed);
-    batch_config.augmentation = match batch_config.augmentation {
-        Some(aug) if config.augment && config.alternating_flip => Some(Augmentation {
-            flip: Flip::Alternating,
-            ..aug
+    let flip = if config.alternating_flip {
+        Flip::Alternating
+    } else {
+        Flip::Random
+    };
+    let batch_config = BatchConfig {
+        augmentation: config.augment.then_some(Augmentation {
+            flip,
+            ..Augmentation::default()
         }),
-        aug if config.augment => aug,
-        _ => None,
+        ..BatchConfig::train(train_set.dataset(), config.batch_size, config.seed)
     };
     let steps_per_epoch =
         Batcher::new(&train_set, batch_config.clone(), device.clone())?.batches_per_epoch();
