@@ -192,6 +192,12 @@ pub struct TrainArgs {
     /// The test set is always evaluated at 32×32.
     #[arg(long, value_parser = parse_resize)]
     pub progressive_resize: Option<ResizeArg>,
+    /// Override the profile's ghost batches: split each batch into N equal parts, each with
+    /// batch-norm statistics of its own (1: off). On a CPU with two or more threads the parts
+    /// run side by side; the weights do not depend on how many do. N must divide the batch
+    /// size and leave at least 2 images per part.
+    #[arg(long, value_name = "N")]
+    pub ghost_batches: Option<usize>,
     /// Run directory (checkpoints, metrics.jsonl, weights.safetensors).
     #[arg(long)]
     pub out: PathBuf,
@@ -302,6 +308,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
         Some(ResizeArg::Off) => config.progressive_resize = None,
         Some(ResizeArg::Phases(r)) => config.progressive_resize = Some(r),
         None => {}
+    }
+    if let Some(n) = args.ghost_batches {
+        config.ghost_batches = n;
     }
     // Validated before the schedule is stretched (which divides by the batch size).
     config.validate()?;

@@ -1,11 +1,8 @@
 //! `layerzero train --batch-size/--lr/--label-smoothing/--momentum/--weight-decay/--flip/
-//! --progressive-resize` (and the `--nesterov`, `--no-decay-on-norm-and-bias` switches): bad
-//! values are refused before any data
-//! is read, naming the option and the value; good ones land in the run's `config.json`, with a
-//! one-cycle schedule stretched to the new number of steps.
-//!
-//! The second test needs the real data set (`LAYERZERO_CIFAR10_ARCHIVE`); it is skipped with the
-//! reason printed otherwise.
+//! --progressive-resize/--ghost-batches` (and the `--nesterov`, `--no-decay-on-norm-and-bias`
+//! switches): bad values are refused before any data is read, naming the option and the value;
+//! good ones land in the run's `config.json`, with a one-cycle schedule stretched to the new
+//! number of steps.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,6 +46,9 @@ fn bad_overrides_are_refused_naming_the_option() {
         ("--progressive-resize", "16:1", "epochs"),
         ("--progressive-resize", "16", "SIDE:EPOCHS"),
         ("--flip", "sideways", "flip"),
+        // The smoke profile's batch of 128 does not split into 3 equal parts.
+        ("--ghost-batches", "3", "ghost batches"),
+        ("--ghost-batches", "0", "ghost batches"),
     ] {
         let o = layerzero()
             .args(["train", "--profile", "smoke", "--device", "cpu"])
@@ -83,7 +83,7 @@ fn overrides_reach_the_run_config() {
         .args(["--momentum", "0.8", "--weight-decay", "1e-4"])
         .args(["--nesterov", "--no-decay-on-norm-and-bias"])
         .args(["--epochs", "2", "--flip", "alternating"])
-        .args(["--progressive-resize", "16:1"])
+        .args(["--progressive-resize", "16:1", "--ghost-batches", "2"])
         .arg("--data-dir")
         .arg(&data)
         .arg("--out")
@@ -101,6 +101,7 @@ fn overrides_reach_the_run_config() {
     assert_eq!(config["sgd"]["nesterov"], true);
     assert_eq!(config["sgd"]["no_decay_on_norm_and_bias"], true);
     assert_eq!(config["alternating_flip"], true);
+    assert_eq!(config["ghost_batches"], 2);
     assert_eq!(
         config["progressive_resize"],
         serde_json::json!({"phases": [{"side": 16, "epochs": 1}]})

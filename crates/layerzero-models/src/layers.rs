@@ -2,6 +2,7 @@
 //! applies the interventions meant for it. Architectures, built-in or user-defined, compose
 //! these and keep every layer as a named field; nothing is hidden in closures.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -179,7 +180,7 @@ impl BatchNorm2d {
                 }
                 let (y, stats) =
                     ops::batch_norm_train(x, &self.weight, &self.bias, self.eps, relu)?;
-                self.update_running_stats(stats)?;
+                self.record_running_stats(stats)?;
                 Ok(y)
             }
         }
@@ -193,7 +194,7 @@ impl BatchNorm2d {
         }
         let (y, stats) =
             ops::batch_norm_add_relu_train(x, &self.weight, &self.bias, residual, self.eps)?;
-        self.update_running_stats(stats)?;
+        self.record_running_stats(stats)?;
         Ok(y)
     }
 
@@ -206,6 +207,10 @@ impl BatchNorm2d {
         residual: Option<&Tensor>,
         relu: bool,
     ) -> Result<Option<Tensor>> {
+        if DEFERRED_RUNNING_STATS.with(|d| d.borrow().is_some()) {
+            // Deferred updates need the batch statistics themselves.
+            return Ok(None);
+        }
         let y = ops::batch_norm_train_in_place(
             x,
             &self.weight,
@@ -221,6 +226,22 @@ impl BatchNorm2d {
             self.num_batches_tracked.fetch_add(1, Ordering::Relaxed);
         }
         Ok(y)
+    }
+
+    /// Updates the running statistics now, or, inside [`defer_running_stats`] on this
+    /// thread, records the update for later.
+    fn record_running_stats(&self, stats: ops::BatchStats) -> Result<()> {
+        let stats = DEFERRED_RUNNING_STATS.with(|d| match d.borrow_mut().as_mut() {
+            Some(log) => {
+                log.push((self.clone(), stats));
+                None
+            }
+            None => Some(stats),
+        });
+        match stats {
+            Some(stats) => self.update_running_stats(stats),
+            None => Ok(()),
+        }
     }
 
     fn update_running_stats(&self, stats: ops::BatchStats) -> Result<()> {
@@ -239,6 +260,75 @@ impl BatchNorm2d {
     /// Number of training-mode forwards this layer has seen (PyTorch `num_batches_tracked`).
     pub fn num_batches_tracked(&self) -> i64 {
         self.num_batches_tracked.load(Ordering::Relaxed)
+    }
+}
+
+thread_local! {
+    /// The log of [`defer_running_stats`] running on this thread, if any.
+    static DEFERRED_RUNNING_STATS: RefCell<Option<Vec<(BatchNorm2d, ops::BatchStats)>>> =
+        const { RefCell::new(None) };
+}
+
+/// Runs `f` (typically a training-mode forward) with the running-statistic updates of every
+/// batch-norm layer it trains on this thread recorded instead of applied, and returns them with
+/// `f`'s result.
+///
+/// This is what lets several training-mode forwards of one network run at the same time (the
+/// trainer's ghost batches, one per thread): each records its own updates, and the caller
+/// applies them in a fixed order with [`DeferredRunningStats::apply`], so the running
+/// statistics come out as if the forwards had run one after another, whatever the threads did.
+/// The record is per thread, so only the forwards `f` runs on the calling thread are covered.
+/// Eval-mode forwards record nothing.
+pub fn defer_running_stats<R>(f: impl FnOnce() -> R) -> (R, DeferredRunningStats) {
+    type Log = Option<Vec<(BatchNorm2d, ops::BatchStats)>>;
+    /// Puts the enclosing log back, also when `f` panics.
+    struct Restore(Option<Log>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                DEFERRED_RUNNING_STATS.with(|d| *d.borrow_mut() = outer);
+            }
+        }
+    }
+    let mut restore = Restore(Some(
+        DEFERRED_RUNNING_STATS.with(|d| d.borrow_mut().replace(Vec::new())),
+    ));
+    let result = f();
+    let outer = restore.0.take().unwrap_or_default();
+    let updates = DEFERRED_RUNNING_STATS.with(|d| std::mem::replace(&mut *d.borrow_mut(), outer));
+    (
+        result,
+        DeferredRunningStats {
+            updates: updates.unwrap_or_default(),
+        },
+    )
+}
+
+/// Running-statistic updates recorded by [`defer_running_stats`], in the order the layers ran.
+#[must_use = "the running statistics change only when the updates are applied"]
+#[derive(Debug, Default)]
+pub struct DeferredRunningStats {
+    updates: Vec<(BatchNorm2d, ops::BatchStats)>,
+}
+
+impl DeferredRunningStats {
+    /// Number of recorded updates (one per batch-norm layer per training-mode forward).
+    pub fn len(&self) -> usize {
+        self.updates.len()
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.updates.is_empty()
+    }
+
+    /// Applies the updates in the order they were recorded, exactly as the forward would have
+    /// (PyTorch's momentum rule, `num_batches_tracked` counted).
+    pub fn apply(self) -> Result<()> {
+        for (bn, stats) in self.updates {
+            bn.update_running_stats(stats)?;
+        }
+        Ok(())
     }
 }
 

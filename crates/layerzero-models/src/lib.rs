@@ -75,6 +75,7 @@ pub use intervention::{ForwardCtx, ForwardMode, Intervention, Interventions, Wei
 pub use inventory::{
     BlockId, Inventory, LayerId, LayerInfo, LayerKind, LayerRole, SegmentInfo, SegmentKind,
 };
+pub use layers::{defer_running_stats, DeferredRunningStats};
 pub use network::{ArchSpec, Network, Shortcut};
 pub use params::{ParamEntry, ParamStore, TensorRole};
 pub use weights::{

@@ -186,3 +186,74 @@ fn train_mode_needs_more_than_one_value_per_channel() {
         .forward(&x, ForwardMode::Train, Interventions::none())
         .is_err());
 }
+
+/// The state dict as bits, to compare two networks exactly.
+fn state_bits(net: &dyn layerzero_models::Network) -> Vec<(String, Vec<u64>)> {
+    net.params()
+        .state_dict()
+        .unwrap()
+        .into_iter()
+        .map(|(n, t)| {
+            let bits = match t.dtype() {
+                candle_core::DType::I64 => vec![t.to_scalar::<i64>().unwrap() as u64],
+                _ => values(&t).iter().map(|v| v.to_bits() as u64).collect(),
+            };
+            (n, bits)
+        })
+        .collect()
+}
+
+#[test]
+fn deferred_running_stats_applied_in_order_equal_sequential_forwards() {
+    let seq = create_model("resnet20", &ModelConfig::new(10).with_seed(5)).unwrap();
+    let par = create_model("resnet20", &ModelConfig::new(10).with_seed(5)).unwrap();
+    let a = Tensor::randn(0f32, 1.0, (4, 3, 32, 32), &Device::Cpu).unwrap();
+    let b = (Tensor::randn(0f32, 1.0, (4, 3, 32, 32), &Device::Cpu).unwrap() + 0.5).unwrap();
+    let before = state_bits(par.as_ref());
+
+    // Reference: two training forwards one after the other.
+    let ya = seq
+        .forward(&a, ForwardMode::Train, Interventions::none())
+        .unwrap();
+    let yb = seq
+        .forward(&b, ForwardMode::Train, Interventions::none())
+        .unwrap();
+
+    // The same two forwards on two threads at once, each deferring its updates.
+    let (ra, rb) = std::thread::scope(|s| {
+        let net = par.as_ref();
+        let ha = s.spawn(|| {
+            layerzero_models::defer_running_stats(|| {
+                net.forward(&a, ForwardMode::Train, Interventions::none())
+            })
+        });
+        let hb = s.spawn(|| {
+            layerzero_models::defer_running_stats(|| {
+                net.forward(&b, ForwardMode::Train, Interventions::none())
+            })
+        });
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    let ((pa, da), (pb, db)) = (ra, rb);
+    // resnet20 has 19 batch norms; nothing changed before the updates are applied.
+    assert_eq!((da.len(), db.len()), (19, 19));
+    assert_eq!(state_bits(par.as_ref()), before);
+    da.apply().unwrap();
+    db.apply().unwrap();
+    assert_eq!(state_bits(par.as_ref()), state_bits(seq.as_ref()));
+    // The forwards themselves are unchanged by the deferral.
+    for (x, y) in [(ya, pa.unwrap()), (yb, pb.unwrap())] {
+        assert_eq!(values(&x), values(&y));
+    }
+
+    // Outside the closure, updates apply at once again; eval forwards record nothing.
+    let (_, none) = layerzero_models::defer_running_stats(|| {
+        par.forward(&a, ForwardMode::Eval, Interventions::none())
+    });
+    assert!(none.is_empty());
+    par.forward(&a, ForwardMode::Train, Interventions::none())
+        .unwrap();
+    seq.forward(&a, ForwardMode::Train, Interventions::none())
+        .unwrap();
+    assert_eq!(state_bits(par.as_ref()), state_bits(seq.as_ref()));
+}

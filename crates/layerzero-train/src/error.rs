@@ -36,6 +36,9 @@ pub enum TrainError {
         /// Global optimiser step.
         step: usize,
     },
+    /// The thread pools of the ghost batches could not be started.
+    #[error("cannot start the threads of the ghost batches: {0}")]
+    Threads(String),
     /// A bad configuration value.
     #[error("invalid {what}: expected {expected}, found {found}")]
     InvalidConfig {

@@ -17,11 +17,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, D};
 use layerzero_data::{Augmentation, BatchConfig, Batcher, CifarSet, Flip};
 use layerzero_models::{
-    load_state_dict, save_safetensors, ForwardMode, Interventions, LoadOptions, Network,
-    WeightsMetadata,
+    defer_running_stats, load_state_dict, save_safetensors, DeferredRunningStats, ForwardMode,
+    Interventions, LoadOptions, Network, WeightsMetadata,
 };
 use serde::{Deserialize, Serialize};
 
@@ -402,6 +403,7 @@ pub fn train_observed(
     };
     let steps_per_epoch =
         Batcher::new(&train_set, batch_config.clone(), device.clone())?.batches_per_epoch();
+    let ghosts = GhostBatches::new(config.ghost_batches, &device)?;
     observer.start(epoch, config.epochs, steps_per_epoch);
     let mut ran = 0;
     while epoch < config.epochs && opts.max_epochs.is_none_or(|m| ran < m) {
@@ -420,9 +422,8 @@ pub fn train_observed(
         for (i, batch) in batcher.epoch(epoch as u64).enumerate() {
             let batch = batch?;
             lr = config.schedule.lr_at(step);
-            let logits = net.forward(&batch.images, ForwardMode::Train, Interventions::none())?;
-            let loss = cross_entropy(&logits, &batch.labels, config.label_smoothing)?;
-            let loss_value = loss.to_scalar::<f32>()?;
+            let outcome = ghosts.step(net, &batch.images, &batch.labels, config)?;
+            let loss_value = outcome.loss;
             if !loss_value.is_finite() {
                 return Err(TrainError::NonFiniteLoss {
                     value: loss_value,
@@ -430,16 +431,10 @@ pub fn train_observed(
                     step,
                 });
             }
-            let grads = loss.backward()?;
-            sgd.step(&grads, lr)?;
+            sgd.step(&outcome.grads, lr)?;
             let n = batch.indices.len();
             loss_sum += loss_value as f64 * n as f64;
-            let pred = logits.argmax(D::Minus1)?;
-            correct += pred
-                .eq(&batch.labels)?
-                .to_dtype(DType::F32)?
-                .sum_all()?
-                .to_scalar::<f32>()? as usize;
+            correct += outcome.correct;
             seen += n;
             step += 1;
             observer.step(epoch + 1, i + 1, loss_value);
@@ -481,6 +476,190 @@ pub fn train_observed(
         weights: dir.weights(),
         init_weights: dir.init_weights(),
     })
+}
+
+/// What one training step computed: the batch's mean loss, its correct top-1 predictions and
+/// the gradients of the mean loss.
+struct StepOutcome {
+    loss: f32,
+    correct: usize,
+    grads: GradStore,
+}
+
+/// Runs the forward and backward passes of a step, over the whole batch or over its ghost
+/// batches ([`TrainConfig::ghost_batches`]).
+struct GhostBatches {
+    count: usize,
+    /// One pool per group of ghost batches run side by side (a share of the threads each);
+    /// empty where they run one after another (one ghost batch, one thread, or not a CPU).
+    pools: Vec<rayon::ThreadPool>,
+}
+
+impl GhostBatches {
+    fn new(count: usize, device: &candle_core::Device) -> Result<Self> {
+        let threads = rayon::current_num_threads();
+        let side_by_side = count.min(threads);
+        let mut pools = Vec::new();
+        if count > 1 && side_by_side > 1 && device.is_cpu() {
+            for j in 0..side_by_side {
+                // The threads shared out as evenly as they go, the first pools taking the rest.
+                let n = threads / side_by_side + usize::from(j < threads % side_by_side);
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .thread_name(move |t| format!("ghost-batch-{j}-{t}"))
+                    .build()
+                    .map_err(|e| TrainError::Threads(e.to_string()))?;
+                pools.push(pool);
+            }
+        }
+        Ok(GhostBatches { count, pools })
+    }
+
+    fn step(
+        &self,
+        net: &dyn Network,
+        images: &Tensor,
+        labels: &Tensor,
+        config: &TrainConfig,
+    ) -> Result<StepOutcome> {
+        if self.count == 1 {
+            // The plain step, kept exactly as it always was.
+            let logits = net.forward(images, ForwardMode::Train, Interventions::none())?;
+            let loss = cross_entropy(&logits, labels, config.label_smoothing)?;
+            let value = loss.to_scalar::<f32>()?;
+            let grads = loss.backward()?;
+            let correct = count_correct(&logits, labels)?;
+            return Ok(StepOutcome {
+                loss: value,
+                correct,
+                grads,
+            });
+        }
+        let n = images.dim(0)?;
+        // Near-equal parts: a final short batch (drop_last off) need not divide evenly.
+        let parts: Vec<(usize, usize)> = (0..self.count)
+            .map(|k| {
+                let start = k * n / self.count;
+                (start, (k + 1) * n / self.count - start)
+            })
+            .filter(|&(_, len)| len > 0)
+            .collect();
+        // One part: forward, backward, with its running-statistic updates deferred, so that
+        // parts running side by side can apply them in order afterwards.
+        let part =
+            |&(start, len): &(usize, usize)| -> Result<(GhostOutcome, DeferredRunningStats)> {
+                let (outcome, stats) = defer_running_stats(|| -> Result<GhostOutcome> {
+                    let x = images.narrow(0, start, len)?;
+                    let y = labels.narrow(0, start, len)?;
+                    let logits = net.forward(&x, ForwardMode::Train, Interventions::none())?;
+                    let loss = cross_entropy(&logits, &y, config.label_smoothing)?;
+                    let value = loss.to_scalar::<f32>()?;
+                    // Weighted by its share of the images, the parts' gradients add up to those
+                    // of the batch's mean loss.
+                    let grads = (loss * (len as f64 / n as f64))?.backward()?;
+                    Ok(GhostOutcome {
+                        value,
+                        len,
+                        correct: count_correct(&logits, &y)?,
+                        grads,
+                    })
+                });
+                Ok((outcome?, stats))
+            };
+        let done: Vec<Result<(GhostOutcome, DeferredRunningStats)>> = if self.pools.is_empty() {
+            parts.iter().map(part).collect()
+        } else {
+            let lanes = self.pools.len();
+            let mut by_lane: Vec<Vec<Result<(GhostOutcome, DeferredRunningStats)>>> =
+                std::thread::scope(|s| {
+                    let run_lane = |j: usize| {
+                        let pool = &self.pools[j];
+                        let part = &part;
+                        let parts = &parts;
+                        move || {
+                            pool.install(|| {
+                                parts
+                                    .iter()
+                                    .skip(j)
+                                    .step_by(lanes)
+                                    .map(part)
+                                    .collect::<Vec<_>>()
+                            })
+                        }
+                    };
+                    let others: Vec<_> = (1..lanes).map(|j| s.spawn(run_lane(j))).collect();
+                    let mut lanes_done = vec![run_lane(0)()];
+                    for h in others {
+                        lanes_done.push(
+                            h.join()
+                                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                        );
+                    }
+                    lanes_done
+                });
+            // Back into part order: lane j ran parts j, j + lanes, …
+            let mut iters: Vec<_> = by_lane.iter_mut().map(|l| l.drain(..)).collect();
+            (0..parts.len())
+                .filter_map(|k| iters[k % lanes].next())
+                .collect()
+        };
+        // In part order: the running statistics as if the parts had run one after another,
+        // and the gradients summed in a fixed order, so the weights do not depend on which
+        // parts ran side by side.
+        let vars = net.params().trainable_vars();
+        let mut sums: Vec<Option<Tensor>> = vec![None; vars.len()];
+        let (mut loss, mut correct) = (0f64, 0);
+        let mut store: Option<GradStore> = None;
+        for result in done {
+            let (ghost, stats) = result?;
+            stats.apply()?;
+            loss += ghost.value as f64 * ghost.len as f64 / n as f64;
+            correct += ghost.correct;
+            for (sum, v) in sums.iter_mut().zip(&vars) {
+                if let Some(g) = ghost.grads.get(v.as_tensor()) {
+                    *sum = Some(match sum.take() {
+                        None => g.clone(),
+                        Some(s) => (s + g)?,
+                    });
+                }
+            }
+            store.get_or_insert(ghost.grads);
+        }
+        // The first part's store carries the sums (its other entries are never read).
+        let Some(mut grads) = store else {
+            unreachable!("a batch has at least one image, so at least one part");
+        };
+        for (sum, v) in sums.into_iter().zip(&vars) {
+            if let Some(sum) = sum {
+                grads.insert(v.as_tensor(), sum);
+            }
+        }
+        Ok(StepOutcome {
+            loss: loss as f32,
+            correct,
+            grads,
+        })
+    }
+}
+
+/// One ghost batch's part of a step.
+struct GhostOutcome {
+    /// Its mean loss.
+    value: f32,
+    /// Its images.
+    len: usize,
+    correct: usize,
+    grads: GradStore,
+}
+
+/// Correct top-1 predictions among `logits` (argmax, first of equal maxima).
+fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
+    Ok(logits
+        .argmax(D::Minus1)?
+        .eq(labels)?
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()? as usize)
 }
 
 /// Before a progressively resized run: one image at each side the schedule uses must go

@@ -81,12 +81,14 @@ fn bad_resize_options_are_refused_naming_the_value() {
 
 #[test]
 fn configurations_written_before_the_options_read_as_off() {
-    // The paper profile has both off, as every configuration written before them.
+    // The paper profile has them off (and one ghost batch), as every configuration written
+    // before them.
     let config = TrainConfig::from_profile(Profile::Paper, "resnet20", 0);
     let mut json = serde_json::to_value(&config).unwrap();
     let map = json.as_object_mut().unwrap();
     assert!(map.remove("alternating_flip").is_some());
     assert!(map.remove("progressive_resize").is_some());
+    assert!(map.remove("ghost_batches").is_some());
     let old: TrainConfig = serde_json::from_value(json).unwrap();
     assert_eq!(old, config);
 }

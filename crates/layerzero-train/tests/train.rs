@@ -7,7 +7,7 @@ use candle_core::Device;
 use layerzero_data::{fetch, CifarSet, Dataset, Location, Source, Split};
 use layerzero_models::{create_model, ModelConfig, Network};
 mod common;
-use common::synthetic;
+use common::{net, state_bytes, synthetic};
 use layerzero_train::{train, LrSchedule, Profile, RunDir, RunOptions, TrainConfig, TrainError};
 
 /// The real CIFAR-10 (extracted once into the target folder), or `None` with the reason printed.
@@ -37,36 +37,6 @@ fn small_config(epochs: usize, images: usize, batch: usize) -> TrainConfig {
     c.test_limit = None;
     c.schedule = LrSchedule::one_cycle(0.1, epochs * (images / batch), 0.3);
     c
-}
-
-fn net(seed: u64) -> Box<dyn Network> {
-    create_model("resnet8", &ModelConfig::new(10).with_seed(seed)).unwrap()
-}
-
-fn state_bytes(net: &dyn Network) -> Vec<(String, Vec<u8>)> {
-    net.params()
-        .state_dict()
-        .unwrap()
-        .into_iter()
-        .map(|(name, t)| {
-            let t = t.flatten_all().unwrap();
-            let bytes = match t.dtype() {
-                candle_core::DType::I64 => t
-                    .to_vec1::<i64>()
-                    .unwrap()
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-                _ => t
-                    .to_vec1::<f32>()
-                    .unwrap()
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-            };
-            (name, bytes)
-        })
-        .collect()
 }
 
 #[test]

@@ -301,7 +301,7 @@ impl BarrierPool {
         if n_items == 0 {
             return;
         }
-        if IN_BARRIER_POOL.with(|f| f.get()) {
+        if run_inline() {
             f(0..n_items);
             return;
         }
@@ -321,7 +321,7 @@ impl BarrierPool {
             return;
         }
         // nested use from a worker would deadlock on the call lock; run inline instead
-        if IN_BARRIER_POOL.with(|f| f.get()) {
+        if run_inline() {
             f(0..n_items);
             return;
         }
@@ -358,6 +358,16 @@ impl Drop for BarrierPool {
             let _ = t.join();
         }
     }
+}
+
+/// layerzero patch: run elementwise work inline on the calling thread when it is already
+/// inside the pool (nested use would deadlock on the call lock), and also when it is a worker
+/// of a one-thread rayon pool. A caller that runs several computations concurrently, one per
+/// single-thread rayon pool, asked for one thread each: without this the pool's spinning
+/// workers and its call lock make those computations wait for one another.
+fn run_inline() -> bool {
+    IN_BARRIER_POOL.with(|f| f.get())
+        || (rayon::current_thread_index().is_some() && rayon::current_num_threads() == 1)
 }
 
 static BARRIER_POOL: OnceLock<BarrierPool> = OnceLock::new();
