@@ -195,7 +195,7 @@ pub struct TrainArgs {
     /// Override the profile's ghost batches: split each batch into N equal parts, each with
     /// batch-norm statistics of its own (1: off). On a CPU with two or more threads the parts
     /// run side by side; the weights do not depend on how many do. N must divide the batch
-    /// size and leave at least 2 images per part.
+    /// size and leave at least 2 images per part. The quick profile uses 2.
     #[arg(long, value_name = "N")]
     pub ghost_batches: Option<usize>,
     /// Run directory (checkpoints, metrics.jsonl, weights.safetensors).
