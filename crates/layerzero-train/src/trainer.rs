@@ -523,16 +523,13 @@ impl GhostBatches {
         config: &TrainConfig,
     ) -> Result<StepOutcome> {
         if self.count == 1 {
-            // The plain step, kept exactly as it always was.
-            let logits = net.forward(images, ForwardMode::Train, Interventions::none())?;
-            let loss = cross_entropy(&logits, labels, config.label_smoothing)?;
-            let value = loss.to_scalar::<f32>()?;
-            let grads = loss.backward()?;
-            let correct = count_correct(&logits, labels)?;
+            // The plain step: the loss is not rescaled, so the gradients are bit for bit those
+            // of a run without ghost batches.
+            let part = forward_backward(net, images, labels, config, None)?;
             return Ok(StepOutcome {
-                loss: value,
-                correct,
-                grads,
+                loss: part.value,
+                correct: part.correct,
+                grads: part.grads,
             });
         }
         let n = images.dim(0)?;
@@ -551,18 +548,9 @@ impl GhostBatches {
                 let (outcome, stats) = defer_running_stats(|| -> Result<GhostOutcome> {
                     let x = images.narrow(0, start, len)?;
                     let y = labels.narrow(0, start, len)?;
-                    let logits = net.forward(&x, ForwardMode::Train, Interventions::none())?;
-                    let loss = cross_entropy(&logits, &y, config.label_smoothing)?;
-                    let value = loss.to_scalar::<f32>()?;
                     // Weighted by its share of the images, the parts' gradients add up to those
                     // of the batch's mean loss.
-                    let grads = (loss * (len as f64 / n as f64))?.backward()?;
-                    Ok(GhostOutcome {
-                        value,
-                        len,
-                        correct: count_correct(&logits, &y)?,
-                        grads,
-                    })
+                    forward_backward(net, &x, &y, config, Some(len as f64 / n as f64))
                 });
                 Ok((outcome?, stats))
             };
@@ -642,14 +630,39 @@ impl GhostBatches {
     }
 }
 
-/// One ghost batch's part of a step.
+/// One forward and backward pass over a batch or a ghost batch.
 struct GhostOutcome {
     /// Its mean loss.
     value: f32,
     /// Its images.
     len: usize,
     correct: usize,
+    /// Gradients of the mean loss, times `share` where given.
     grads: GradStore,
+}
+
+/// Training forward of `images`, its loss and correct predictions, and the backward pass of the
+/// mean loss scaled by `share` (`None`: unscaled).
+fn forward_backward(
+    net: &dyn Network,
+    images: &Tensor,
+    labels: &Tensor,
+    config: &TrainConfig,
+    share: Option<f64>,
+) -> Result<GhostOutcome> {
+    let logits = net.forward(images, ForwardMode::Train, Interventions::none())?;
+    let loss = cross_entropy(&logits, labels, config.label_smoothing)?;
+    let value = loss.to_scalar::<f32>()?;
+    let grads = match share {
+        None => loss.backward()?,
+        Some(share) => (loss * share)?.backward()?,
+    };
+    Ok(GhostOutcome {
+        value,
+        len: images.dim(0)?,
+        correct: count_correct(&logits, labels)?,
+        grads,
+    })
 }
 
 /// Correct top-1 predictions among `logits` (argmax, first of equal maxima).

@@ -3,7 +3,7 @@
 //! once, a stopped run must resume bit-identically, and bad counts are refused by name.
 
 mod common;
-use common::{net, state_bytes, synthetic};
+use common::{net, state_bytes, stop_after_one_epoch_then_resume, synthetic};
 use layerzero_data::Split;
 use layerzero_train::{train, LrSchedule, Profile, RunOptions, TrainConfig, TrainOutcome};
 
@@ -108,35 +108,14 @@ fn a_ghost_batch_run_resumes_bit_identically() {
         .unwrap();
 
         let dir_b = tempfile::tempdir().unwrap();
-        let stop = RunOptions {
-            max_epochs: Some(1),
-            ..RunOptions::default()
-        };
-        let first = train(
-            net(5).as_ref(),
+        let (resumed, _) = stop_after_one_epoch_then_resume(
+            net,
+            (5, 77),
             &train_set,
             &test_set,
             &config,
             dir_b.path(),
-            &stop,
-        )
-        .unwrap();
-        assert!(!first.finished);
-        let resumed = net(77);
-        let resume = RunOptions {
-            resume: true,
-            ..RunOptions::default()
-        };
-        let out = train(
-            resumed.as_ref(),
-            &train_set,
-            &test_set,
-            &config,
-            dir_b.path(),
-            &resume,
-        )
-        .unwrap();
-        assert!(out.finished);
+        );
         assert!(state_bytes(straight.as_ref()) == state_bytes(resumed.as_ref()));
     });
 }

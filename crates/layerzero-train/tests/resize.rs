@@ -2,7 +2,7 @@
 //! written before the options existed, and a resized run that resumes bit-identically.
 
 mod common;
-use common::synthetic;
+use common::{stop_after_one_epoch_then_resume, synthetic};
 use layerzero_data::Split;
 use layerzero_models::{create_model, ModelConfig, Network};
 use layerzero_train::{
@@ -118,33 +118,14 @@ fn a_resized_run_resumes_bit_identically_and_reports_its_sides() {
 
     // Stopped after the first (16×16) epoch, resumed in a fresh network.
     let dir_b = tempfile::tempdir().unwrap();
-    let stop = RunOptions {
-        max_epochs: Some(1),
-        ..RunOptions::default()
-    };
-    train(
-        net(5).as_ref(),
+    let (resumed, b) = stop_after_one_epoch_then_resume(
+        net,
+        (5, 77),
         &train_set,
         &test_set,
         &config,
         dir_b.path(),
-        &stop,
-    )
-    .unwrap();
-    let resumed = net(77);
-    let resume = RunOptions {
-        resume: true,
-        ..RunOptions::default()
-    };
-    let b = train(
-        resumed.as_ref(),
-        &train_set,
-        &test_set,
-        &config,
-        dir_b.path(),
-        &resume,
-    )
-    .unwrap();
+    );
     assert!(b.finished);
     assert_eq!(weights(straight.as_ref()), weights(resumed.as_ref()));
     assert_eq!(

@@ -56,3 +56,40 @@ pub fn state_bytes(net: &dyn Network) -> Vec<(String, Vec<u8>)> {
         })
         .collect()
 }
+
+/// Trains `config` in `dir` for its first epoch only, from `net(seeds.0)`, then resumes it to the
+/// end in a fresh `net(seeds.1)`, as a new process would. Returns the resumed network and its
+/// outcome, for comparing with an uninterrupted run.
+#[allow(dead_code)] // not every test file that includes this module uses it
+pub fn stop_after_one_epoch_then_resume(
+    net: impl Fn(u64) -> Box<dyn Network>,
+    seeds: (u64, u64),
+    train_set: &CifarSet,
+    test_set: &CifarSet,
+    config: &layerzero_train::TrainConfig,
+    dir: &std::path::Path,
+) -> (Box<dyn Network>, layerzero_train::TrainOutcome) {
+    use layerzero_train::{train, RunOptions};
+    let stop = RunOptions {
+        max_epochs: Some(1),
+        ..RunOptions::default()
+    };
+    let first = train(
+        net(seeds.0).as_ref(),
+        train_set,
+        test_set,
+        config,
+        dir,
+        &stop,
+    )
+    .unwrap();
+    assert!(!first.finished);
+    let resumed = net(seeds.1);
+    let resume = RunOptions {
+        resume: true,
+        ..RunOptions::default()
+    };
+    let out = train(resumed.as_ref(), train_set, test_set, config, dir, &resume).unwrap();
+    assert!(out.finished);
+    (resumed, out)
+}
