@@ -17,6 +17,7 @@
 //!   kernel zeroed, within 1e-4 of PyTorch and of the CPU;
 //! - one ResNet-20 training step: loss, every gradient and the SGD update;
 //! - a short training run through `layerzero_train::train` (loss curve and final accuracy);
+//! - two training steps in ghost batches (the deferred running-statistics path) against the CPU;
 //! - a zero-kernel ablation sweep through the engine's prefix cache: every layer's predictions.
 #![cfg(feature = "cuda")]
 
@@ -269,6 +270,35 @@ fn synthetic(n: usize, split: Split) -> CifarSet {
     CifarSet::from_parts(Dataset::Cifar10, split, pixels, labels, names).unwrap()
 }
 
+/// Trains ResNet-8 (seed 5) on `dev` through `layerzero_train::train` in a temporary run
+/// folder, removed on return (its paths in the outcome dangle); the trained network and the
+/// outcome.
+fn train_resnet8(
+    dev: &Device,
+    config: &TrainConfig,
+    train_set: &CifarSet,
+    test_set: &CifarSet,
+) -> (Box<dyn Network>, layerzero_train::TrainOutcome) {
+    let net = create_model(
+        "resnet8",
+        &ModelConfig::new(10).with_seed(5).with_device(dev.clone()),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let outcome = train(
+        net.as_ref(),
+        train_set,
+        test_set,
+        config,
+        tmp.path(),
+        &RunOptions::default(),
+    )
+    .unwrap();
+    assert!(outcome.finished);
+    assert!(outcome.weights.is_file());
+    (net, outcome)
+}
+
 #[test]
 fn short_training_run_on_cuda_tracks_cpu() {
     let gpu = cuda();
@@ -286,23 +316,7 @@ fn short_training_run_on_cuda_tracks_cpu() {
     config.schedule = LrSchedule::one_cycle(0.1, epochs * (512 / 64), 0.3);
     let mut finals = Vec::new();
     for dev in [Device::Cpu, gpu] {
-        let tmp = tempfile::tempdir().unwrap();
-        let net = create_model(
-            "resnet8",
-            &ModelConfig::new(10).with_seed(5).with_device(dev.clone()),
-        )
-        .unwrap();
-        let outcome = train(
-            net.as_ref(),
-            &train_set,
-            &test_set,
-            &config,
-            tmp.path(),
-            &RunOptions::default(),
-        )
-        .unwrap();
-        assert!(outcome.finished);
-        assert!(outcome.weights.is_file());
+        let (_, outcome) = train_resnet8(&dev, &config, &train_set, &test_set);
         let m = outcome.metrics.last().unwrap().clone();
         assert!(m.train_loss.is_finite());
         eprintln!(
@@ -324,6 +338,62 @@ fn short_training_run_on_cuda_tracks_cpu() {
     assert!(d < 0.1, "final train loss CPU vs CUDA differs by {d}");
     let d = (finals[0].test_top1 - finals[1].test_top1).abs();
     assert!(d < 0.1, "final test top-1 CPU vs CUDA differs by {d}");
+}
+
+/// Trains ResNet-8 from seed 5 on `dev` for 2 steps of 64 synthetic images in `ghosts` ghost
+/// batches; the state dict afterwards, on the CPU.
+fn two_ghost_steps(dev: &Device, ghosts: usize) -> Vec<(String, Tensor)> {
+    let train_set = synthetic(64, Split::Train);
+    let test_set = synthetic(32, Split::Test);
+    let mut config = TrainConfig::from_profile(Profile::Smoke, "resnet8", 5);
+    config.epochs = 2;
+    config.batch_size = 64;
+    config.train_limit = None;
+    config.test_limit = None;
+    config.schedule = LrSchedule::one_cycle(0.1, 2, 0.5);
+    config.ghost_batches = ghosts;
+    let (net, _) = train_resnet8(dev, &config, &train_set, &test_set);
+    net.params()
+        .state_dict()
+        .unwrap()
+        .into_iter()
+        .map(|(name, t)| (name, t.to_device(&Device::Cpu).unwrap()))
+        .collect()
+}
+
+#[test]
+fn ghost_batches_on_cuda_match_cpu() {
+    // On a GPU the parts run one after another through the deferred running-statistics path
+    // (batch statistics returned, not cuDNN's in-place update); it must give what the CPU's
+    // side-by-side parts give.
+    let gpu = cuda();
+    let cpu = two_ghost_steps(&Device::Cpu, 2);
+    let cuda = two_ghost_steps(&gpu, 2);
+    assert_eq!(cpu.len(), cuda.len());
+    for ((name, c), (_, g)) in cpu.iter().zip(&cuda) {
+        if name.ends_with("num_batches_tracked") {
+            // 2 steps × 2 parts, each part one update.
+            let count = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<i64>().unwrap()[0];
+            assert_eq!((count(c), count(g)), (4, 4), "{name}");
+        } else {
+            assert_close(&format!("{name} after 2 ghost steps"), g, c, 1e-3);
+        }
+    }
+    // The parts' running-statistic updates really happened on CUDA: one batch of 64 updates
+    // the running mean once, two parts twice, so the two differ.
+    let plain = two_ghost_steps(&gpu, 1);
+    let mean = |s: &[(String, Tensor)]| {
+        s.iter()
+            .find(|(n, _)| n == "bn1.running_mean")
+            .unwrap()
+            .1
+            .clone()
+    };
+    let d = max_abs_diff(&mean(&plain), &mean(&cuda));
+    assert!(
+        d > 1e-4,
+        "bn1.running_mean: 1 and 2 ghost batches differ by only {d}"
+    );
 }
 
 #[test]

@@ -174,7 +174,7 @@ pub struct TrainArgs {
     /// Use Nesterov momentum (PyTorch's `nesterov=True`).
     #[arg(long)]
     pub nesterov: bool,
-    /// Override the profile's weight decay λ, ≥ 0 (5e-4 in every profile).
+    /// Override the profile's weight decay λ, ≥ 0 (smoke and quick 5e-4; paper 1e-4, He et al.'s).
     #[arg(long)]
     pub weight_decay: Option<f64>,
     /// Apply no weight decay to batch-norm parameters and biases.
