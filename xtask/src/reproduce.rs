@@ -170,6 +170,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
                     resume: dir.config().exists(),
                     max_epochs: None,
                     metadata: Some(metadata),
+                    readback_steps: None,
                 };
                 train_observed(
                     net.as_ref(),

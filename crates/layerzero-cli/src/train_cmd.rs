@@ -329,6 +329,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         resume: args.resume,
         max_epochs: args.max_epochs,
         metadata: Some(weights_metadata(net.as_ref(), args.common.dataset)),
+        readback_steps: None,
     };
     let progress = Progress {
         bar: progress_bar(),

@@ -74,7 +74,16 @@ pub struct RunOptions {
     pub max_epochs: Option<usize>,
     /// Metadata written into the weights files (data set, normalisation).
     pub metadata: Option<WeightsMetadata>,
+    /// Read the steps' losses and correct counts from the device every this many steps
+    /// (`None`: every step on a CPU, every [`GPU_READBACK_STEPS`] on a GPU). The weights do not
+    /// depend on it; a non-finite loss is still reported with its own step, once read.
+    pub readback_steps: Option<usize>,
 }
+
+/// Steps whose losses a GPU run reads back at once. Each read waits for every kernel queued
+/// before it; reading after every step would leave the GPU idle while the CPU prepares the next
+/// batch and queues its kernels.
+pub const GPU_READBACK_STEPS: usize = 32;
 
 /// Hooks for progress display; every method has a no-op default.
 pub trait TrainObserver {
@@ -404,11 +413,20 @@ pub fn train_observed(
     let steps_per_epoch =
         Batcher::new(&train_set, batch_config.clone(), device.clone())?.batches_per_epoch();
     let ghosts = GhostBatches::new(config.ghost_batches, &device)?;
+    let readback_steps = opts
+        .readback_steps
+        .unwrap_or(if device.is_cpu() {
+            1
+        } else {
+            GPU_READBACK_STEPS
+        })
+        .max(1);
     observer.start(epoch, config.epochs, steps_per_epoch);
     let mut ran = 0;
     while epoch < config.epochs && opts.max_epochs.is_none_or(|m| ran < m) {
         let started = Instant::now();
-        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+        let mut totals = EpochTotals::default();
+        let mut unread: Vec<UnreadStep> = Vec::with_capacity(readback_steps);
         let mut lr = 0.0;
         let image_side = config.image_side(epoch);
         let batcher = Batcher::new(
@@ -423,22 +441,26 @@ pub fn train_observed(
             let batch = batch?;
             lr = config.schedule.lr_at(step);
             let outcome = ghosts.step(net, &batch.images, &batch.labels, config)?;
-            let loss_value = outcome.loss;
-            if !loss_value.is_finite() {
-                return Err(TrainError::NonFiniteLoss {
-                    value: loss_value,
-                    epoch: epoch + 1,
-                    step,
-                });
+            unread.push(UnreadStep {
+                step,
+                step_in_epoch: i + 1,
+                images: batch.indices.len(),
+                values: outcome.values,
+            });
+            // Read before this step's update, so that with one step per read (a CPU) a
+            // non-finite loss stops the run before the optimiser uses its gradients.
+            if unread.len() >= readback_steps {
+                totals.read(unread.drain(..), epoch + 1, observer)?;
             }
             sgd.step(&outcome.grads, lr)?;
-            let n = batch.indices.len();
-            loss_sum += loss_value as f64 * n as f64;
-            correct += outcome.correct;
-            seen += n;
             step += 1;
-            observer.step(epoch + 1, i + 1, loss_value);
         }
+        totals.read(unread.drain(..), epoch + 1, observer)?;
+        let EpochTotals {
+            loss_sum,
+            correct,
+            seen,
+        } = totals;
         let train_time = started.elapsed().as_secs_f64();
         let eval = evaluate(net, &test_set, 500, Interventions::none())?.summary();
         epoch += 1;
@@ -478,12 +500,80 @@ pub fn train_observed(
     })
 }
 
-/// What one training step computed: the batch's mean loss, its correct top-1 predictions and
-/// the gradients of the mean loss.
+/// What one training step computed: its loss and correct predictions, still on the device,
+/// and the gradients of the batch's mean loss.
 struct StepOutcome {
-    loss: f32,
-    correct: usize,
+    values: StepValues,
     grads: GradStore,
+}
+
+/// A step's loss and correct top-1 predictions, per ghost batch, not yet read from the device.
+struct StepValues {
+    /// (mean loss, images, correct predictions) of each part, in part order.
+    parts: Vec<(Tensor, usize, Tensor)>,
+}
+
+impl StepValues {
+    /// The batch's mean loss and its correct predictions. Waits for the device.
+    fn read(&self) -> Result<(f32, usize)> {
+        let count = |t: &Tensor| -> Result<usize> { Ok(t.to_scalar::<f32>()? as usize) };
+        if let [(loss, _, correct)] = &self.parts[..] {
+            return Ok((loss.to_scalar::<f32>()?, count(correct)?));
+        }
+        let n: usize = self.parts.iter().map(|(_, len, _)| len).sum();
+        let (mut loss, mut correct) = (0f64, 0);
+        for (part_loss, len, part_correct) in &self.parts {
+            loss += part_loss.to_scalar::<f32>()? as f64 * *len as f64 / n as f64;
+            correct += count(part_correct)?;
+        }
+        Ok((loss as f32, correct))
+    }
+}
+
+/// A step whose values wait to be read.
+struct UnreadStep {
+    /// Optimiser steps before it (the run's step number).
+    step: usize,
+    /// Its number within the epoch, from 1.
+    step_in_epoch: usize,
+    images: usize,
+    values: StepValues,
+}
+
+/// An epoch's training loss and accuracy, summed over the steps read so far.
+#[derive(Default)]
+struct EpochTotals {
+    /// Sum over images of the loss.
+    loss_sum: f64,
+    correct: usize,
+    seen: usize,
+}
+
+impl EpochTotals {
+    /// Reads `steps` in order: stops at the first non-finite loss, naming its step, and tells
+    /// the observer of each.
+    fn read(
+        &mut self,
+        steps: impl Iterator<Item = UnreadStep>,
+        epoch: usize,
+        observer: &dyn TrainObserver,
+    ) -> Result<()> {
+        for s in steps {
+            let (loss, correct) = s.values.read()?;
+            if !loss.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    value: loss,
+                    epoch,
+                    step: s.step,
+                });
+            }
+            self.loss_sum += loss as f64 * s.images as f64;
+            self.correct += correct;
+            self.seen += s.images;
+            observer.step(epoch, s.step_in_epoch, loss);
+        }
+        Ok(())
+    }
 }
 
 /// Runs the forward and backward passes of a step, over the whole batch or over its ghost
@@ -527,8 +617,9 @@ impl GhostBatches {
             // of a run without ghost batches.
             let part = forward_backward(net, images, labels, config, None)?;
             return Ok(StepOutcome {
-                loss: part.value,
-                correct: part.correct,
+                values: StepValues {
+                    parts: vec![(part.loss, part.len, part.correct)],
+                },
                 grads: part.grads,
             });
         }
@@ -596,13 +687,12 @@ impl GhostBatches {
         // parts ran side by side.
         let vars = net.params().trainable_vars();
         let mut sums: Vec<Option<Tensor>> = vec![None; vars.len()];
-        let (mut loss, mut correct) = (0f64, 0);
+        let mut values = Vec::with_capacity(parts.len());
         let mut store: Option<GradStore> = None;
         for result in done {
             let (ghost, stats) = result?;
             stats.apply()?;
-            loss += ghost.value as f64 * ghost.len as f64 / n as f64;
-            correct += ghost.correct;
+            values.push((ghost.loss, ghost.len, ghost.correct));
             for (sum, v) in sums.iter_mut().zip(&vars) {
                 if let Some(g) = ghost.grads.get(v.as_tensor()) {
                     *sum = Some(match sum.take() {
@@ -623,8 +713,7 @@ impl GhostBatches {
             }
         }
         Ok(StepOutcome {
-            loss: loss as f32,
-            correct,
+            values: StepValues { parts: values },
             grads,
         })
     }
@@ -632,11 +721,12 @@ impl GhostBatches {
 
 /// One forward and backward pass over a batch or a ghost batch.
 struct GhostOutcome {
-    /// Its mean loss.
-    value: f32,
+    /// Its mean loss (a scalar on the device, detached from the graph).
+    loss: Tensor,
     /// Its images.
     len: usize,
-    correct: usize,
+    /// Its correct top-1 predictions (a scalar on the device).
+    correct: Tensor,
     /// Gradients of the mean loss, times `share` where given.
     grads: GradStore,
 }
@@ -652,27 +742,29 @@ fn forward_backward(
 ) -> Result<GhostOutcome> {
     let logits = net.forward(images, ForwardMode::Train, Interventions::none())?;
     let loss = cross_entropy(&logits, labels, config.label_smoothing)?;
-    let value = loss.to_scalar::<f32>()?;
+    // Kept for reading later, without the graph (which would keep the activations alive).
+    let value = loss.detach();
     let grads = match share {
         None => loss.backward()?,
         Some(share) => (loss * share)?.backward()?,
     };
     Ok(GhostOutcome {
-        value,
+        loss: value,
         len: images.dim(0)?,
         correct: count_correct(&logits, labels)?,
         grads,
     })
 }
 
-/// Correct top-1 predictions among `logits` (argmax, first of equal maxima).
-fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
+/// Correct top-1 predictions among `logits` (argmax, first of equal maxima), as an f32 scalar
+/// on their device.
+fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     Ok(logits
         .argmax(D::Minus1)?
         .eq(labels)?
         .to_dtype(DType::F32)?
         .sum_all()?
-        .to_scalar::<f32>()? as usize)
+        .detach())
 }
 
 /// Before a progressively resized run: one image at each side the schedule uses must go

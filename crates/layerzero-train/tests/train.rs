@@ -8,7 +8,10 @@ use layerzero_data::{fetch, CifarSet, Dataset, Location, Source, Split};
 use layerzero_models::{create_model, ModelConfig, Network};
 mod common;
 use common::{net, state_bytes, synthetic};
-use layerzero_train::{train, LrSchedule, Profile, RunDir, RunOptions, TrainConfig, TrainError};
+use layerzero_train::{
+    train, train_observed, LrSchedule, Profile, RunDir, RunOptions, TrainConfig, TrainError,
+    TrainObserver,
+};
 
 /// The real CIFAR-10 (extracted once into the target folder), or `None` with the reason printed.
 fn real_cifar() -> Option<PathBuf> {
@@ -317,30 +320,115 @@ fn an_existing_run_is_not_overwritten_without_resume() {
     assert!(err.to_string().contains("--resume"), "{err}");
 }
 
+/// Records the observer's per-step calls.
+#[derive(Default)]
+struct StepLog(std::sync::Mutex<Vec<(usize, usize, u32)>>);
+impl TrainObserver for StepLog {
+    fn step(&self, epoch: usize, step_in_epoch: usize, loss: f32) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((epoch, step_in_epoch, loss.to_bits()));
+    }
+}
+
+#[test]
+fn reading_losses_back_in_groups_changes_nothing() {
+    // What a GPU run does to keep its launch queue full: the losses read every few steps. The
+    // weights, the metrics and the observer's calls must be those of reading every step.
+    let train_set = synthetic(96, Split::Train);
+    let test_set = synthetic(32, Split::Test);
+    // 2 epochs of 6 steps: groups of 4 leave a group of 2 at the end of each epoch.
+    let mut config = small_config(2, 96, 16);
+    config.ghost_batches = 2;
+    let run = |readback: usize| {
+        let network = net(5);
+        let dir = tempfile::tempdir().unwrap();
+        let log = StepLog::default();
+        let out = train_observed(
+            network.as_ref(),
+            &train_set,
+            &test_set,
+            &config,
+            dir.path(),
+            &RunOptions {
+                readback_steps: Some(readback),
+                ..RunOptions::default()
+            },
+            &log,
+        )
+        .unwrap();
+        (
+            state_bytes(network.as_ref()),
+            out,
+            log.0.into_inner().unwrap(),
+        )
+    };
+    let (state, out, steps) = run(1);
+    assert_eq!(steps.len(), 12);
+    let order: Vec<(usize, usize)> = steps.iter().map(|&(e, s, _)| (e, s)).collect();
+    let expected: Vec<(usize, usize)> =
+        (1..=2).flat_map(|e| (1..=6).map(move |s| (e, s))).collect();
+    assert_eq!(order, expected);
+    for readback in [4, 100] {
+        let (state_g, out_g, steps_g) = run(readback);
+        assert_eq!(
+            steps_g, steps,
+            "observer calls, reading every {readback} steps"
+        );
+        for (a, b) in out.metrics.iter().zip(&out_g.metrics) {
+            assert_eq!(
+                (a.train_loss, a.train_top1, a.test_loss),
+                (b.train_loss, b.train_top1, b.test_loss),
+                "epoch {}, reading every {readback} steps",
+                a.epoch
+            );
+        }
+        assert!(
+            state == state_g,
+            "weights differ, reading every {readback} steps"
+        );
+    }
+}
+
 #[test]
 fn nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint() {
     let train_set = synthetic(64, Split::Train);
-    let mut config = small_config(1, 64, 32);
+    let mut config = small_config(1, 64, 16);
     config.schedule = LrSchedule::MultiStep {
         base: 1e30,
         milestones: vec![],
         gamma: 1.0,
     };
-    let dir = tempfile::tempdir().unwrap();
-    let err = train(
-        net(1).as_ref(),
-        &train_set,
-        &train_set,
-        &config,
-        dir.path(),
-        &RunOptions::default(),
-    )
-    .unwrap_err();
-    assert!(matches!(err, TrainError::NonFiniteLoss { .. }), "{err}");
-    let ck =
-        layerzero_train::Checkpoint::load(&RunDir::new(dir.path()).checkpoint(0), &Device::Cpu)
-            .unwrap();
-    assert_eq!(ck.meta.epoch, 0);
+    let failing_step = |readback_steps: Option<usize>| {
+        let dir = tempfile::tempdir().unwrap();
+        let err = train(
+            net(1).as_ref(),
+            &train_set,
+            &train_set,
+            &config,
+            dir.path(),
+            &RunOptions {
+                readback_steps,
+                ..RunOptions::default()
+            },
+        )
+        .unwrap_err();
+        let ck =
+            layerzero_train::Checkpoint::load(&RunDir::new(dir.path()).checkpoint(0), &Device::Cpu)
+                .unwrap();
+        assert_eq!(ck.meta.epoch, 0);
+        match err {
+            TrainError::NonFiniteLoss { step, epoch, .. } => (epoch, step),
+            other => panic!("expected a non-finite loss, got {other}"),
+        }
+    };
+    // Read after every step (a CPU's default): the first step's loss is finite (no update
+    // yet), a later one is not. Read in groups of 4 (as on a GPU): the same step is named,
+    // not its group's last (seen: step 1).
+    let every_step = failing_step(None);
+    assert!(every_step.1 >= 1, "{every_step:?}");
+    assert_eq!(failing_step(Some(4)), every_step);
 }
 
 #[test]
