@@ -213,8 +213,9 @@ impl TrainConfig {
                 // resizing), with alternating flips, each batch of 64 in 2 ghost batches of 32
                 // (side by side, one core each: 16×16 epochs 33–39 s with evaluation, 32×32
                 // 75–99 s, against 41–55 s and 88–121 s as one batch). ResNet-20, seed 0, one
-                // run each (docs/runs): this profile 90.57 % in 1,619 s on a slow hour (seed 1:
-                // 90.03 %; plain-20 87.37 % in 1,554 s); the same with 20 epochs 90.00 % in 1,369 s; as one batch
+                // run each (docs/runs): this profile 90.57 % in 1,619 s on a slow hour (seeds 1–3:
+                // 90.03, 90.34, 90.57 %, mean of the four 90.38 %; plain-20 87.37 % in 1,554 s);
+                // the same with 20 epochs 90.00 % in 1,369 s; as one batch
                 // 89.87 % in 1,626 s (89.53 % with seed 1); the former profile (15 epochs at
                 // 32×32, random flips, one batch) 89.02 % / 88.65 % (two builds whose rounding
                 // differs) in about 1,440 s; 20 epochs growing 16→28 over 12 epochs 89.79 % (the
