@@ -516,15 +516,13 @@ struct StepValues {
 impl StepValues {
     /// The batch's mean loss and its correct predictions. Waits for the device.
     fn read(&self) -> Result<(f32, usize)> {
-        let count = |t: &Tensor| -> Result<usize> { Ok(t.to_scalar::<f32>()? as usize) };
-        if let [(loss, _, correct)] = &self.parts[..] {
-            return Ok((loss.to_scalar::<f32>()?, count(correct)?));
-        }
+        // One part (a plain step) gives its own loss back bit for bit: an f32 times an image
+        // count below 2^29 is exact in f64, and so is dividing it by the same count.
         let n: usize = self.parts.iter().map(|(_, len, _)| len).sum();
         let (mut loss, mut correct) = (0f64, 0);
         for (part_loss, len, part_correct) in &self.parts {
             loss += part_loss.to_scalar::<f32>()? as f64 * *len as f64 / n as f64;
-            correct += count(part_correct)?;
+            correct += part_correct.to_scalar::<f32>()? as usize;
         }
         Ok((loss as f32, correct))
     }

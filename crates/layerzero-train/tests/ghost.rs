@@ -3,7 +3,10 @@
 //! once, a stopped run must resume bit-identically, and bad counts are refused by name.
 
 mod common;
-use common::{net, state_bytes, stop_after_one_epoch_then_resume, synthetic};
+use common::{
+    assert_same_metrics, assert_same_state, net, state_bytes, stop_after_one_epoch_then_resume,
+    synthetic,
+};
 use layerzero_data::Split;
 use layerzero_train::{train, LrSchedule, Profile, RunOptions, TrainConfig, TrainOutcome};
 
@@ -50,20 +53,9 @@ fn weights_do_not_depend_on_how_many_ghost_batches_run_side_by_side() {
         let (one, out_one) = run_on(1, &config);
         for threads in [2, 3] {
             let (many, out_many) = run_on(threads, &config);
-            for (a, b) in out_one.metrics.iter().zip(&out_many.metrics) {
-                assert_eq!(
-                    (a.train_loss, a.train_top1, a.test_loss),
-                    (b.train_loss, b.train_top1, b.test_loss),
-                    "{ghosts} ghost batches, epoch {}: 1 against {threads} threads",
-                    a.epoch
-                );
-            }
-            for ((name, a), (_, b)) in one.iter().zip(&many) {
-                assert!(
-                    a == b,
-                    "{name} differs between 1 and {threads} threads ({ghosts} ghost batches)"
-                );
-            }
+            let what = format!("{ghosts} ghost batches, 1 against {threads} threads");
+            assert_same_metrics(&out_one.metrics, &out_many.metrics, &what);
+            assert_same_state(&one, &many, &what);
         }
         // Each part updates the running statistics: 2 epochs × 3 steps × the parts.
         let tracked = one

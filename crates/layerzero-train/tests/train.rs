@@ -7,7 +7,7 @@ use candle_core::Device;
 use layerzero_data::{fetch, CifarSet, Dataset, Location, Source, Split};
 use layerzero_models::{create_model, ModelConfig, Network};
 mod common;
-use common::{net, state_bytes, synthetic};
+use common::{assert_same_metrics, assert_same_state, net, state_bytes, synthetic};
 use layerzero_train::{
     train, train_observed, LrSchedule, Profile, RunDir, RunOptions, TrainConfig, TrainError,
     TrainObserver,
@@ -182,9 +182,7 @@ fn weights_do_not_depend_on_the_thread_count() {
             loss_one, loss_many,
             "train loss, 1 against {threads} threads"
         );
-        for ((name, a), (_, b)) in one.iter().zip(&many) {
-            assert!(a == b, "{name} differs between 1 and {threads} threads");
-        }
+        assert_same_state(&one, &many, &format!("1 against {threads} threads"));
     }
 }
 
@@ -376,18 +374,9 @@ fn reading_losses_back_in_groups_changes_nothing() {
             steps_g, steps,
             "observer calls, reading every {readback} steps"
         );
-        for (a, b) in out.metrics.iter().zip(&out_g.metrics) {
-            assert_eq!(
-                (a.train_loss, a.train_top1, a.test_loss),
-                (b.train_loss, b.train_top1, b.test_loss),
-                "epoch {}, reading every {readback} steps",
-                a.epoch
-            );
-        }
-        assert!(
-            state == state_g,
-            "weights differ, reading every {readback} steps"
-        );
+        let what = format!("reading every {readback} steps");
+        assert_same_metrics(&out.metrics, &out_g.metrics, &what);
+        assert_same_state(&state, &state_g, &what);
     }
 }
 

@@ -2,6 +2,7 @@
 
 use layerzero_data::{CifarSet, Dataset, Split};
 use layerzero_models::{create_model, ModelConfig, Network};
+use layerzero_train::EpochMetrics;
 
 /// Synthetic images whose class is visible (a per-class colour), for tests that only need the
 /// loop to run.
@@ -55,6 +56,29 @@ pub fn state_bytes(net: &dyn Network) -> Vec<(String, Vec<u8>)> {
             (name, bytes)
         })
         .collect()
+}
+
+/// Asserts that two states (from [`state_bytes`]) are bit-identical, naming the first tensor
+/// that differs and `what` was compared.
+#[allow(dead_code)] // not every test file that includes this module uses it
+pub fn assert_same_state(a: &[(String, Vec<u8>)], b: &[(String, Vec<u8>)], what: &str) {
+    assert_eq!(a.len(), b.len(), "tensor count differs: {what}");
+    for ((name, x), (_, y)) in a.iter().zip(b) {
+        assert!(x == y, "{name} differs: {what}");
+    }
+}
+
+/// Asserts that two runs' per-epoch train loss, train top-1 and test loss are bit-identical.
+#[allow(dead_code)] // not every test file that includes this module uses it
+pub fn assert_same_metrics(a: &[EpochMetrics], b: &[EpochMetrics], what: &str) {
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(
+            (x.train_loss, x.train_top1, x.test_loss),
+            (y.train_loss, y.train_top1, y.test_loss),
+            "epoch {}: {what}",
+            x.epoch
+        );
+    }
 }
 
 /// Trains `config` in `dir` for its first epoch only, from `net(seeds.0)`, then resumes it to the
