@@ -43,7 +43,7 @@ enum Command {
         layerzero train --arch resnet20 --out runs/resnet20 --resume\n  \
         layerzero train --arch resnet20 --batch-size 64 --lr 0.1 --label-smoothing 0.1 --out runs/r20-b64\n\n\
         Profiles: smoke (2,048 images, 1 epoch), quick (one-cycle to 0.1, batch 64, label smoothing\n\
-        0.1, alternating flips, 2 ghost batches, 23 epochs of which the first 8 on 16x16 images:\n\
+        0.1, alternating flips, 2 ghost batches, 26 epochs of which the first 8 on 16x16 images:\n\
         the CPU default), paper (He et al.: 0.1, /10 at 32k and 48k steps, 64k steps; for a GPU).")]
     Train(train_cmd::TrainArgs),
     /// Evaluate weights on the test set (the ablation baseline).

@@ -13,7 +13,7 @@ use crate::schedule::LrSchedule;
 pub enum Profile {
     /// A few thousand images, one epoch: checks that the pipeline runs, nothing more.
     Smoke,
-    /// A short one-cycle schedule for a CPU: 23 epochs, the first 8 on 16×16 images, in ghost
+    /// A short one-cycle schedule for a CPU: 26 epochs, the first 8 on 16×16 images, in ghost
     /// batches run side by side.
     Quick,
     /// He et al. 2016: SGD 0.1, ÷10 at 32k and 48k iterations, 64k iterations, batch 128.
@@ -209,20 +209,16 @@ impl TrainConfig {
                 }
             }
             Profile::Quick => {
-                // Sized for a 2-core CPU: 23 epochs, the first 8 on 16×16 images (progressive
+                // Sized for a 2-core CPU: 26 epochs, the first 8 on 16×16 images (progressive
                 // resizing), with alternating flips, each batch of 64 in 2 ghost batches of 32
-                // (side by side, one core each: 16×16 epochs 33–39 s with evaluation, 32×32
-                // 75–99 s, against 41–55 s and 88–121 s as one batch). ResNet-20, seed 0, one
-                // run each (docs/runs): this profile 90.57 % in 1,619 s on a slow hour (seeds 1–3:
-                // 90.03, 90.34, 90.57 %, mean of the four 90.38 %; plain-20 87.37 % in 1,554 s);
-                // the same with 20 epochs 90.00 % in 1,369 s; as one batch
-                // 89.87 % in 1,626 s (89.53 % with seed 1); the former profile (15 epochs at
-                // 32×32, random flips, one batch) 89.02 % / 88.65 % (two builds whose rounding
-                // differs) in about 1,440 s; 20 epochs growing 16→28 over 12 epochs 89.79 % (the
-                // 20×20–28×28 epochs cost nearly a full one). Measured earlier at 15 epochs:
-                // batch 64, peak 0.1, label smoothing 0.1 89.13 %; peak 0.2 88.68 %; peak 0.05
-                // 88.13 %; batch 128, peak 0.2, no smoothing 88.54 %.
-                let epochs = 23;
+                // (side by side, one core each). ResNet-20, seed 0, alone on the 2-core Zen 5 VM
+                // (2026-11-26): 90.73 % in 1,088 s (16×16 epochs 22–23 s with evaluation, 32×32
+                // 49–52 s). The 2-core VM of the earlier runs in docs/runs took 37–43 s and
+                // 75–99 s for the same epochs. Seeds and the recipes tried on the way are in
+                // docs/runs/README.md: with 23 epochs seeds 0–3 gave a mean of 90.38 %, with 20
+                // about 90.0 %; growing the side 16→28 over 12 epochs, a peak of 0.2 or 0.05,
+                // batch 128 and one batch instead of two ghost batches each did worse.
+                let epochs = 26;
                 let batch_size = 64;
                 let steps = epochs * (CIFAR_TRAIN / batch_size);
                 TrainConfig {

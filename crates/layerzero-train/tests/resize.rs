@@ -43,11 +43,11 @@ fn sides_follow_the_phases_then_full_size() {
     // No resizing (the paper profile): every epoch at 32.
     let c = TrainConfig::from_profile(Profile::Paper, "resnet20", 0);
     assert!((0..c.epochs).all(|e| c.image_side(e) == 32));
-    // The quick profile: 8 epochs at 16×16, then 15 at 32×32, with alternating flips and two
+    // The quick profile: 8 epochs at 16×16, then 18 at 32×32, with alternating flips and two
     // ghost batches.
     let q = TrainConfig::from_profile(Profile::Quick, "resnet20", 0);
     let sides: Vec<usize> = (0..q.epochs).map(|e| q.image_side(e)).collect();
-    assert_eq!(sides, [[16; 8].as_slice(), &[32; 15]].concat());
+    assert_eq!(sides, [[16; 8].as_slice(), &[32; 18]].concat());
     assert!(q.alternating_flip);
     assert_eq!(q.ghost_batches, 2);
     q.validate().unwrap();
