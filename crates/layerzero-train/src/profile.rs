@@ -213,11 +213,12 @@ impl TrainConfig {
                 // resizing), with alternating flips, each batch of 64 in 2 ghost batches of 32
                 // (side by side, one core each). ResNet-20, seed 0, alone on the 2-core Zen 5 VM
                 // (2026-11-26): 90.73 % in 1,088 s (16×16 epochs 22–23 s with evaluation, 32×32
-                // 49–52 s); seeds 0–3 90.73, 90.63, 90.12, 90.90 %, mean 90.60 %. The 2-core VM of the earlier runs in docs/runs took 37–43 s and
-                // 75–99 s for the same epochs. Seeds and the recipes tried on the way are in
-                // docs/runs/README.md: with 23 epochs seeds 0–3 gave a mean of 90.38 %, with 20
-                // about 90.0 %; growing the side 16→28 over 12 epochs, a peak of 0.2 or 0.05,
-                // batch 128 and one batch instead of two ghost batches each did worse.
+                // 49–52 s); seeds 0–3 90.73, 90.63, 90.12, 90.90 %, mean 90.60 %. The 2-core VM
+                // of the earlier runs in docs/runs took 37–43 s and 75–99 s for the same epochs.
+                // Seeds and the recipes tried on the way are in docs/runs/README.md: with 23
+                // epochs seeds 0–3 gave a mean of 90.38 %, with 20 about 90.0 %; growing the side
+                // 16→28 over 12 epochs, a peak of 0.2 or 0.05, batch 128 and one batch instead of
+                // two ghost batches each did worse.
                 let epochs = 26;
                 let batch_size = 64;
                 let steps = epochs * (CIFAR_TRAIN / batch_size);

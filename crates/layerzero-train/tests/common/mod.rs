@@ -68,9 +68,11 @@ pub fn assert_same_state(a: &[(String, Vec<u8>)], b: &[(String, Vec<u8>)], what:
     }
 }
 
-/// Asserts that two runs' per-epoch train loss, train top-1 and test loss are bit-identical.
+/// Asserts that two runs have as many epochs, with bit-identical train loss, train top-1 and
+/// test loss in each.
 #[allow(dead_code)] // not every test file that includes this module uses it
 pub fn assert_same_metrics(a: &[EpochMetrics], b: &[EpochMetrics], what: &str) {
+    assert_eq!(a.len(), b.len(), "epoch count differs: {what}");
     for (x, y) in a.iter().zip(b) {
         assert_eq!(
             (x.train_loss, x.train_top1, x.test_loss),
