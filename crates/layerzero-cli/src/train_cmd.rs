@@ -207,6 +207,13 @@ pub struct TrainArgs {
     /// Stop after this many epochs in this invocation (resume later with --resume).
     #[arg(long)]
     pub max_epochs: Option<usize>,
+    /// Read each step's loss and correct count back from the device every N steps [default: 1
+    /// on a CPU, 32 on a GPU]. Each read waits for the device to finish every step queued
+    /// before it, so reading after every step leaves a GPU idle while the CPU prepares the next
+    /// batch. The weights do not depend on N; a non-finite loss is still reported with the
+    /// step that produced it, once read.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub readback_steps: Option<u64>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -329,7 +336,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         resume: args.resume,
         max_epochs: args.max_epochs,
         metadata: Some(weights_metadata(net.as_ref(), args.common.dataset)),
-        readback_steps: None,
+        readback_steps: args.readback_steps.map(|n| n as usize),
     };
     let progress = Progress {
         bar: progress_bar(),

@@ -1,8 +1,8 @@
 //! `layerzero train --batch-size/--lr/--label-smoothing/--momentum/--weight-decay/--flip/
-//! --progressive-resize/--ghost-batches` (and the `--nesterov`, `--no-decay-on-norm-and-bias`
-//! switches): bad values are refused before any data is read, naming the option and the value;
-//! good ones land in the run's `config.json`, with a one-cycle schedule stretched to the new
-//! number of steps.
+//! --progressive-resize/--ghost-batches/--readback-steps` (and the `--nesterov`,
+//! `--no-decay-on-norm-and-bias` switches): bad values are refused before any data is read,
+//! naming the option and the value; good ones land in the run's `config.json`, with a one-cycle
+//! schedule stretched to the new number of steps.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,6 +49,7 @@ fn bad_overrides_are_refused_naming_the_option() {
         // The smoke profile's batch of 128 does not split into 3 equal parts.
         ("--ghost-batches", "3", "ghost batches"),
         ("--ghost-batches", "0", "ghost batches"),
+        ("--readback-steps", "0", "--readback-steps"),
     ] {
         let o = layerzero()
             .args(["train", "--profile", "smoke", "--device", "cpu"])
@@ -84,6 +85,8 @@ fn overrides_reach_the_run_config() {
         .args(["--nesterov", "--no-decay-on-norm-and-bias"])
         .args(["--epochs", "2", "--flip", "alternating"])
         .args(["--progressive-resize", "16:1", "--ghost-batches", "2"])
+        // Changes when losses are read, not the weights (tested in layerzero-train).
+        .args(["--readback-steps", "5"])
         .arg("--data-dir")
         .arg(&data)
         .arg("--out")
