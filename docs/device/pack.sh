@@ -1,0 +1,37 @@
+#!/bin/bash
+# Packs what two calls to a borrowed GPU machine carry (docs/cuda.md, "Measuring on a borrowed
+# GPU machine"), into .dev1/ and .dev2/ at the repository root (git-ignored through
+# .git/info/exclude). A call carries at most 64 MiB, so:
+#   .dev1/  the stripped, xz-compressed `layerzero`, `xtask` and tests/cuda.rs binaries, the
+#           PyTorch fixtures and peer, run1.sh (tests and benchmarks, no CIFAR needed);
+#   .dev2/  `layerzero` and `xtask` again, data_batch_1 and test_batch of CIFAR-10 (xz with a
+#           delta filter), run2.sh (paper-profile epochs, the smoke study).
+#
+#   source /work/cuda-site/env.sh   # from toolkit.sh
+#   cargo build --release -p layerzero-cli -p xtask --features layerzero-cli/cudnn,xtask/cudnn
+#   cargo test --release -p layerzero-e2e --features layerzero-e2e/cudnn --test cuda --no-run
+#   docs/device/pack.sh /work/cifar-x/cifar-10-batches-bin ../shared
+set -euo pipefail
+CIFAR=${1:?usage: pack.sh CIFAR_BATCHES_DIR SHARED_DIR}
+SHARED=${2:?usage: pack.sh CIFAR_BATCHES_DIR SHARED_DIR}
+ROOT=$(git rev-parse --show-toplevel)
+T=${CARGO_TARGET_DIR:-$ROOT/target}/release
+cd "$ROOT"
+for d in .dev1 .dev2; do grep -qx "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude; done
+rm -rf .dev1 .dev2 && mkdir -p .dev1/fixtures .dev2
+TEST=$(ls -t "$T"/deps/cuda-* | grep -v '\.d$' | head -1)
+for pair in "layerzero:$T/layerzero" "xtask:$T/xtask" "cuda-test:$TEST"; do
+  name=${pair%%:*}
+  strip -o "/tmp/$name" "${pair#*:}"
+  xz -T0 -6 -c "/tmp/$name" > ".dev1/$name.xz"
+done
+cp "$SHARED"/fixtures/*.safetensors "$SHARED"/fixtures/README.md .dev1/fixtures/
+cp "$SHARED"/bench/pytorch_peer.py .dev1/
+cp docs/device/env.sh docs/device/run1.sh .dev1/
+ln .dev1/layerzero.xz .dev1/xtask.xz .dev2/
+for f in data_batch_1.bin test_batch.bin; do
+  xz -T0 -c --delta=dist=1 --lzma2=preset=9 "$CIFAR/$f" > ".dev2/$f.xz"
+done
+(cd "$CIFAR" && sha256sum data_batch_1.bin test_batch.bin) > .dev2/SHA256SUMS
+cp "$CIFAR/batches.meta.txt" docs/device/env.sh docs/device/run2.sh .dev2/
+du -sh .dev1 .dev2
