@@ -180,11 +180,9 @@ pub struct TrainArgs {
     /// Apply no weight decay to batch-norm parameters and biases.
     #[arg(long)]
     pub no_decay_on_norm_and_bias: bool,
-    /// Override the profile's horizontal flips: random (each image with probability ½ every
-    /// epoch, He et al.) or alternating (each image in every other epoch, Jordan 2024; the
-    /// quick profile's).
-    #[arg(long, value_parser = ["random", "alternating"])]
-    pub flip: Option<String>,
+    /// Override the profile's horizontal flips (smoke and paper: random; quick: alternating).
+    #[arg(long, value_enum)]
+    pub flip: Option<FlipArg>,
     /// Override the profile's progressive resizing: off, or SIDE:EPOCHS[,SIDE:EPOCHS…] to train
     /// the first epochs on images downscaled to SIDE×SIDE (a multiple of 4 from 8 to 32), phase
     /// after phase, and the rest at full size (at least one epoch). The quick profile uses 16:8
@@ -216,6 +214,15 @@ pub struct TrainArgs {
     pub readback_steps: Option<u64>,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// `--flip`: how training images are mirrored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlipArg {
+    /// Each image with probability ½ every epoch (He et al.).
+    Random,
+    /// Each image in every other epoch (Jordan 2024).
+    Alternating,
 }
 
 /// Progress bar on a terminal, one log line per epoch otherwise.
@@ -308,8 +315,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
     // Flags only switch on: a profile that already uses one keeps it.
     config.sgd.nesterov |= args.nesterov;
     config.sgd.no_decay_on_norm_and_bias |= args.no_decay_on_norm_and_bias;
-    if let Some(flip) = &args.flip {
-        config.alternating_flip = flip == "alternating";
+    if let Some(flip) = args.flip {
+        config.alternating_flip = flip == FlipArg::Alternating;
     }
     match args.progressive_resize {
         Some(ResizeArg::Off) => config.progressive_resize = None,
