@@ -52,10 +52,14 @@ pub struct EpochMetrics {
     pub image_side: Option<u64>,
 }
 
+/// Side of a full-size CIFAR image (`layerzero_data::IMAGE_SIDE`; repeated here because this
+/// crate reads metrics files, not images, and does not depend on the data crate).
+const FULL_IMAGE_SIDE: u64 = 32;
+
 impl EpochMetrics {
     /// Whether the epoch trained on downscaled images.
     pub fn resized(&self) -> bool {
-        self.image_side.is_some_and(|s| s < 32)
+        self.image_side.is_some_and(|s| s < FULL_IMAGE_SIDE)
     }
 }
 
