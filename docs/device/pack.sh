@@ -2,7 +2,7 @@
 # Packs what two calls to a borrowed GPU machine carry (docs/cuda.md, "Measuring on a borrowed
 # GPU machine"), into .dev1/ and .dev2/ at the repository root (git-ignored through
 # .git/info/exclude). A call carries at most 64 MiB, so:
-#   .dev1/  the stripped, xz-compressed `layerzero`, `xtask` and tests/cuda.rs binaries, the
+#   .dev1/  the stripped, xz-compressed `layerzero`, `xtask`, tests/cuda.rs and sgdbench binaries, the
 #           PyTorch fixtures and peer, run1.sh (tests and benchmarks, no CIFAR needed);
 #   .dev2/  `layerzero` and `xtask` again, data_batch_1 and test_batch of CIFAR-10 (xz with a
 #           delta filter), run2.sh (paper-profile epochs, the smoke study).
@@ -10,6 +10,7 @@
 #   source /work/cuda-site/env.sh   # from toolkit.sh
 #   cargo build --release -p layerzero-cli -p xtask --features layerzero-cli/cudnn,xtask/cudnn
 #   cargo test --release -p layerzero-e2e --features layerzero-e2e/cudnn --test cuda --no-run
+#   cargo build --release -p layerzero-kernels --features cudnn --example sgdbench
 #   docs/device/pack.sh /work/cifar-x/cifar-10-batches-bin ../shared
 set -euo pipefail
 CIFAR=${1:?usage: pack.sh CIFAR_BATCHES_DIR SHARED_DIR}
@@ -20,7 +21,7 @@ cd "$ROOT"
 for d in .dev1 .dev2; do grep -qx "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude; done
 rm -rf .dev1 .dev2 && mkdir -p .dev1/fixtures .dev2
 TEST=$(ls -t "$T"/deps/cuda-* | grep -v '\.d$' | head -1)
-for pair in "layerzero:$T/layerzero" "xtask:$T/xtask" "cuda-test:$TEST"; do
+for pair in "layerzero:$T/layerzero" "xtask:$T/xtask" "cuda-test:$TEST" "sgdbench:$T/examples/sgdbench"; do
   name=${pair%%:*}
   strip -o "/tmp/$name" "${pair#*:}"
   xz -T0 -6 -c "/tmp/$name" > ".dev1/$name.xz"

@@ -10,7 +10,9 @@
 //!   and, built with the `cudnn` feature, cuDNN for f32 tensors on a CUDA device (convolution
 //!   passes, the fused eval convolution, training batch norm, including
 //!   [`batch_norm_train_update_running`], and [`sgd_momentum_step`]; see
-//!   `src/cuda/` and docs/cuda.md; `LAYERZERO_CUDNN=0` turns it off);
+//!   `src/cuda/` and docs/cuda.md; `LAYERZERO_CUDNN=0` turns it off;
+//!   `LAYERZERO_SGD_MULTI=1` makes [`sgd_momentum_step_many`] one multi-tensor kernel, not yet
+//!   measured on a GPU);
 //! * [`KernelBackend::Reference`] runs candle's own ops ([`reference`](mod@reference)); this is
 //!   also what any other device (CUDA without `cudnn`, Metal) or dtype gets, so GPU code keeps
 //!   working unchanged.
@@ -329,6 +331,81 @@ pub fn sgd_momentum_step(
 ) -> Result<()> {
     check_in_place("sgd_momentum_step", &[w, grad, buf])?;
     cudnn!(sgd_momentum_step(w, grad, buf, lr, momentum, decay))
+}
+
+/// One parameter of [`sgd_momentum_step_many`]: the tensors and the weight decay of
+/// [`sgd_momentum_step`].
+#[derive(Debug, Clone, Copy)]
+pub struct SgdParamStep<'a> {
+    /// The weight, updated in place.
+    pub weight: &'a Tensor,
+    /// Its gradient.
+    pub grad: &'a Tensor,
+    /// Its momentum buffer, owned by the caller alone and updated in place.
+    pub momentum_buffer: &'a Tensor,
+    /// Weight decay λ for this parameter (0 for those excluded from decay).
+    pub weight_decay: f64,
+}
+
+fn check_steps(op: &'static str, params: &[SgdParamStep<'_>]) -> Result<()> {
+    params
+        .iter()
+        .try_for_each(|p| check_in_place(op, &[p.weight, p.grad, p.momentum_buffer]))
+}
+
+/// [`sgd_momentum_step`] for many parameters at once, with the same rule and the same
+/// conditions ([`in_place_update_handles`] for every tensor). With `LAYERZERO_SGD_MULTI=1` on a
+/// CUDA device it is one multi-tensor kernel launch per 64 parameters (compiled with NVRTC on
+/// first use) instead of two cuDNN calls per parameter; otherwise it calls
+/// [`sgd_momentum_step`] for each.
+pub fn sgd_momentum_step_many(params: &[SgdParamStep<'_>], lr: f64, momentum: f64) -> Result<()> {
+    check_steps("sgd_momentum_step_many", params)?;
+    #[cfg(feature = "cudnn")]
+    if cuda::multi_sgd() {
+        return sgd_momentum_step_multi(params, lr, momentum);
+    }
+    for p in params {
+        sgd_momentum_step(
+            p.weight,
+            p.grad,
+            p.momentum_buffer,
+            lr,
+            momentum,
+            p.weight_decay,
+        )?;
+    }
+    Ok(())
+}
+
+/// [`sgd_momentum_step_many`]'s multi-tensor kernel, whatever `LAYERZERO_SGD_MULTI` says: f32
+/// CUDA tensors with the `cudnn` feature only (an error elsewhere). Each launch updates up to 64
+/// parameters; the kernel is compiled with NVRTC (CUDA's runtime compiler, which the `cuda`
+/// build already links) the first time a device needs it.
+pub fn sgd_momentum_step_multi(params: &[SgdParamStep<'_>], lr: f64, momentum: f64) -> Result<()> {
+    check_steps("sgd_momentum_step_multi", params)?;
+    #[cfg(feature = "cudnn")]
+    {
+        let items: Vec<_> = params
+            .iter()
+            .map(|p| cuda::MultiItem {
+                w: p.weight,
+                grad: p.grad,
+                buf: p.momentum_buffer,
+                decay: p.weight_decay,
+            })
+            .collect();
+        cuda::sgd_momentum_step_multi(&items, lr, momentum)
+    }
+    #[cfg(not(feature = "cudnn"))]
+    {
+        // No tensor passes `check_in_place` without the feature; an empty list is refused as
+        // well, so that nothing looks as if it had run.
+        let _ = (lr, momentum);
+        Err(
+            KernelError::unsupported("sgd_momentum_step_multi", "built without the cudnn feature")
+                .into(),
+        )
+    }
 }
 
 /// Running statistics that a training batch norm updates in place: PyTorch's rule,

@@ -35,7 +35,7 @@ mod sgd;
 
 pub(crate) use bn::{batch_norm_add_relu_train, batch_norm_train, batch_norm_train_running};
 pub(crate) use conv::{conv2d, conv2d_bias_act};
-pub(crate) use sgd::sgd_momentum_step;
+pub(crate) use sgd::{sgd_momentum_step, sgd_momentum_step_multi, MultiItem};
 
 /// Whether this module handles these tensors: all f32 on CUDA, the fast backend selected and
 /// `LAYERZERO_CUDNN` not `0`.
@@ -53,12 +53,26 @@ pub(crate) fn enabled() -> bool {
     *ENABLED.get_or_init(|| std::env::var("LAYERZERO_CUDNN").as_deref() != Ok("0"))
 }
 
+/// `LAYERZERO_SGD_MULTI=1`: the optimiser step takes the multi-tensor kernel
+/// ([`crate::sgd_momentum_step_many`]). Off by default until it has been measured on a GPU
+/// against the per-parameter cuDNN calls (docs/cuda.md).
+pub(crate) fn multi_sgd() -> bool {
+    static MULTI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MULTI.get_or_init(|| std::env::var("LAYERZERO_SGD_MULTI").as_deref() == Ok("1"))
+}
+
 /// See [`crate::describe_path`].
 pub(crate) fn describe() -> String {
     let math = if tf32() { "TF32 allowed" } else { "fp32" };
+    // Named so that bench records of the two optimiser paths can be told apart.
+    let sgd = if multi_sgd() {
+        ", multi-tensor SGD"
+    } else {
+        ""
+    };
     let v = dnn::get_version();
     format!(
-        "cuDNN {}.{}.{} ({math})",
+        "cuDNN {}.{}.{} ({math}{sgd})",
         v / 10_000,
         v / 100 % 100,
         v % 100
@@ -72,8 +86,9 @@ fn tf32() -> bool {
 
 static CUDNN_OPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// How many cuDNN kernels (forward or backward) this process has run: lets tests check that the
-/// CUDA path really went through cuDNN.
+/// How many cuDNN kernels (forward or backward) this process has run, with the launches of this
+/// module's own multi-tensor SGD kernel: lets tests check that the CUDA path really went through
+/// this module rather than candle's ops.
 pub fn cudnn_op_count() -> u64 {
     CUDNN_OPS.load(std::sync::atomic::Ordering::Relaxed)
 }
