@@ -8,7 +8,7 @@ mkdir -p $D
 for f in "$H"/*.bin.xz; do
   [ -e "$f" ] && xz -dc "$f" > "$D/$(basename "$f" .xz)"
 done
-if [ -f "$H/layerzero.xz" ]; then
-  mkdir -p /root/bin && xz -dc "$H/layerzero.xz" > /root/bin/layerzero && chmod +x /root/bin/layerzero
-fi
+# env.sh's `unpack` puts any packed binary (here `layerzero`) in /root/bin.
+source "$H/env.sh"
+unpack "$H"
 ls -la $D

@@ -17,16 +17,13 @@ RUN=${2:-}
 ROOT=$(git rev-parse --show-toplevel)
 T=${CARGO_TARGET_DIR:-$ROOT/target}/release
 cd "$ROOT"
-for d in .devA .devB .devC; do
-  grep -qx "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude
-  rm -rf "$d" && mkdir -p "$d" && cp docs/device/env.sh docs/device/data.sh "$d/"
-done
-strip -o /tmp/layerzero "$T/layerzero"
-xz -T0 -6 -c /tmp/layerzero > .devA/layerzero.xz
-pack() { xz -T0 -c --delta=dist=1 --lzma2=preset=9 "$CIFAR/$1" > "$2/$1.xz"; }
-pack data_batch_1.bin .devA; pack data_batch_2.bin .devA
-pack data_batch_3.bin .devB; pack data_batch_4.bin .devB
-pack data_batch_5.bin .devC; pack test_batch.bin .devC
+source docs/device/common.sh
+exclude_and_reset .devA .devB .devC
+for d in .devA .devB .devC; do cp docs/device/env.sh docs/device/data.sh "$d/"; done
+pack_binary layerzero "$T/layerzero" .devA
+pack_cifar "$CIFAR" data_batch_1.bin .devA; pack_cifar "$CIFAR" data_batch_2.bin .devA
+pack_cifar "$CIFAR" data_batch_3.bin .devB; pack_cifar "$CIFAR" data_batch_4.bin .devB
+pack_cifar "$CIFAR" data_batch_5.bin .devC; pack_cifar "$CIFAR" test_batch.bin .devC
 (cd "$CIFAR" && sha256sum data_batch_{1,2,3,4,5}.bin test_batch.bin) > .devC/SHA256SUMS
 cp "$CIFAR/batches.meta.txt" docs/device/paper.sh .devC/
 if [ -n "$RUN" ]; then

@@ -18,21 +18,19 @@ SHARED=${2:?usage: pack.sh CIFAR_BATCHES_DIR SHARED_DIR}
 ROOT=$(git rev-parse --show-toplevel)
 T=${CARGO_TARGET_DIR:-$ROOT/target}/release
 cd "$ROOT"
-for d in .dev1 .dev2; do grep -qx "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude; done
-rm -rf .dev1 .dev2 && mkdir -p .dev1/fixtures .dev2
+source docs/device/common.sh
+exclude_and_reset .dev1 .dev2
+mkdir -p .dev1/fixtures
 TEST=$(ls -t "$T"/deps/cuda-* | grep -v '\.d$' | head -1)
-for pair in "layerzero:$T/layerzero" "xtask:$T/xtask" "cuda-test:$TEST" "sgdbench:$T/examples/sgdbench"; do
-  name=${pair%%:*}
-  strip -o "/tmp/$name" "${pair#*:}"
-  xz -T0 -6 -c "/tmp/$name" > ".dev1/$name.xz"
-done
+pack_binary layerzero "$T/layerzero" .dev1
+pack_binary xtask "$T/xtask" .dev1
+pack_binary cuda-test "$TEST" .dev1
+pack_binary sgdbench "$T/examples/sgdbench" .dev1
 cp "$SHARED"/fixtures/*.safetensors "$SHARED"/fixtures/README.md .dev1/fixtures/
 cp "$SHARED"/bench/pytorch_peer.py .dev1/
 cp docs/device/env.sh docs/device/run1.sh .dev1/
 ln .dev1/layerzero.xz .dev1/xtask.xz .dev2/
-for f in data_batch_1.bin test_batch.bin; do
-  xz -T0 -c --delta=dist=1 --lzma2=preset=9 "$CIFAR/$f" > ".dev2/$f.xz"
-done
+for f in data_batch_1.bin test_batch.bin; do pack_cifar "$CIFAR" "$f" .dev2; done
 (cd "$CIFAR" && sha256sum data_batch_1.bin test_batch.bin) > .dev2/SHA256SUMS
 cp "$CIFAR/batches.meta.txt" docs/device/env.sh docs/device/run2.sh .dev2/
 du -sh .dev1 .dev2
