@@ -210,8 +210,8 @@ pub struct TrainArgs {
     /// before it, so reading after every step leaves a GPU idle while the CPU prepares the next
     /// batch. The weights do not depend on N; a non-finite loss is still reported with the
     /// step that produced it, once read.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub readback_steps: Option<u64>,
+    #[arg(long, value_name = "N")]
+    pub readback_steps: Option<std::num::NonZeroUsize>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -343,7 +343,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         resume: args.resume,
         max_epochs: args.max_epochs,
         metadata: Some(weights_metadata(net.as_ref(), args.common.dataset)),
-        readback_steps: args.readback_steps.map(|n| n as usize),
+        readback_steps: args.readback_steps.map(std::num::NonZeroUsize::get),
     };
     let progress = Progress {
         bar: progress_bar(),
