@@ -37,7 +37,22 @@ use layerzero_train::{
 };
 
 fn cuda() -> Device {
-    Device::new_cuda(0).expect("built with --features cuda, so a CUDA device 0 must open")
+    layerzero_kernels::open_cuda(0)
+        .expect("built with --features cuda, so a CUDA device 0 must open")
+}
+
+/// `open_cuda`, how every binary opens the GPU, turns cudarc's event tracking off unless
+/// `LAYERZERO_CUDA_EVENTS=1`, and `describe_path` (bench.json's `kernels`) says which.
+#[test]
+fn open_cuda_turns_event_tracking_off() {
+    let dev = cuda();
+    let Device::Cuda(d) = &dev else {
+        panic!("open_cuda gave {dev:?}")
+    };
+    let keep = std::env::var("LAYERZERO_CUDA_EVENTS").as_deref() == Ok("1");
+    assert_eq!(d.is_event_tracking(), keep);
+    let path = layerzero_kernels::describe_path(&dev);
+    assert_eq!(path.contains("event tracking on"), keep, "{path}");
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {

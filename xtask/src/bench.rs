@@ -212,7 +212,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         .build_global()
         .ok();
     let device = match args.device.as_str() {
-        "cuda" => Device::new_cuda(0)
+        "cuda" => layerzero_kernels::open_cuda(0)
             .context("--device cuda: opening CUDA device 0 (build xtask with --features cuda)")?,
         _ => Device::Cpu,
     };

@@ -125,7 +125,8 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     }
     let device = match args.device.as_str() {
         "cpu" => Device::Cpu,
-        "cuda" => Device::new_cuda(0).context("--device cuda (build xtask with CUDA support)")?,
+        "cuda" => layerzero_kernels::open_cuda(0)
+            .context("--device cuda (build xtask with CUDA support)")?,
         other => bail!("--device: expected cpu or cuda, found {other:?}"),
     };
     if args.seeds == 0 {

@@ -41,11 +41,11 @@ fn pick_device(name: &str) -> Result<Device> {
             if !candle_core::utils::cuda_is_available() {
                 bail!("--device cuda: this binary was built without CUDA; rebuild with `--features cuda`");
             }
-            Device::new_cuda(0).context("opening CUDA device 0")
+            layerzero_kernels::open_cuda(0).context("opening CUDA device 0")
         }
         "auto" => {
             if candle_core::utils::cuda_is_available() {
-                if let Ok(d) = Device::new_cuda(0) {
+                if let Ok(d) = layerzero_kernels::open_cuda(0) {
                     return Ok(d);
                 }
             }

@@ -65,7 +65,7 @@ fn main() -> Result<()> {
             }
         }
     }
-    let dev = Device::new_cuda(0)?;
+    let dev = layerzero_kernels::open_cuda(0)?;
     let shapes = resnet_shapes(depth);
     let elems: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
     println!(

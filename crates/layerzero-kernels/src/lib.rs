@@ -98,6 +98,7 @@ mod bn;
 mod conv;
 #[cfg(feature = "cudnn")]
 mod cuda;
+mod device;
 mod error;
 mod geom;
 mod peak;
@@ -109,6 +110,7 @@ use candle_core::{DType, Result, Tensor};
 
 pub use alloc::configure_allocator;
 pub use backend::{backend, parse_backend, set_backend, KernelBackend};
+pub use device::open_cuda;
 pub use error::KernelError;
 pub use geom::ConvGeom;
 pub use peak::{gemm_gflops, measure_gemm_peak_gflops};
@@ -131,8 +133,16 @@ pub fn describe_path(device: &candle_core::Device) -> String {
             None => "layerzero CPU kernels (portable im2col + gemm)".into(),
         },
         #[cfg(feature = "cudnn")]
-        candle_core::Device::Cuda(_) if cuda::enabled() => cuda::describe(),
-        candle_core::Device::Cuda(_) => "candle's CUDA ops".into(),
+        candle_core::Device::Cuda(_) if cuda::enabled() => {
+            format!(
+                "{}{}",
+                cuda::describe(),
+                device::event_tracking_note(device)
+            )
+        }
+        candle_core::Device::Cuda(_) => {
+            format!("candle's CUDA ops{}", device::event_tracking_note(device))
+        }
         _ => "candle's ops".into(),
     }
 }
