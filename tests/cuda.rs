@@ -41,18 +41,38 @@ fn cuda() -> Device {
         .expect("built with --features cuda, so a CUDA device 0 must open")
 }
 
-/// `open_cuda`, how every binary opens the GPU, turns cudarc's event tracking off unless
-/// `LAYERZERO_CUDA_EVENTS=1`, and `describe_path` (bench.json's `kernels`) says which.
+/// `open_cuda`, how every binary opens the GPU, turns cudarc's event tracking off and keeps the
+/// memory pool's reservations, unless `LAYERZERO_CUDA_EVENTS=1` / `LAYERZERO_CUDA_POOL_RELEASE=1`;
+/// `describe_path` (bench.json's `kernels`) says which.
 #[test]
-fn open_cuda_turns_event_tracking_off() {
+fn open_cuda_turns_event_tracking_off_and_keeps_pool_memory() {
     let dev = cuda();
     let Device::Cuda(d) = &dev else {
         panic!("open_cuda gave {dev:?}")
     };
-    let keep = std::env::var("LAYERZERO_CUDA_EVENTS").as_deref() == Ok("1");
-    assert_eq!(d.is_event_tracking(), keep);
+    let on = |name: &str| std::env::var(name).as_deref() == Ok("1");
+    let (events, release) = (
+        on("LAYERZERO_CUDA_EVENTS"),
+        on("LAYERZERO_CUDA_POOL_RELEASE"),
+    );
+    assert_eq!(d.is_event_tracking(), events);
     let path = layerzero_kernels::describe_path(&dev);
-    assert_eq!(path.contains("event tracking on"), keep, "{path}");
+    assert_eq!(path.contains("event tracking on"), events, "{path}");
+    assert_eq!(
+        path.contains("memory pool released at each sync"),
+        release,
+        "{path}"
+    );
+    // A synchronisation with the pool kept: allocations after it still work.
+    let a = Tensor::ones((1024, 1024), candle_core::DType::F32, &dev).unwrap();
+    dev.synchronize().unwrap();
+    let b = (a * 2.0)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(b, 2.0 * 1024.0 * 1024.0);
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -4,8 +4,9 @@
 #   sgd    sgdbench: the optimiser step alone, cuDNN calls per parameter against the
 #          multi-tensor kernel, at depths 20 and 56
 #   fp32   `xtask bench --device cuda` against the PyTorch peer with NVIDIA_TF32_OVERRIDE=0 (fp32
-#          on both sides), depths 20 and 56, each three ways back to back: as built (cudarc's
-#          event tracking off), LAYERZERO_CUDA_EVENTS=1 (on, as before 2026-11-26's stop 22),
+#          on both sides), depths 20 and 56, each three ways back to back: as built (open_cuda:
+#          cudarc's event tracking off, the memory pool kept), "before" (LAYERZERO_CUDA_EVENTS=1
+#          LAYERZERO_CUDA_POOL_RELEASE=1: both as they were until stop 22), and
 #          LAYERZERO_SGD_MULTI=1 (the multi-tensor SGD kernel)
 #   tf32   the same benches as built, PyTorch with its default TF32 convolutions
 # Results and logs go to $OUT. Each bench has 200 s; if the call's limit is too short for all
@@ -42,7 +43,8 @@ for part in $PARTS; do
     for d in 20 56; do
       r=$([ $d = 20 ] && echo 6 || echo 4)
       bench r$d-notf32 --depth $d --rounds $r
-      LAYERZERO_CUDA_EVENTS=1 bench r$d-notf32-events --depth $d --rounds $r
+      LAYERZERO_CUDA_EVENTS=1 LAYERZERO_CUDA_POOL_RELEASE=1 \
+        bench r$d-notf32-before --depth $d --rounds $r
       LAYERZERO_SGD_MULTI=1 bench r$d-notf32-multi --depth $d --rounds $r
     done
     unset NVIDIA_TF32_OVERRIDE

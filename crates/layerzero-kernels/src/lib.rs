@@ -134,14 +134,10 @@ pub fn describe_path(device: &candle_core::Device) -> String {
         },
         #[cfg(feature = "cudnn")]
         candle_core::Device::Cuda(_) if cuda::enabled() => {
-            format!(
-                "{}{}",
-                cuda::describe(),
-                device::event_tracking_note(device)
-            )
+            format!("{}{}", cuda::describe(), device::defaults_note(device))
         }
         candle_core::Device::Cuda(_) => {
-            format!("candle's CUDA ops{}", device::event_tracking_note(device))
+            format!("candle's CUDA ops{}", device::defaults_note(device))
         }
         _ => "candle's ops".into(),
     }
