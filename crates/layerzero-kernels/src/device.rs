@@ -104,18 +104,19 @@ mod pool {
 /// `", …"` phrases (nothing when both are as `open_cuda` sets them, or on other devices): part
 /// of [`crate::describe_path`], so that benchmark records say which way they ran.
 pub(crate) fn defaults_note(device: &Device) -> String {
-    let mut note = String::new();
     #[cfg(feature = "cuda")]
     if let Device::Cuda(d) = device {
+        let mut note = String::new();
         if d.is_event_tracking() {
             note.push_str(", cudarc event tracking on");
         }
         if pool::release_threshold(d) == Some(0) {
             note.push_str(", memory pool released at each sync");
         }
+        return note;
     }
     let _ = device;
-    note
+    String::new()
 }
 
 #[cfg(all(test, not(feature = "cuda")))]
