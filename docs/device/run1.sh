@@ -3,6 +3,8 @@
 #   tests  tests/cuda.rs (with the fixtures)
 #   sgd    sgdbench: the optimiser step alone, cuDNN calls per parameter against the
 #          multi-tensor kernel, at depths 20 and 56
+#   alloc  allocbench: a step's allocations, frees and synchronisation, as built and with the
+#          defaults open_cuda changes restored (LAYERZERO_CUDA_EVENTS=1 LAYERZERO_CUDA_POOL_RELEASE=1)
 #   fp32   `xtask bench --device cuda` against the PyTorch peer with NVIDIA_TF32_OVERRIDE=0 (fp32
 #          on both sides), depths 20 and 56, each three ways back to back: as built (open_cuda:
 #          cudarc's event tracking off, the memory pool kept), "before" (LAYERZERO_CUDA_EVENTS=1
@@ -10,14 +12,14 @@
 #          LAYERZERO_SGD_MULTI=1 (the multi-tensor SGD kernel)
 #   tf32   the same benches as built, PyTorch with its default TF32 convolutions
 # Results and logs go to $OUT. Each bench has 200 s; if the call's limit is too short for all
-# parts, run them over two calls (`… run1.sh tests sgd fp32`, then `… run1.sh tf32`).
+# parts, run them over two calls (`… run1.sh tests sgd alloc fp32`, then `… run1.sh tf32`).
 #   run: bash .dev1/run1.sh [PART…] 2>&1 | tee $OUT/run1.log     (carry: .dev1)
 H=$(cd "$(dirname "$0")" && pwd)
 source "$H/env.sh"
 unpack "$H"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 python3 -c 'import torch; print("torch", torch.__version__, "cudnn", torch.backends.cudnn.version())'
-PARTS=${*:-tests sgd fp32 tf32}
+PARTS=${*:-tests sgd alloc fp32 tf32}
 t0=$(date +%s)
 bench() { # name, then xtask bench arguments
   local n=$1; shift
@@ -38,6 +40,13 @@ for part in $PARTS; do
     timeout 60 /root/bin/sgdbench --depth 20
     timeout 60 /root/bin/sgdbench --depth 56
     ;;
+  alloc)
+    echo "== allocbench ($(( $(date +%s) - t0 )) s)"
+    for i in 1 2; do
+      timeout 60 /root/bin/allocbench
+      LAYERZERO_CUDA_EVENTS=1 LAYERZERO_CUDA_POOL_RELEASE=1 timeout 60 /root/bin/allocbench
+    done
+    ;;
   fp32)
     export NVIDIA_TF32_OVERRIDE=0
     for d in 20 56; do
@@ -53,7 +62,7 @@ for part in $PARTS; do
     bench r20 --depth 20 --rounds 6
     bench r56 --depth 56 --rounds 4
     ;;
-  *) echo "unknown part $part (tests, sgd, fp32, tf32)" ;;
+  *) echo "unknown part $part (tests, sgd, alloc, fp32, tf32)" ;;
   esac
 done
 echo "== done ($(( $(date +%s) - t0 )) s)"
