@@ -17,6 +17,10 @@
 //!   also what any other device (CUDA without `cudnn`, Metal) or dtype gets, so GPU code keeps
 //!   working unchanged.
 //!
+//! [`open_cuda`] opens a GPU the way layerzero's binaries do: with cudarc's per-allocation event
+//! tracking off and the memory pool keeping its reservations (both save driver calls; its
+//! documentation says why that is safe here).
+//!
 //! The environment variable `LAYERZERO_KERNELS=reference|fast` selects the backend at start-up;
 //! [`set_backend`] overrides it. The [`fast`] and [`reference`](mod@reference) modules call one
 //! path directly, which is how the tests compare them.
