@@ -1,6 +1,6 @@
 #!/bin/bash
 # GPU machine, call 1 (no CIFAR needed). Parts, all by default, or those named:
-#   tests  tests/cuda.rs (with the fixtures)
+#   tests  tests/cuda.rs (with the fixtures), as built and with LAYERZERO_SGD_MULTI=1
 #   sgd    sgdbench: the optimiser step alone, cuDNN calls per parameter against the
 #          multi-tensor kernel, at depths 20 and 56
 #   alloc  allocbench: a step's allocations, frees and synchronisation, as built and with the
@@ -34,6 +34,12 @@ for part in $PARTS; do
     LAYERZERO_FIXTURES=$H/fixtures timeout 150 /root/bin/cuda-test > "$OUT/cuda-tests.log" 2>&1
     echo "rc=$?"
     grep -E "^test |test result|panicked" "$OUT/cuda-tests.log" | head -40
+    # Again with the multi-tensor SGD kernel in every optimiser step (training tests included).
+    echo "== cuda tests, LAYERZERO_SGD_MULTI=1"
+    LAYERZERO_SGD_MULTI=1 LAYERZERO_FIXTURES=$H/fixtures timeout 150 /root/bin/cuda-test \
+      > "$OUT/cuda-tests-multi.log" 2>&1
+    echo "rc=$?"
+    grep -E "test result|panicked|FAILED" "$OUT/cuda-tests-multi.log" | head -20
     ;;
   sgd)
     echo "== sgdbench ($(( $(date +%s) - t0 )) s)"
