@@ -83,8 +83,8 @@ fn main() -> Result<()> {
     let w0 = fresh(0.1)?;
     let copy = |ts: &[Tensor]| -> Result<Vec<Tensor>> { ts.iter().map(|t| t.copy()).collect() };
     let (w_each, w_multi) = (copy(&w0)?, copy(&w0)?);
-    let zeros = |_: ()| -> Result<Vec<Tensor>> { w0.iter().map(|t| t.zeros_like()).collect() };
-    let (b_each, b_multi) = (zeros(())?, zeros(())?);
+    let zeros = || -> Result<Vec<Tensor>> { w0.iter().map(|t| t.zeros_like()).collect() };
+    let (b_each, b_multi) = (zeros()?, zeros()?);
     let grads = fresh(0.01)?;
     let (lr, momentum, decay) = (0.1, 0.9, 5e-4);
     let steps = |w: &[Tensor], b: &[Tensor]| -> Vec<(Tensor, Tensor, Tensor)> {

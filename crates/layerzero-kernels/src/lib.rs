@@ -369,21 +369,20 @@ fn check_steps(op: &'static str, params: &[SgdParamStep<'_>]) -> Result<()> {
 /// first use) instead of two cuDNN calls per parameter; otherwise it calls
 /// [`sgd_momentum_step`] for each.
 pub fn sgd_momentum_step_many(params: &[SgdParamStep<'_>], lr: f64, momentum: f64) -> Result<()> {
+    // Checked once here for every tensor; the paths below do not check again.
     check_steps("sgd_momentum_step_many", params)?;
     #[cfg(feature = "cudnn")]
-    if cuda::multi_sgd() {
-        return sgd_momentum_step_multi(params, lr, momentum);
+    {
+        if cuda::multi_sgd() {
+            return cuda::sgd_momentum_step_multi(params, lr, momentum);
+        }
+        for p in params {
+            let (w, grad, buf, decay) = (p.weight, p.grad, p.momentum_buffer, p.weight_decay);
+            cuda::sgd_momentum_step(w, grad, buf, lr, momentum, decay)?;
+        }
     }
-    for p in params {
-        sgd_momentum_step(
-            p.weight,
-            p.grad,
-            p.momentum_buffer,
-            lr,
-            momentum,
-            p.weight_decay,
-        )?;
-    }
+    // Without the feature `check_steps` refused every tensor: only an empty list gets here.
+    let _ = (lr, momentum);
     Ok(())
 }
 
@@ -395,16 +394,7 @@ pub fn sgd_momentum_step_multi(params: &[SgdParamStep<'_>], lr: f64, momentum: f
     check_steps("sgd_momentum_step_multi", params)?;
     #[cfg(feature = "cudnn")]
     {
-        let items: Vec<_> = params
-            .iter()
-            .map(|p| cuda::MultiItem {
-                w: p.weight,
-                grad: p.grad,
-                buf: p.momentum_buffer,
-                decay: p.weight_decay,
-            })
-            .collect();
-        cuda::sgd_momentum_step_multi(&items, lr, momentum)
+        cuda::sgd_momentum_step_multi(params, lr, momentum)
     }
     #[cfg(not(feature = "cudnn"))]
     {

@@ -35,7 +35,7 @@ mod sgd;
 
 pub(crate) use bn::{batch_norm_add_relu_train, batch_norm_train, batch_norm_train_running};
 pub(crate) use conv::{conv2d, conv2d_bias_act};
-pub(crate) use sgd::{sgd_momentum_step, sgd_momentum_step_multi, MultiItem};
+pub(crate) use sgd::{sgd_momentum_step, sgd_momentum_step_multi};
 
 /// Whether this module handles these tensors: all f32 on CUDA, the fast backend selected and
 /// `LAYERZERO_CUDNN` not `0`.

@@ -336,18 +336,10 @@ fn address<'a>(
     }
 }
 
-/// One parameter of [`sgd_momentum_step_multi`].
-pub(crate) struct MultiItem<'a> {
-    pub w: &'a Tensor,
-    pub grad: &'a Tensor,
-    pub buf: &'a Tensor,
-    pub decay: f64,
-}
-
 /// See [`crate::sgd_momentum_step_multi`]: the whole optimiser step in one kernel launch per
 /// [`MULTI_MAX_PARAMS`] parameters, instead of two cuDNN calls per parameter.
 pub(crate) fn sgd_momentum_step_multi(
-    items: &[MultiItem<'_>],
+    items: &[crate::SgdParamStep<'_>],
     lr: f64,
     momentum: f64,
 ) -> Result<()> {
@@ -356,7 +348,7 @@ pub(crate) fn sgd_momentum_step_multi(
     let Some(first) = items.first() else {
         return Ok(());
     };
-    let candle_core::Device::Cuda(dev) = first.w.device() else {
+    let candle_core::Device::Cuda(dev) = first.weight.device() else {
         return Err(KernelError::unsupported(OP, "tensor is not on a CUDA device").into());
     };
     let func = multi_func(dev)?;
@@ -367,9 +359,9 @@ pub(crate) fn sgd_momentum_step_multi(
         .iter()
         .map(|it| it.grad.contiguous())
         .collect::<Result<Vec<_>>>()?;
-    for chunk in (0..items.len())
-        .collect::<Vec<_>>()
+    for (chunk, chunk_grads) in items
         .chunks(MULTI_MAX_PARAMS)
+        .zip(grads.chunks(MULTI_MAX_PARAMS))
     {
         // Read guards on every storage of the chunk, then their addresses: the guards (and the
         // event records of cudarc's `SyncOnDrop`) live until after the launch. The kernel writes
@@ -378,11 +370,11 @@ pub(crate) fn sgd_momentum_step_multi(
         // later reader of the weights, as an in-place op's would be.
         let storages = chunk
             .iter()
-            .map(|&i| {
-                let it = &items[i];
+            .zip(chunk_grads)
+            .map(|(it, grad)| {
                 // One table, one stream: every tensor must live on the first one's device.
-                for t in [it.w, &grads[i], it.buf] {
-                    if !t.device().same_device(first.w.device()) {
+                for t in [it.weight, grad, it.momentum_buffer] {
+                    if !t.device().same_device(first.weight.device()) {
                         return Err(KernelError::unsupported(
                             OP,
                             "tensors on more than one device in one step",
@@ -390,16 +382,16 @@ pub(crate) fn sgd_momentum_step_multi(
                         .into());
                     }
                 }
-                let (ws, wl) = it.w.storage_and_layout();
-                let (gs, gl) = grads[i].storage_and_layout();
-                let (bs, bl) = it.buf.storage_and_layout();
+                let (ws, wl) = it.weight.storage_and_layout();
+                let (gs, gl) = grad.storage_and_layout();
+                let (bs, bl) = it.momentum_buffer.storage_and_layout();
                 let n = check_same(OP, wl, gl)?;
                 check_same(OP, wl, bl)?;
                 // Below 2³¹, so that the kernel's u32 index plus its stride cannot wrap.
                 let n = i32::try_from(n).map_err(|_| {
                     KernelError::shape(OP, format!("{n} elements, more than the kernel's 2^31 - 1"))
                 })? as u32;
-                Ok(([(ws, wl), (gs, gl), (bs, bl)], n, it.decay as f32))
+                Ok(([(ws, wl), (gs, gl), (bs, bl)], n, it.weight_decay as f32))
             })
             .collect::<Result<Vec<_>>>()?;
         let mut guards = Vec::with_capacity(3 * storages.len());
