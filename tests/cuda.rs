@@ -691,34 +691,93 @@ fn batch_norm_on_cuda_matches_cpu() {
     // Forward and backward of each of the three forms.
     assert_cudnn_ran(before, 6);
 
-    // The form that updates the running statistics in its own kernel (cuDNN build only):
-    // same output as the CPU's, and PyTorch's averaging rule applied to the CPU's statistics.
+    // The form that updates the running statistics in its own kernel (cuDNN build only; the
+    // trainer's path on a GPU): same output and gradients as the CPU's, and PyTorch's averaging
+    // rule applied to the CPU's statistics. Without a residual it takes γ and β as they are;
+    // with one, stacked.
     #[cfg(feature = "cudnn")]
-    for (relu, add) in [(true, false), (true, true)] {
-        let what = format!("batch norm updating running statistics (residual {add})");
-        let (g, b) = (gb.get(0).unwrap(), gb.get(1).unwrap());
+    for (relu, add) in [(false, false), (true, false), (true, true)] {
+        let what = format!("batch norm updating running statistics (ReLU {relu}, residual {add})");
         let rm0 = rand_t(&[c], 41, &gpu);
         let rv0 = rand_t(&[c], 42, &gpu).affine(0.5, 1.0).unwrap();
         let (rm, rv) = (rm0.copy().unwrap(), rv0.copy().unwrap());
+        // (y, dx, dγ, dβ, d residual) on one device; `running` only on the GPU.
+        let run = |dev: &Device, running: Option<k::RunningStats<'_>>| {
+            let var =
+                |t: &Tensor| candle_core::Var::from_tensor(&t.to_device(dev).unwrap()).unwrap();
+            let (xv, gv, bv, resv) = (
+                var(&x),
+                var(&gb.get(0).unwrap()),
+                var(&gb.get(1).unwrap()),
+                var(&r),
+            );
+            let (x_, g_, b_, r_) = (
+                xv.as_tensor(),
+                gv.as_tensor(),
+                bv.as_tensor(),
+                resv.as_tensor(),
+            );
+            let (y, stats) = match running {
+                Some(running) => (
+                    k::batch_norm_train_update_running(
+                        x_,
+                        g_,
+                        b_,
+                        add.then_some(r_),
+                        1e-5,
+                        relu,
+                        running,
+                    )
+                    .unwrap(),
+                    None,
+                ),
+                None => {
+                    let o = match add {
+                        false => k::batch_norm_train(x_, g_, b_, 1e-5, relu),
+                        true => k::batch_norm_add_relu_train(x_, g_, b_, r_, 1e-5),
+                    }
+                    .unwrap();
+                    (o.y, Some((o.mean, o.var)))
+                }
+            };
+            let weights = rand_t(y.dims(), 98, dev);
+            let grads = (&y * &weights)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let grad = |t: &Tensor| grads.get(t).cloned();
+            (y, [grad(x_), grad(g_), grad(b_), grad(r_)], stats)
+        };
         let running = k::RunningStats {
             mean: &rm,
             var: &rv,
             momentum: 0.1,
         };
-        let residual = add.then_some(&r);
-        let y =
-            k::batch_norm_train_update_running(&x, &g, &b, residual, 1e-5, relu, running).unwrap();
-        let cpu = |t: &Tensor| t.to_device(&Device::Cpu).unwrap();
-        let o = match add {
-            false => k::batch_norm_train(&cpu(&x), &cpu(&g), &cpu(&b), 1e-5, relu),
-            true => k::batch_norm_add_relu_train(&cpu(&x), &cpu(&g), &cpu(&b), &cpu(&r), 1e-5),
+        let (y, grads, _) = run(&gpu, Some(running));
+        let (cpu_y, cpu_grads, stats) = run(&Device::Cpu, None);
+        assert_close(&format!("{what}, output vs CPU"), &y, &cpu_y, VS_CPU);
+        for (name, a, b) in ["input", "γ", "β", "residual"]
+            .iter()
+            .zip(&grads)
+            .zip(&cpu_grads)
+            .map(|((n, a), b)| (n, a, b))
+        {
+            match (a, b) {
+                (Some(a), Some(b)) => {
+                    assert_close(&format!("{what}, {name} gradient vs CPU"), a, b, VS_CPU)
+                }
+                (None, None) => assert!(!add && *name == "residual", "{what}: no {name} gradient"),
+                _ => panic!("{what}: {name} gradient on one device only"),
+            }
         }
-        .unwrap();
-        assert_close(&format!("{what}, output vs CPU"), &y, &o.y, VS_CPU);
+        let (mean, var) = stats.expect("the CPU run returns its batch statistics");
+        let cpu = |t: &Tensor| t.to_device(&Device::Cpu).unwrap();
         let m = (n * h * h) as f64;
-        let want_mean = ((cpu(&rm0) * 0.9).unwrap() + (&o.mean * 0.1).unwrap()).unwrap();
+        let want_mean = ((cpu(&rm0) * 0.9).unwrap() + (&mean * 0.1).unwrap()).unwrap();
         let want_var =
-            ((cpu(&rv0) * 0.9).unwrap() + (&o.var * (0.1 * m / (m - 1.0))).unwrap()).unwrap();
+            ((cpu(&rv0) * 0.9).unwrap() + (&var * (0.1 * m / (m - 1.0))).unwrap()).unwrap();
         assert_close(&format!("{what}, running mean"), &rm, &want_mean, 1e-5);
         assert_close(&format!("{what}, running variance"), &rv, &want_var, 1e-5);
     }

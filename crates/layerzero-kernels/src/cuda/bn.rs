@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::cuda::cudarc::cudnn::sys;
 use candle_core::cuda::cudarc::driver::{CudaSlice, DevicePtr, SyncOnDrop};
-use candle_core::{CudaStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CudaStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 
 use super::*;
 use crate::KernelError;
@@ -44,14 +44,69 @@ enum Running {
     Return,
 }
 
-/// Training batch norm over (x, [γ; β] stacked as (2, C)), then optionally `+ residual` (the
-/// third input of the three-input form) and ReLU.
+/// What the op's three inputs are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Inputs {
+    /// (x, γ, β): the layer's own (C,) tensors, so nothing is copied to call cuDNN.
+    Split,
+    /// (x, [γ; β] stacked as (2, C), residual): a candle custom op takes at most three inputs,
+    /// so with a residual γ and β share one. cuDNN takes two pointers into the stacked buffer.
+    StackedWithResidual,
+}
+
+/// Training batch norm, then optionally `+ residual` and ReLU, over the inputs [`Inputs`]
+/// describes.
 #[derive(Debug)]
 struct CudnnBatchNorm {
+    inputs: Inputs,
     eps: f64,
     relu: bool,
     running: Running,
     saved: Arc<Mutex<Option<BnSaved>>>,
+}
+
+/// γ and β as cuDNN reads them: two (C,) f32 regions, possibly of one storage.
+struct AffineParams<'a> {
+    gamma: (&'a CudaStorage, Layout),
+    beta: (&'a CudaStorage, Layout),
+}
+
+impl<'a> AffineParams<'a> {
+    /// γ and β as two (C,) tensors ([`Inputs::Split`]).
+    fn split(
+        c: usize,
+        (gs, gl): (&'a CudaStorage, &Layout),
+        (bs, bl): (&'a CudaStorage, &Layout),
+    ) -> Result<Self> {
+        for (what, l) in [("γ", gl), ("β", bl)] {
+            if l.dims() != [c] {
+                return Err(KernelError::shape(
+                    BN,
+                    format!("{what} {:?}, expected ({c},)", l.dims()),
+                )
+                .into());
+            }
+        }
+        Ok(Self {
+            gamma: (gs, gl.clone()),
+            beta: (bs, bl.clone()),
+        })
+    }
+
+    /// γ and β as the rows of one (2, C) tensor ([`Inputs::StackedWithResidual`]).
+    fn stacked(c: usize, (s, l): (&'a CudaStorage, &Layout)) -> Result<Self> {
+        if l.dims() != [2, c] {
+            return Err(KernelError::shape(
+                BN,
+                format!("parameters {:?}, expected (2, {c})", l.dims()),
+            )
+            .into());
+        }
+        Ok(Self {
+            gamma: (s, l.narrow(0, 0, 1)?),
+            beta: (s, l.narrow(0, 1, 1)?),
+        })
+    }
 }
 
 impl std::fmt::Debug for BnSaved {
@@ -65,23 +120,15 @@ impl CudnnBatchNorm {
         &self,
         xs: &CudaStorage,
         xl: &Layout,
-        gbs: &CudaStorage,
-        gbl: &Layout,
+        params: AffineParams<'_>,
         residual: Option<(&CudaStorage, &Layout)>,
     ) -> Result<(CudaStorage, Shape)> {
         let dims = dims4(xl.dims())?;
-        let c = dims[1];
         // Checked before any kernel is queued: cuDNN would read past a smaller residual.
         if let Some((_, rl)) = residual {
             crate::check_residual(BN, xl.dims(), rl.dims())?;
         }
-        if gbl.dims() != [2, c] {
-            return Err(KernelError::shape(
-                BN,
-                format!("parameters {:?}, expected (2, {c})", gbl.dims()),
-            )
-            .into());
-        }
+        let c = dims[1];
         let dev = &xs.device;
         let plan = bn_plan(dev, dims)?;
         let h = handle(dev)?;
@@ -140,8 +187,8 @@ impl CudnnBatchNorm {
                 (None, None) => unreachable!("fresh buffers exist unless updating in place"),
             };
             let (xp, _g1) = ptr(BN, xs, xl, &stream)?;
-            let (gbp, _g2) = ptr(BN, gbs, gbl, &stream)?;
-            let betap = (gbp as usize + 4 * c) as *const c_void;
+            let (gammap, _g2) = ptr(BN, params.gamma.0, &params.gamma.1, &stream)?;
+            let (betap, _g6) = ptr(BN, params.beta.0, &params.beta.1, &stream)?;
             let (yp, _g3) = ptr_mut(&mut y, &stream);
             let (mp, _g4) = ptr_mut(&mut mean, &stream);
             let (ip, _g5) = ptr_mut(&mut inv_std, &stream);
@@ -158,7 +205,7 @@ impl CudnnBatchNorm {
                     plan.x.0,
                     yp,
                     plan.params.0,
-                    gbp,
+                    gammap,
                     betap,
                     factor,
                     rmp,
@@ -215,11 +262,12 @@ impl CudnnBatchNorm {
         ))
     }
 
-    /// Returns (dx, d[γ; β], d residual): the ReLU's mask is read from the output `y`.
+    /// Returns (dx, d[γ; β] as (2, C), d residual): the ReLU's mask is read from the output
+    /// `y`. `gamma` is γ's C values, a (C,) tensor or a row of the stacked parameters.
     fn backward(
         &self,
         x: &Tensor,
-        gb: &Tensor,
+        gamma: &Tensor,
         y: &Tensor,
         grad: &Tensor,
         want_residual: bool,
@@ -235,12 +283,12 @@ impl CudnnBatchNorm {
         let c = dims[1];
         let len = dims.iter().product::<usize>();
         let grad = grad.contiguous()?;
-        let gb = gb.contiguous()?;
+        let gamma = gamma.contiguous()?;
         let x = x.contiguous()?;
         with_cuda(BN, &x, |xs, xl| {
             with_cuda(BN, &grad, |gs, gl| {
                 with_cuda(BN, y, |ys, yl| {
-                    with_cuda(BN, &gb, |gbs, gbl| {
+                    with_cuda(BN, &gamma, |gs_, gl_| {
                         let dev = &xs.device;
                         let plan = bn_plan(dev, dims)?;
                         let h = handle(dev)?;
@@ -257,7 +305,7 @@ impl CudnnBatchNorm {
                             let (xp, _g1) = ptr(BN, xs, xl, &stream)?;
                             let (gp, _g2) = ptr(BN, gs, gl, &stream)?;
                             let (yp, _g3) = ptr(BN, ys, yl, &stream)?;
-                            let (gammap, _g4) = ptr(BN, gbs, gbl, &stream)?;
+                            let (gammap, _g4) = ptr(BN, gs_, gl_, &stream)?;
                             let (dxp, _g5) = ptr_mut(&mut dx, &stream);
                             let (dgbp, _g6) = ptr_mut(&mut dgb, &stream);
                             let dbetap = (dgbp as usize + 4 * c) as *mut c_void;
@@ -343,43 +391,6 @@ fn dims4(d: &[usize]) -> Result<[usize; 4]> {
     }
 }
 
-impl CustomOp2 for CudnnBatchNorm {
-    fn name(&self) -> &'static str {
-        BN
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CpuStorage, Shape)> {
-        Err(KernelError::unsupported(BN, "CPU tensors take the CPU kernels").into())
-    }
-
-    fn cuda_fwd(
-        &self,
-        xs: &CudaStorage,
-        xl: &Layout,
-        gbs: &CudaStorage,
-        gbl: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        self.forward(xs, xl, gbs, gbl, None)
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        gb: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dgb, _) = self.backward(x, gb, res, grad, false)?;
-        Ok((Some(dx), Some(dgb)))
-    }
-}
-
 impl CustomOp3 for CudnnBatchNorm {
     fn name(&self) -> &'static str {
         BN
@@ -401,25 +412,74 @@ impl CustomOp3 for CudnnBatchNorm {
         &self,
         xs: &CudaStorage,
         xl: &Layout,
-        gbs: &CudaStorage,
-        gbl: &Layout,
-        rs: &CudaStorage,
-        rl: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        self.forward(xs, xl, gbs, gbl, Some((rs, rl)))
+        let c = dims4(xl.dims())?[1];
+        match self.inputs {
+            Inputs::Split => {
+                self.forward(xs, xl, AffineParams::split(c, (s2, l2), (s3, l3))?, None)
+            }
+            Inputs::StackedWithResidual => {
+                self.forward(xs, xl, AffineParams::stacked(c, (s2, l2))?, Some((s3, l3)))
+            }
+        }
     }
 
     fn bwd(
         &self,
         x: &Tensor,
-        gb: &Tensor,
-        r: &Tensor,
+        a2: &Tensor,
+        a3: &Tensor,
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dgb, dres) = self.backward(x, gb, res, grad, r.track_op())?;
-        Ok((Some(dx), Some(dgb), dres))
+        match self.inputs {
+            Inputs::Split => {
+                let (dx, dgb, _) = self.backward(x, a2, res, grad, false)?;
+                // Rows of one buffer: views, no copies.
+                Ok((Some(dx), Some(dgb.get(0)?), Some(dgb.get(1)?)))
+            }
+            Inputs::StackedWithResidual => {
+                let (dx, dgb, dres) = self.backward(x, &a2.get(0)?, res, grad, a3.track_op())?;
+                Ok((Some(dx), Some(dgb), dres))
+            }
+        }
     }
+}
+
+/// Applies a batch norm with these settings to x, γ, β and the residual if any. γ and β are
+/// stacked into one (2, C) tensor only where the residual takes the op's third input; stacking
+/// is differentiable, so both still receive their gradients.
+fn apply(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    residual: Option<&Tensor>,
+    eps: f64,
+    relu: bool,
+    running: Running,
+) -> Result<(Tensor, Arc<Mutex<Option<BnSaved>>>)> {
+    let x = x.contiguous()?;
+    let saved = Arc::new(Mutex::new(None));
+    let op = |inputs| CudnnBatchNorm {
+        inputs,
+        eps,
+        relu,
+        running,
+        saved: saved.clone(),
+    };
+    let y = match residual {
+        Some(r) => x.apply_op3(
+            &Tensor::stack(&[gamma, beta], 0)?,
+            &r.contiguous()?,
+            op(Inputs::StackedWithResidual),
+        )?,
+        None => x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op(Inputs::Split))?,
+    };
+    Ok((y, saved))
 }
 
 /// [`crate::batch_norm_train`] on CUDA through cuDNN.
@@ -430,19 +490,8 @@ pub(crate) fn batch_norm_train(
     eps: f64,
     relu: bool,
 ) -> Result<crate::BatchNormTrainOutput> {
-    let x = x.contiguous()?;
-    // One (2, C) parameter tensor keeps γ and β in one buffer (cuDNN takes two pointers into
-    // it); stacking is differentiable, so both still receive their gradients.
-    let gb = Tensor::stack(&[gamma, beta], 0)?;
-    let op = CudnnBatchNorm {
-        eps,
-        relu,
-        running: Running::Return,
-        saved: Arc::new(Mutex::new(None)),
-    };
-    let saved = op.saved.clone();
-    let y = x.apply_op2(&gb, op)?;
-    finish(&x, y, &saved)
+    let (y, saved) = apply(x, gamma, beta, None, eps, relu, Running::Return)?;
+    finish(x, y, &saved)
 }
 
 /// [`crate::batch_norm_add_relu_train`] on CUDA through cuDNN.
@@ -453,18 +502,8 @@ pub(crate) fn batch_norm_add_relu_train(
     residual: &Tensor,
     eps: f64,
 ) -> Result<crate::BatchNormTrainOutput> {
-    let x = x.contiguous()?;
-    let residual = residual.contiguous()?;
-    let gb = Tensor::stack(&[gamma, beta], 0)?;
-    let op = CudnnBatchNorm {
-        eps,
-        relu: true,
-        running: Running::Return,
-        saved: Arc::new(Mutex::new(None)),
-    };
-    let saved = op.saved.clone();
-    let y = x.apply_op3(&gb, &residual, op)?;
-    finish(&x, y, &saved)
+    let (y, saved) = apply(x, gamma, beta, Some(residual), eps, true, Running::Return)?;
+    finish(x, y, &saved)
 }
 
 /// See [`crate::batch_norm_train_update_running`]: the running statistics are updated by the
@@ -481,22 +520,13 @@ pub(crate) fn batch_norm_train_running(
     running_var: &Tensor,
     momentum: f64,
 ) -> Result<Tensor> {
-    let x = x.contiguous()?;
-    let gb = Tensor::stack(&[gamma, beta], 0)?;
-    let op = CudnnBatchNorm {
-        eps,
-        relu: relu || residual.is_some(),
-        running: Running::InPlace {
-            mean: running_mean.clone(),
-            var: running_var.clone(),
-            momentum,
-        },
-        saved: Arc::new(Mutex::new(None)),
+    let running = Running::InPlace {
+        mean: running_mean.clone(),
+        var: running_var.clone(),
+        momentum,
     };
-    match residual {
-        Some(r) => x.apply_op3(&gb, &r.contiguous()?, op),
-        None => x.apply_op2(&gb, op),
-    }
+    let relu = relu || residual.is_some();
+    Ok(apply(x, gamma, beta, residual, eps, relu, running)?.0)
 }
 
 /// The caller's mean and biased variance (both (C,)), moved out of the forward call's saved
