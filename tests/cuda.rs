@@ -901,3 +901,84 @@ fn multi_tensor_sgd_matches_per_parameter_steps_on_cuda() {
     // Per step: two multi-tensor launches, and one count per parameter of the cuDNN path.
     assert_cudnn_ran(before, 3 * (2 + 70));
 }
+
+/// The fused loss kernels (compiled with NVRTC) against the trainer's candle-op loss on the
+/// CPU: mean loss, correct count and the logits' gradient, with and without label smoothing,
+/// for batches smaller and larger than the forward kernel's block, CIFAR-100's 100 classes, a
+/// row of equal logits (argmax takes the first) and an out-of-range label (NaN, not a read out
+/// of bounds).
+#[cfg(feature = "cudnn")]
+#[test]
+fn fused_loss_matches_candle_ops_on_cuda() {
+    use candle_core::{DType, D};
+    let gpu = cuda();
+    let before = cudnn_ops();
+    for (n, k, smoothing) in [(128, 10, 0.0), (37, 10, 0.1), (300, 100, 0.0), (1, 3, 0.2)] {
+        let what = format!("fused loss ({n}×{k}, smoothing {smoothing})");
+        let mut logits = rand_t(&[n, k], 300 + n as u64, &Device::Cpu)
+            .affine(4.0, 0.0)
+            .unwrap();
+        if n > 2 {
+            // Row 1: all equal, so the argmax is class 0.
+            let mut rows = logits.to_vec2::<f32>().unwrap();
+            rows[1] = vec![0.5; k];
+            logits = Tensor::new(rows, &Device::Cpu).unwrap();
+        }
+        let labels: Vec<u32> = (0..n as u32).map(|i| i * 7 % k as u32).collect();
+        let labels = Tensor::new(labels, &Device::Cpu).unwrap();
+        // (loss, correct, d logits) on one device.
+        let run = |dev: &Device| {
+            let x = candle_core::Var::from_tensor(&logits.to_device(dev).unwrap()).unwrap();
+            let y = labels.to_device(dev).unwrap();
+            let (loss, correct) = if dev.is_cuda() {
+                let o =
+                    layerzero_kernels::cross_entropy_fused(x.as_tensor(), &y, smoothing).unwrap();
+                (o.loss, o.correct)
+            } else {
+                let correct = x
+                    .as_tensor()
+                    .argmax(D::Minus1)
+                    .unwrap()
+                    .eq(&y)
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap();
+                (
+                    cross_entropy(x.as_tensor(), &y, smoothing).unwrap(),
+                    correct,
+                )
+            };
+            // A loss scaled as a ghost batch's is, so the gradient's scale is checked too.
+            let grads = (&loss * 0.5).unwrap().backward().unwrap();
+            let scalar = |t: &Tensor| {
+                t.to_device(&Device::Cpu)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            };
+            let dx = grads.get(x.as_tensor()).unwrap().clone();
+            (scalar(&loss), scalar(&correct), dx)
+        };
+        let (loss, correct, dx) = run(&gpu);
+        let (want_loss, want_correct, want_dx) = run(&Device::Cpu);
+        assert!(
+            (loss - want_loss).abs() <= 1e-5 * want_loss.abs().max(1.0),
+            "{what}: loss {loss}, candle's {want_loss}"
+        );
+        assert_eq!(correct, want_correct, "{what}: correct predictions");
+        assert_close(&format!("{what}, logits' gradient"), &dx, &want_dx, 1e-5);
+    }
+    // Forward and backward of each case.
+    assert_cudnn_ran(before, 8);
+
+    let logits = rand_t(&[4, 10], 7, &gpu);
+    let labels = Tensor::new(&[1u32, 2, 10, 3], &gpu).unwrap();
+    let o = layerzero_kernels::cross_entropy_fused(&logits, &labels, 0.0).unwrap();
+    let loss = o.loss.to_scalar::<f32>().unwrap();
+    assert!(
+        loss.is_nan(),
+        "label 10 of 10 classes gave loss {loss}, expected NaN"
+    );
+}

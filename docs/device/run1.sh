@@ -1,6 +1,7 @@
 #!/bin/bash
 # GPU machine, call 1 (no CIFAR needed). Parts, all by default, or those named:
 #   tests  tests/cuda.rs (with the fixtures), as built and with LAYERZERO_SGD_MULTI=1
+#          LAYERZERO_FUSED_LOSS=1 (both NVRTC-compiled kernels in the training tests)
 #   sgd    sgdbench: the optimiser step alone, cuDNN calls per parameter against the
 #          multi-tensor kernel, at depths 20 and 56
 #   alloc  allocbench: a step's allocations, frees and synchronisation, as built and with the
@@ -9,7 +10,8 @@
 #          on both sides), depths 20 and 56, each three ways back to back: as built (open_cuda:
 #          cudarc's event tracking off, the memory pool kept), "before" (LAYERZERO_CUDA_EVENTS=1
 #          LAYERZERO_CUDA_POOL_RELEASE=1: both as they were until stop 22), and
-#          LAYERZERO_SGD_MULTI=1 (the multi-tensor SGD kernel)
+#          LAYERZERO_SGD_MULTI=1 LAYERZERO_FUSED_LOSS=1 (the multi-tensor SGD kernel and the
+#          fused loss together)
 #   tf32   the same benches as built, PyTorch with its default TF32 convolutions
 # Results and logs go to $OUT. Each bench has 200 s; if the call's limit is too short for all
 # parts, run them over two calls (`… run1.sh tests sgd alloc fp32`, then `… run1.sh tf32`).
@@ -34,9 +36,11 @@ for part in $PARTS; do
     LAYERZERO_FIXTURES=$H/fixtures timeout 150 /root/bin/cuda-test > "$OUT/cuda-tests.log" 2>&1
     echo "rc=$?"
     grep -E "^test |test result|panicked" "$OUT/cuda-tests.log" | head -40
-    # Again with the multi-tensor SGD kernel in every optimiser step (training tests included).
-    echo "== cuda tests, LAYERZERO_SGD_MULTI=1"
-    LAYERZERO_SGD_MULTI=1 LAYERZERO_FIXTURES=$H/fixtures timeout 150 /root/bin/cuda-test \
+    # Again with the multi-tensor SGD kernel in every optimiser step and the fused loss in
+    # every training step (training tests included).
+    echo "== cuda tests, LAYERZERO_SGD_MULTI=1 LAYERZERO_FUSED_LOSS=1"
+    LAYERZERO_SGD_MULTI=1 LAYERZERO_FUSED_LOSS=1 LAYERZERO_FIXTURES=$H/fixtures \
+      timeout 150 /root/bin/cuda-test \
       > "$OUT/cuda-tests-multi.log" 2>&1
     echo "rc=$?"
     grep -E "test result|panicked|FAILED" "$OUT/cuda-tests-multi.log" | head -20
@@ -60,7 +64,7 @@ for part in $PARTS; do
       bench r$d-notf32 --depth $d --rounds $r
       LAYERZERO_CUDA_EVENTS=1 LAYERZERO_CUDA_POOL_RELEASE=1 \
         bench r$d-notf32-before --depth $d --rounds $r
-      LAYERZERO_SGD_MULTI=1 bench r$d-notf32-multi --depth $d --rounds $r
+      LAYERZERO_SGD_MULTI=1 LAYERZERO_FUSED_LOSS=1 bench r$d-notf32-multi --depth $d --rounds $r
     done
     unset NVIDIA_TF32_OVERRIDE
     ;;

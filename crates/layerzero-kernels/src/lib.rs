@@ -11,8 +11,9 @@
 //!   passes, the fused eval convolution, training batch norm, including
 //!   [`batch_norm_train_update_running`], and [`sgd_momentum_step`]; see
 //!   `src/cuda/` and docs/cuda.md; `LAYERZERO_CUDNN=0` turns it off;
-//!   `LAYERZERO_SGD_MULTI=1` makes [`sgd_momentum_step_many`] one multi-tensor kernel, not yet
-//!   measured on a GPU);
+//!   `LAYERZERO_SGD_MULTI=1` makes [`sgd_momentum_step_many`] one multi-tensor kernel and
+//!   `LAYERZERO_FUSED_LOSS=1` makes [`cross_entropy_train`] two fused kernels, neither yet run
+//!   on a GPU);
 //! * [`KernelBackend::Reference`] runs candle's own ops ([`reference`](mod@reference)); this is
 //!   also what any other device (CUDA without `cudnn`, Metal) or dtype gets, so GPU code keeps
 //!   working unchanged.
@@ -405,6 +406,65 @@ pub fn sgd_momentum_step_multi(params: &[SgdParamStep<'_>], lr: f64, momentum: f
             KernelError::unsupported("sgd_momentum_step_multi", "built without the cudnn feature")
                 .into(),
         )
+    }
+}
+
+/// Output of [`cross_entropy_train`] and [`cross_entropy_fused`].
+#[derive(Debug, Clone)]
+pub struct CrossEntropyOutput {
+    /// The batch's mean loss, a scalar that is differentiable with respect to the logits.
+    pub loss: Tensor,
+    /// How many rows' argmax (the first of equal maxima) equals their label, as an f32 scalar
+    /// on the logits' device; not differentiable.
+    pub correct: Tensor,
+}
+
+/// The training loss in two kernel launches where they apply: the mean cross-entropy of (n, k)
+/// logits against (n,) u32 labels, with label smoothing `smoothing` (the loss is
+/// (1 − s)·NLL + s·mean over classes of −log p, as `layerzero_train::cross_entropy`), together
+/// with the count of correct top-1 predictions; and the logits' gradient in one backward
+/// kernel. `Ok(None)` where they do not apply, and the caller computes both with candle's ops:
+/// anything but f32 logits and u32 labels on one CUDA device, a build without the `cudnn`
+/// feature, and unless `LAYERZERO_FUSED_LOSS=1` (off by default until it has run on a GPU). A label outside 0..k
+/// gives a NaN loss.
+pub fn cross_entropy_train(
+    logits: &Tensor,
+    labels: &Tensor,
+    smoothing: f64,
+) -> Result<Option<CrossEntropyOutput>> {
+    #[cfg(feature = "cudnn")]
+    {
+        if cuda::fused_loss()
+            && use_cudnn(&[logits])
+            && labels.dtype() == DType::U32
+            && labels.device().same_device(logits.device())
+        {
+            return cuda::cross_entropy_train(logits, labels, smoothing).map(Some);
+        }
+    }
+    let _ = (logits, labels, smoothing);
+    Ok(None)
+}
+
+/// [`cross_entropy_train`]'s kernels whatever `LAYERZERO_FUSED_LOSS` says: f32 logits and u32
+/// labels on a CUDA device with the `cudnn` feature only (an error elsewhere).
+pub fn cross_entropy_fused(
+    logits: &Tensor,
+    labels: &Tensor,
+    smoothing: f64,
+) -> Result<CrossEntropyOutput> {
+    const OP: &str = "cross_entropy_fused";
+    if !logits.device().is_cuda() || logits.dtype() != DType::F32 {
+        return Err(KernelError::unsupported(OP, "needs f32 logits on a CUDA device").into());
+    }
+    #[cfg(feature = "cudnn")]
+    {
+        cuda::cross_entropy_train(logits, labels, smoothing)
+    }
+    #[cfg(not(feature = "cudnn"))]
+    {
+        let _ = (labels, smoothing);
+        Err(KernelError::unsupported(OP, "built without the cudnn feature").into())
     }
 }
 

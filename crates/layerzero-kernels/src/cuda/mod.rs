@@ -32,10 +32,12 @@ use crate::{ConvGeom, KernelBackend, KernelError};
 mod bn;
 mod conv;
 mod sgd;
+mod xent;
 
 pub(crate) use bn::{batch_norm_add_relu_train, batch_norm_train, batch_norm_train_running};
 pub(crate) use conv::{conv2d, conv2d_bias_act};
 pub(crate) use sgd::{sgd_momentum_step, sgd_momentum_step_multi};
+pub(crate) use xent::cross_entropy_train;
 
 /// Whether this module handles these tensors: all f32 on CUDA, the fast backend selected and
 /// `LAYERZERO_CUDNN` not `0`.
@@ -61,6 +63,13 @@ pub(crate) fn multi_sgd() -> bool {
     *MULTI.get_or_init(|| std::env::var("LAYERZERO_SGD_MULTI").as_deref() == Ok("1"))
 }
 
+/// `LAYERZERO_FUSED_LOSS=1`: the trainer's loss and correct count take the fused kernels
+/// ([`crate::cross_entropy_train`]). Off by default until they have run on a GPU (docs/cuda.md).
+pub(crate) fn fused_loss() -> bool {
+    static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FUSED.get_or_init(|| std::env::var("LAYERZERO_FUSED_LOSS").as_deref() == Ok("1"))
+}
+
 /// See [`crate::describe_path`].
 pub(crate) fn describe() -> String {
     let math = if tf32() { "TF32 allowed" } else { "fp32" };
@@ -70,9 +79,10 @@ pub(crate) fn describe() -> String {
     } else {
         ""
     };
+    let loss = if fused_loss() { ", fused loss" } else { "" };
     let v = dnn::get_version();
     format!(
-        "cuDNN {}.{}.{} ({math}{sgd})",
+        "cuDNN {}.{}.{} ({math}{sgd}{loss})",
         v / 10_000,
         v / 100 % 100,
         v % 100
@@ -87,8 +97,8 @@ fn tf32() -> bool {
 static CUDNN_OPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How many cuDNN kernels (forward or backward) this process has run, with the launches of this
-/// module's own multi-tensor SGD kernel: lets tests check that the CUDA path really went through
-/// this module rather than candle's ops.
+/// module's own NVRTC kernels (multi-tensor SGD, fused loss): lets tests check that the CUDA
+/// path really went through this module rather than candle's ops.
 pub fn cudnn_op_count() -> u64 {
     CUDNN_OPS.load(std::sync::atomic::Ordering::Relaxed)
 }
