@@ -425,8 +425,8 @@ pub struct CrossEntropyOutput {
 /// with the count of correct top-1 predictions; and the logits' gradient in one backward
 /// kernel. `Ok(None)` where they do not apply, and the caller computes both with candle's ops:
 /// anything but f32 logits and u32 labels on one CUDA device, a build without the `cudnn`
-/// feature, and unless `LAYERZERO_FUSED_LOSS=1` (off by default until it has run on a GPU). A label outside 0..k
-/// gives a NaN loss.
+/// feature, and unless `LAYERZERO_FUSED_LOSS=1` (off by default until it has run on a GPU). A
+/// label outside 0..k gives a NaN loss.
 pub fn cross_entropy_train(
     logits: &Tensor,
     labels: &Tensor,

@@ -22,7 +22,7 @@ use std::rc::Rc;
 
 use candle_core::cuda::cudarc::cudnn::{result as dnn, sys, CudnnError};
 use candle_core::cuda::cudarc::driver::{
-    CudaSlice, CudaStream, DevicePtr, DevicePtrMut, SyncOnDrop,
+    CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, SyncOnDrop,
 };
 use candle_core::op::BackpropOp;
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape, Storage, Tensor};
@@ -427,8 +427,56 @@ fn zero() -> *const c_void {
     &ZERO as *const f32 as *const c_void
 }
 
+thread_local! {
+    // Kernels this module compiles with NVRTC, by (stream, source): compiled once per process
+    // and device, on first use, like the cuDNN handles.
+    static NVRTC_FUNCS: RefCell<HashMap<(usize, usize), Vec<CudaFunction>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// The functions `names` of the CUDA source `src`, compiled with NVRTC and loaded on `dev`'s
+/// context the first time they are asked for there.
+fn nvrtc_functions<const N: usize>(
+    dev: &CudaDevice,
+    src: &'static str,
+    names: [&'static str; N],
+) -> Result<[CudaFunction; N]> {
+    let key = (stream_key(dev), src.as_ptr() as usize);
+    let funcs = match NVRTC_FUNCS.with(|m| m.borrow().get(&key).cloned()) {
+        Some(f) => f,
+        None => {
+            let ptx = candle_core::cuda::cudarc::nvrtc::compile_ptx(src)
+                .map_err(candle_core::Error::wrap)?;
+            let module = dev
+                .cuda_stream()
+                .context()
+                .load_module(ptx)
+                .map_err(candle_core::Error::wrap)?;
+            let f = names
+                .iter()
+                .map(|name| module.load_function(name).map_err(candle_core::Error::wrap))
+                .collect::<Result<Vec<_>>>()?;
+            NVRTC_FUNCS.with(|m| m.borrow_mut().insert(key, f.clone()));
+            f
+        }
+    };
+    funcs
+        .try_into()
+        .map_err(|_| candle_core::Error::Msg("NVRTC functions asked for by two name lists".into()))
+}
+
 /// Address of the first element of `l` in `s` (f32), with the guard that must outlive its use.
 fn ptr<'a>(
+    op: &'static str,
+    s: &'a CudaStorage,
+    l: &Layout,
+    stream: &'a CudaStream,
+) -> Result<(*const c_void, SyncOnDrop<'a>)> {
+    typed_ptr::<f32>(op, s, l, stream)
+}
+
+/// [`ptr`] for a storage of another element type (e.g. u32 labels).
+fn typed_ptr<'a, T: candle_core::cuda::CudaDType + 'static>(
     op: &'static str,
     s: &'a CudaStorage,
     l: &Layout,
@@ -437,9 +485,10 @@ fn ptr<'a>(
     if !l.is_contiguous() {
         return Err(KernelError::unsupported(op, "non-contiguous layout").into());
     }
-    let slice = s.as_cuda_slice::<f32>()?;
+    let slice = s.as_cuda_slice::<T>()?;
     let (p, guard) = slice.device_ptr(stream);
-    Ok(((p as usize + 4 * l.start_offset()) as *const c_void, guard))
+    let offset = std::mem::size_of::<T>() * l.start_offset();
+    Ok(((p as usize + offset) as *const c_void, guard))
 }
 
 fn ptr_mut<'a>(s: &'a mut CudaSlice<f32>, stream: &'a CudaStream) -> (*mut c_void, SyncOnDrop<'a>) {

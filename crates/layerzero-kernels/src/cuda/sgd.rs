@@ -296,28 +296,9 @@ struct MultiTable {
 // SAFETY: plain old data with the C layout of the kernel's `SgdTable`, passed by value.
 unsafe impl candle_core::cuda::cudarc::driver::DeviceRepr for MultiTable {}
 
-thread_local! {
-    // The loaded kernel by stream, like the cuDNN handles: compiled once per process and
-    // device, on first use.
-    static MULTI_FUNCS: RefCell<HashMap<usize, candle_core::cuda::cudarc::driver::CudaFunction>> =
-        RefCell::new(HashMap::new());
-}
-
-fn multi_func(dev: &CudaDevice) -> Result<candle_core::cuda::cudarc::driver::CudaFunction> {
-    let key = stream_key(dev);
-    if let Some(f) = MULTI_FUNCS.with(|m| m.borrow().get(&key).cloned()) {
-        return Ok(f);
-    }
-    let ptx = candle_core::cuda::cudarc::nvrtc::compile_ptx(MULTI_SRC)
-        .map_err(candle_core::Error::wrap)?;
-    let func = dev
-        .cuda_stream()
-        .context()
-        .load_module(ptx)
-        .and_then(|m| m.load_function("layerzero_sgd_momentum_multi"))
-        .map_err(candle_core::Error::wrap)?;
-    MULTI_FUNCS.with(|m| m.borrow_mut().insert(key, func.clone()));
-    Ok(func)
+fn multi_func(dev: &CudaDevice) -> Result<CudaFunction> {
+    let [f] = nvrtc_functions(dev, MULTI_SRC, ["layerzero_sgd_momentum_multi"])?;
+    Ok(f)
 }
 
 /// The device address of `l`'s first element in `s`, with the guard that must outlive its use.

@@ -3,8 +3,6 @@
 //! backward kernel. Candle's ops take about 15 launches forward and as many backward for the
 //! same, each with an allocation. Compiled with NVRTC on first use, like the multi-tensor SGD.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use candle_core::cuda::cudarc::driver::{
@@ -87,28 +85,8 @@ extern "C" __global__ void layerzero_xent_bwd(const float* x, const unsigned int
 }
 "#;
 
-thread_local! {
-    // The loaded (forward, backward) kernels by stream, compiled once per process and device.
-    static FUNCS: RefCell<HashMap<usize, (CudaFunction, CudaFunction)>> =
-        RefCell::new(HashMap::new());
-}
-
-fn funcs(dev: &CudaDevice) -> Result<(CudaFunction, CudaFunction)> {
-    let key = stream_key(dev);
-    if let Some(f) = FUNCS.with(|m| m.borrow().get(&key).cloned()) {
-        return Ok(f);
-    }
-    let ptx =
-        candle_core::cuda::cudarc::nvrtc::compile_ptx(SRC).map_err(candle_core::Error::wrap)?;
-    let module = dev
-        .cuda_stream()
-        .context()
-        .load_module(ptx)
-        .map_err(candle_core::Error::wrap)?;
-    let load = |name| module.load_function(name).map_err(candle_core::Error::wrap);
-    let f = (load("layerzero_xent_fwd")?, load("layerzero_xent_bwd")?);
-    FUNCS.with(|m| m.borrow_mut().insert(key, f.clone()));
-    Ok(f)
+fn funcs(dev: &CudaDevice) -> Result<[CudaFunction; 2]> {
+    nvrtc_functions(dev, SRC, ["layerzero_xent_fwd", "layerzero_xent_bwd"])
 }
 
 /// (n, k) from contiguous (n, k) f32 logits and contiguous (n,) u32 labels, both below 2³¹.
@@ -138,17 +116,6 @@ fn dims(xl: &Layout, yl: &Layout) -> Result<(u32, u32)> {
         (Some(n32), Some(_)) => Ok((n32, k as u32)),
         _ => Err(KernelError::shape(XENT, format!("{n}×{k} logits, over 2^31 elements")).into()),
     }
-}
-
-/// The device address of `l`'s first element of a u32 storage, with its guard.
-fn ptr_u32<'a>(
-    s: &'a CudaStorage,
-    l: &Layout,
-    stream: &'a CudaStream,
-) -> Result<(u64, SyncOnDrop<'a>)> {
-    let slice = s.as_cuda_slice::<u32>()?;
-    let (p, guard) = slice.device_ptr(stream);
-    Ok((p + 4 * l.start_offset() as u64, guard))
 }
 
 /// Launches one of the two kernels: both take four device addresses, then n, k and the
@@ -214,17 +181,17 @@ impl CustomOp2 for CrossEntropy {
     ) -> Result<(CudaStorage, Shape)> {
         let (n, k) = dims(xl, yl)?;
         let dev = &xs.device;
-        let (fwd, _) = funcs(dev)?;
+        let [fwd, _] = funcs(dev)?;
         let stream = dev.cuda_stream();
         // SAFETY: thread 0 writes both elements after the block's reduction.
         let mut loss = unsafe { dev.alloc::<f32>(1)? };
         let mut correct = unsafe { dev.alloc::<f32>(1)? };
         {
             let (xp, _g1) = ptr(XENT, xs, xl, &stream)?;
-            let (yp, _g2) = ptr_u32(ys, yl, &stream)?;
+            let (yp, _g2) = typed_ptr::<u32>(XENT, ys, yl, &stream)?;
             let (lp, _g3) = ptr_mut(&mut loss, &stream);
             let (cp, _g4) = ptr_mut(&mut correct, &stream);
-            let ptrs = [xp as u64, yp, lp as u64, cp as u64];
+            let ptrs = [xp as u64, yp as u64, lp as u64, cp as u64];
             // SAFETY: x holds n·k f32 and y n u32 (checked by `dims`), loss and correct one f32
             // each; the kernel reads y[i] as an index only below k.
             unsafe { launch(&stream, &fwd, 1, FWD_THREADS, ptrs, n, k, self.smoothing)? };
@@ -253,16 +220,16 @@ impl CustomOp2 for CrossEntropy {
                 with_cuda(XENT, &grad, |gs, gl| {
                     let (n, k) = dims(xl, yl)?;
                     let dev = &xs.device;
-                    let (_, bwd) = funcs(dev)?;
+                    let [_, bwd] = funcs(dev)?;
                     let stream = dev.cuda_stream();
                     // SAFETY: one thread per row writes each of the row's k elements.
                     let mut dx = unsafe { dev.alloc::<f32>(n as usize * k as usize)? };
                     {
                         let (xp, _g1) = ptr(XENT, xs, xl, &stream)?;
-                        let (yp, _g2) = ptr_u32(ys, yl, &stream)?;
+                        let (yp, _g2) = typed_ptr::<u32>(XENT, ys, yl, &stream)?;
                         let (gp, _g3) = ptr(XENT, gs, gl, &stream)?;
                         let (dp, _g4) = ptr_mut(&mut dx, &stream);
-                        let ptrs = [xp as u64, yp, gp as u64, dp as u64];
+                        let ptrs = [xp as u64, yp as u64, gp as u64, dp as u64];
                         let blocks = n.div_ceil(BWD_THREADS);
                         let s = self.smoothing;
                         // SAFETY: as in the forward pass; g is the loss's one-element gradient
