@@ -181,6 +181,11 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, smoothing: f64) -> Result
     if let Some(fused) = layerzero_kernels::cross_entropy_train(logits, labels, smoothing)? {
         return Ok(fused.loss);
     }
+    cross_entropy_ops(logits, labels, smoothing)
+}
+
+/// [`cross_entropy`] in candle ops, on any device: what runs where the fused loss does not.
+fn cross_entropy_ops(logits: &Tensor, labels: &Tensor, smoothing: f64) -> Result<Tensor> {
     let log_probs = candle_core::Tensor::log_sum_exp(logits, D::Minus1)?;
     let log_probs = logits.broadcast_sub(&log_probs.unsqueeze(1)?)?;
     let picked = log_probs
@@ -752,7 +757,7 @@ fn forward_backward(
         match layerzero_kernels::cross_entropy_train(&logits, labels, config.label_smoothing)? {
             Some(fused) => (fused.loss, fused.correct),
             None => (
-                cross_entropy(&logits, labels, config.label_smoothing)?,
+                cross_entropy_ops(&logits, labels, config.label_smoothing)?,
                 count_correct(&logits, labels)?,
             ),
         };
