@@ -91,7 +91,19 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn train_images_per_s(net: &dyn Network, steps: usize) -> Result<f64> {
+/// One training measurement: the median step's throughput, and where that step's time went.
+struct TrainTiming {
+    images_per_s: f64,
+    /// Median time from the step's start until the host has queued all of its work.
+    host_ms: f64,
+    /// Median time then spent waiting for the device to finish it (0 on the CPU, which runs
+    /// each op as it is queued). Small against `host_ms`: the host's op dispatch bounds the
+    /// step and fewer ops would pay; large: the device's kernels do (or the launch queue
+    /// filled and made the host wait, which also ends with a long drain).
+    wait_ms: f64,
+}
+
+fn train_images_per_s(net: &dyn Network, steps: usize) -> Result<TrainTiming> {
     let dev = net.params().device().clone();
     let params = trainable_params(net);
     let mut sgd = Sgd::new(params, SgdConfig::default());
@@ -100,20 +112,28 @@ fn train_images_per_s(net: &dyn Network, steps: usize) -> Result<f64> {
     let y = (y.to_dtype(DType::F32)? / 13.0)?
         .floor()?
         .to_dtype(DType::U32)?;
-    let mut times = Vec::new();
+    let (mut times, mut host, mut wait) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..steps + 2 {
         let t = Instant::now();
         let logits = net.forward(&x, ForwardMode::Train, Interventions::none())?;
         let loss = cross_entropy(&logits, &y, 0.0)?;
         let grads = loss.backward()?;
         sgd.step(&grads, 0.05)?;
+        let queued = t.elapsed().as_secs_f64();
         // CUDA runs asynchronously: wait for the step before reading the clock.
         dev.synchronize()?;
+        let total = t.elapsed().as_secs_f64();
         if i >= 2 {
-            times.push(t.elapsed().as_secs_f64());
+            times.push(total);
+            host.push(queued * 1e3);
+            wait.push((total - queued) * 1e3);
         }
     }
-    Ok(128.0 / median(times))
+    Ok(TrainTiming {
+        images_per_s: 128.0 / median(times),
+        host_ms: median(host),
+        wait_ms: median(wait),
+    })
 }
 
 fn eval_images_per_s(net: &dyn Network, steps: usize) -> Result<f64> {
@@ -239,7 +259,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let mut rss_train = None;
     let mut peer_runs: Vec<serde_json::Value> = Vec::new();
     for r in 0..args.rounds {
-        let train = train_images_per_s(net.as_ref(), args.steps)?;
+        let timing = train_images_per_s(net.as_ref(), args.steps)?;
+        let train = timing.images_per_s;
         rss_train = rss_train.or_else(peak_rss_mb);
         let eval = eval_images_per_s(net.as_ref(), args.steps)?;
         let last = r + 1 == args.rounds;
@@ -256,11 +277,16 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             )
         });
         println!(
-            "round {}: train {train:.1} vs {pt:.1} img/s, eval {eval:.1} vs {pe:.1} img/s",
-            r + 1
+            "round {}: train {train:.1} vs {pt:.1} img/s (ours: {:.2} ms queuing a step, {:.2} ms \
+             waiting for it), eval {eval:.1} vs {pe:.1} img/s",
+            r + 1,
+            timing.host_ms,
+            timing.wait_ms,
         );
         rounds.push(json!({
             "layerzero_train_images_per_s": train,
+            "layerzero_train_host_ms_per_step": timing.host_ms,
+            "layerzero_train_wait_ms_per_step": timing.wait_ms,
             "pytorch_train_images_per_s": p.as_ref().map(|_| pt),
             "layerzero_eval_images_per_s": eval,
             "pytorch_eval_images_per_s": p.as_ref().map(|_| pe),
@@ -296,12 +322,19 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             o.insert(k.into(), json!(best(&format!("pytorch_{k}"))));
         }
     }
+    // Where the best training round's median step spent its time (see `TrainTiming`).
+    let best_train_round = rounds
+        .iter()
+        .find(|r| field(r, "layerzero_train_images_per_s") == train);
+    let split = |k: &str| best_train_round.map_or(f64::NAN, |r| field(r, k));
     let sweep = sweep_seconds(net.as_ref(), args.sweep_images)?;
     let rss = peak_rss_mb();
     // Forward FLOPs (ResNet-20: 40.55 M MACs per image = 81.1 MFLOP); training ≈ 3× that.
     let flop_fwd = 2.0 * resnet_macs(args.depth);
     let ours = json!({
         "train_images_per_s": train,
+        "train_host_ms_per_step": split("layerzero_train_host_ms_per_step"),
+        "train_wait_ms_per_step": split("layerzero_train_wait_ms_per_step"),
         "eval_images_per_s": eval,
         "sweep_seconds": sweep,
         "peak_rss_mb_after_train": rss_train,
