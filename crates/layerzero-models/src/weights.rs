@@ -16,7 +16,7 @@
 //! | `layerzero.shortcut` | `A`, `B` or `none` |
 //! | `layerzero.num_classes` | decimal integer |
 //! | `layerzero.dataset` | free text chosen by the writer, e.g. `cifar10` |
-//! | `layerzero.normalization` | input normalisation the weights expect, free text, e.g. `mean=0.4914,0.4822,0.4465;std=0.2470,0.2435,0.2616` |
+//! | `layerzero.normalization` | input normalisation the weights expect, free text, e.g. `mean=[0.4914, 0.4822, 0.4465] std=[0.247, 0.2435, 0.2616]` (what `layerzero train` writes for CIFAR-10) |
 //! | `layerzero.sha256` | hex SHA-256 of the data section (every byte after the header), written by [`to_safetensors_bytes`] |
 //!
 //! A file that carries `layerzero.sha256` is checked against it on every load, so a bit flip
@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use safetensors::tensor::{Dtype, SafeTensors};
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorInfo};
 use sha2::Digest;
 
 use crate::arch::{ModelConfig, ModelRegistry};
@@ -288,6 +288,178 @@ fn malformed(origin: &str, e: impl std::fmt::Display) -> ModelError {
     }
 }
 
+/// Bytes of the little-endian `u64` that opens a safetensors file and gives the header's length.
+const LEN_FIELD: usize = 8;
+/// Largest header the safetensors library accepts.
+const MAX_HEADER: usize = 100_000_000;
+
+/// The safetensors library's errors say what is wrong but not where or by how much (e.g.
+/// `invalid header length`), so when it refuses `bytes` the layout is examined again to name
+/// the expected and found values; the library's own message is kept as the cause.
+fn layout_error(origin: &str, bytes: &[u8], cause: SafeTensorError) -> ModelError {
+    let message = match explain_layout(bytes) {
+        Some(why) => format!("{why} (safetensors: {cause})"),
+        None => cause.to_string(),
+    };
+    malformed(origin, message)
+}
+
+/// What is wrong with the layout of `bytes` as a safetensors file, in the order the format is
+/// read: length field, header text, header entries, tensor offsets, data coverage. `None` when
+/// nothing is found (the library's message then stands alone). Only runs on the error path.
+fn explain_layout(bytes: &[u8]) -> Option<String> {
+    let n = bytes.len();
+    let Some(len_field) = bytes.get(..LEN_FIELD) else {
+        return Some(format!(
+            "expected at least {LEN_FIELD} bytes (the header length), found {n}"
+        ));
+    };
+    let claimed = u64::from_le_bytes(len_field.try_into().ok()?);
+    let follow = n - LEN_FIELD;
+    if claimed > follow as u64 {
+        return Some(format!(
+            "the header claims {claimed} bytes but only {follow} follow the {LEN_FIELD}-byte \
+             length field (file of {n} bytes: truncated?)"
+        ));
+    }
+    let header_len = claimed as usize;
+    if header_len > MAX_HEADER {
+        return Some(format!(
+            "expected a header of at most {MAX_HEADER} bytes, found one of {header_len}"
+        ));
+    }
+    let header = &bytes[LEN_FIELD..LEN_FIELD + header_len];
+    let text = match std::str::from_utf8(header) {
+        Ok(t) => t,
+        Err(e) => {
+            return Some(format!(
+                "expected the {header_len}-byte header to be UTF-8 JSON, found invalid UTF-8: {e}"
+            ))
+        }
+    };
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return Some(format!(
+                "expected the {header_len}-byte header to be JSON, found invalid JSON: {e}"
+            ))
+        }
+    };
+    let serde_json::Value::Object(entries) = &value else {
+        return Some(format!(
+            "expected the header to be a JSON object (tensor name → {{dtype, shape, \
+             data_offsets}}), found {}",
+            excerpt(&value)
+        ));
+    };
+    let data_len = follow - header_len;
+    let mut tensors = Vec::new();
+    for (name, entry) in entries {
+        if name == "__metadata__" {
+            if let Err(e) = serde_json::from_value::<HashMap<String, String>>(entry.clone()) {
+                return Some(format!(
+                    "expected `__metadata__` to map names to strings, found {}: {e}",
+                    excerpt(entry)
+                ));
+            }
+            continue;
+        }
+        match serde_json::from_value::<TensorInfo>(entry.clone()) {
+            Ok(info) => tensors.push((name.as_str(), info)),
+            Err(e) => {
+                return Some(format!(
+                    "tensor `{name}`: expected {{\"dtype\", \"shape\", \"data_offsets\": \
+                     [begin, end]}}, found {}: {e}",
+                    excerpt(entry)
+                ))
+            }
+        }
+    }
+    // The library lays tensors out in the order of their offsets and requires them to tile the
+    // data section without gaps or overlaps; check in the same order.
+    tensors.sort_by_key(|(_, t)| t.data_offsets);
+    let mut next = 0usize;
+    let mut previous: Option<&str> = None;
+    for (name, t) in &tensors {
+        let (begin, end) = t.data_offsets;
+        let what = format!(
+            "tensor `{name}` ({} {:?}, data_offsets [{begin}, {end}])",
+            t.dtype, t.shape
+        );
+        let bits_each = t.dtype.bitsize();
+        let elements = t
+            .shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        let Some((elements, bits)) = elements.and_then(|e| Some((e, e.checked_mul(bits_each)?)))
+        else {
+            return Some(format!(
+                "{what}: its element count times {bits_each} bits overflows"
+            ));
+        };
+        if bits % 8 != 0 {
+            return Some(format!(
+                "{what}: expected a whole number of bytes, found {elements} elements of \
+                 {bits_each} bits = {bits} bits"
+            ));
+        }
+        let size = bits / 8;
+        if end < begin {
+            return Some(format!(
+                "{what}: expected begin <= end, found the end before the begin"
+            ));
+        }
+        if end - begin != size {
+            let per = if bits_each % 8 == 0 {
+                format!("{} bytes", bits_each / 8)
+            } else {
+                format!("{bits_each} bits")
+            };
+            return Some(format!(
+                "{what}: expected {size} bytes ({elements} elements of {per}), found {} \
+                 (the data section has {data_len} bytes)",
+                end - begin
+            ));
+        }
+        if begin != next {
+            let after = match previous {
+                Some(p) => format!("where `{p}` ends"),
+                None => "the start of the data section".to_string(),
+            };
+            let gap = if begin > next { "a gap" } else { "an overlap" };
+            return Some(format!(
+                "{what}: expected to begin at byte {next} ({after}), found {begin} ({gap})"
+            ));
+        }
+        if end > data_len {
+            return Some(format!(
+                "{what}: expected to lie within the data section of {data_len} bytes, found it \
+                 ending at byte {end} (file of {n} bytes: truncated?)"
+            ));
+        }
+        next = end;
+        previous = Some(name);
+    }
+    if next != data_len {
+        return Some(format!(
+            "expected the tensors to cover the whole data section of {data_len} bytes, found \
+             them ending at byte {next} ({} bytes unaccounted for)",
+            data_len - next
+        ));
+    }
+    None
+}
+
+/// A JSON value for an error message, cut short: headers are untrusted and may be huge.
+fn excerpt(v: &serde_json::Value) -> String {
+    const MAX: usize = 120;
+    let s = v.to_string();
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s,
+    }
+}
+
 fn st_dtype_name(d: Dtype) -> String {
     d.to_string()
 }
@@ -295,6 +467,7 @@ fn st_dtype_name(d: Dtype) -> String {
 /// Decodes little-endian bytes of a safetensors tensor. Only the two dtypes networks hold are
 /// supported; a byte count that does not match the shape is reported, never trusted.
 fn decode(
+    origin: &str,
     name: &str,
     dtype: Dtype,
     shape: &[usize],
@@ -302,9 +475,15 @@ fn decode(
     device: &Device,
 ) -> Result<Tensor> {
     let n: usize = shape.iter().product();
-    let bad_len = || ModelError::MalformedFile {
-        origin: name.to_string(),
-        message: format!("{} bytes for {dtype} {shape:?}", data.len()),
+    let bad_len = || {
+        malformed(
+            origin,
+            format!(
+                "tensor `{name}` ({dtype} {shape:?}): expected {} bytes, found {}",
+                n * dtype.bitsize() / 8,
+                data.len()
+            ),
+        )
     };
     let t = match dtype {
         Dtype::F32 => {
@@ -329,7 +508,7 @@ fn decode(
         }
         other => {
             return Err(ModelError::WeightMismatch {
-                origin: name.to_string(),
+                origin: origin.to_string(),
                 problems: vec![WeightProblem::WrongDtype {
                     name: name.to_string(),
                     expected: "F32 or I64".into(),
@@ -342,9 +521,9 @@ fn decode(
 }
 
 fn parse<'a>(bytes: &'a [u8], origin: &str) -> Result<(SafeTensors<'a>, WeightsMetadata)> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| malformed(origin, e))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| layout_error(origin, bytes, e))?;
     let (header_len, header) =
-        SafeTensors::read_metadata(bytes).map_err(|e| malformed(origin, e))?;
+        SafeTensors::read_metadata(bytes).map_err(|e| layout_error(origin, bytes, e))?;
     if let Some(expected) = header.metadata().as_ref().and_then(|h| h.get(META_SHA256)) {
         // `deserialize` checked that the header and the data fit in `bytes`.
         let data = bytes.get(8 + header_len..).unwrap_or_default();
@@ -397,7 +576,14 @@ pub fn load_safetensors_bytes(
         }
         decoded.push((
             name.as_str(),
-            decode(name, view.dtype(), view.shape(), view.data(), device)?,
+            decode(
+                origin,
+                name,
+                view.dtype(),
+                view.shape(),
+                view.data(),
+                device,
+            )?,
         ));
     }
     for (name, t) in decoded {
@@ -456,7 +642,7 @@ pub fn read_safetensors_bytes(bytes: &[u8], origin: &str) -> Result<SafetensorsC
     let (st, metadata) = parse(bytes, origin)?;
     let mut tensors = BTreeMap::new();
     for (name, v) in st.tensors() {
-        let t = decode(&name, v.dtype(), v.shape(), v.data(), &Device::Cpu)?;
+        let t = decode(origin, &name, v.dtype(), v.shape(), v.data(), &Device::Cpu)?;
         tensors.insert(name, t);
     }
     Ok(SafetensorsContent { tensors, metadata })
