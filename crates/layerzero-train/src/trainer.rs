@@ -339,6 +339,20 @@ pub fn train_observed(
     observer: &dyn TrainObserver,
 ) -> Result<TrainOutcome> {
     config.validate()?;
+    // Batches drop the last partial one, so a batch larger than the training set would give
+    // epochs of no steps: a "trained" network that never saw an image.
+    let images = config
+        .train_limit
+        .map_or(train_set.len(), |n| n.min(train_set.len()));
+    if config.batch_size > images {
+        return Err(TrainError::InvalidConfig {
+            what: "batch size",
+            expected: format!(
+                "at most the {images} training images, so that an epoch has a full step"
+            ),
+            found: config.batch_size.to_string(),
+        });
+    }
     let dir = RunDir::new(run_dir);
     let device = net.params().device().clone();
     if config.progressive_resize.is_some() {

@@ -173,3 +173,32 @@ fn an_architecture_that_cannot_take_small_images_is_refused_before_training() {
     // Refused before anything is written.
     assert!(!RunDir::new(dir.path()).config().exists());
 }
+
+#[test]
+fn a_batch_larger_than_the_training_set_is_refused_before_training() {
+    // 64 images and batches of 128: with the last partial batch dropped, no step would run.
+    let train_set = synthetic(64, Split::Train);
+    let test_set = synthetic(32, Split::Test);
+    let mut config = resized_config("resnet8", 1, "16:1");
+    config.progressive_resize = None;
+    config.batch_size = 128;
+    config.ghost_batches = 1;
+    let net = create_model("resnet8", &ModelConfig::new(10).with_seed(1)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let err = train(
+        net.as_ref(),
+        &train_set,
+        &test_set,
+        &config,
+        dir.path(),
+        &RunOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, TrainError::InvalidConfig { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("at most the 64 training images") && text.contains("found 128"),
+        "{text}"
+    );
+    assert!(!RunDir::new(dir.path()).config().exists());
+}
