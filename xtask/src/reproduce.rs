@@ -243,6 +243,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             git_commit: git_commit(),
             seeds: (0..args.seeds).collect(),
             commands: vec![std::env::args().collect::<Vec<_>>().join(" ")],
+            created_utc: layerzero_report::created_utc_now()?,
             ..Provenance::default()
         },
     };
@@ -262,9 +263,12 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     Ok(())
 }
 
+/// The commit of the layerzero checkout this xtask was built from (not of the directory it is
+/// run in, which may be elsewhere).
 fn git_commit() -> Option<String> {
     std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .ok()
         .filter(|o| o.status.success())

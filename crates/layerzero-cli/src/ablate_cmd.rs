@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use layerzero_ablate::engine::{run, EngineConfig, RunContext};
@@ -12,6 +12,7 @@ use layerzero_data::{CifarSet, Split};
 use layerzero_report::{MetricsSeries, Provenance, ReportInput, ResultsSource};
 
 use crate::train_cmd::{device, load_network, set_threads, CommonArgs};
+use crate::{create_parent_dir, usage};
 
 fn parse_mode(s: &str) -> Result<AblationMode, String> {
     s.parse::<AblationMode>().map_err(|e| e.to_string())
@@ -99,9 +100,10 @@ pub struct AblateRunArgs {
 pub fn ablate(args: AblateArgs) -> Result<()> {
     match args.merge {
         Some(AblateSub::Merge { shards, out }) => {
+            create_parent_dir("--out", &out)?;
             let merged = layerzero_ablate::merge_files(&shards)?;
             let csv = merged.write(&out)?;
-            println!(
+            out!(
                 "merged {} shards: {} and {}",
                 shards.len(),
                 out.display(),
@@ -118,7 +120,15 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
     let weights = args
         .weights
         .clone()
-        .context("--weights is required (the trained safetensors file)")?;
+        .ok_or_else(|| usage("--weights is required (the trained safetensors file)"))?;
+    if args.shard.is_some() && args.mode.is_cumulative() {
+        // Each greedy step depends on the one before, so the steps cannot be split.
+        return Err(usage(format!(
+            "--shard: {} is sequential (each step builds on the previous one) and cannot be \
+             sharded; run it whole, without --shard",
+            args.mode
+        )));
+    }
     let device = device(&args.common.device)?;
     let net = load_network(args.arch.as_deref(), &weights, args.common.dataset, &device)?;
     let mut test = CifarSet::load(&args.common.data_dir, args.common.dataset, Split::Test)?;
@@ -166,6 +176,8 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
             b.set_position(done as u64);
         }
     };
+    // After the quick checks (weights, data) and before the long part.
+    create_parent_dir("--out", &args.out)?;
     let results = run(&ctx, &cfg, Some(&report))?;
     if let Some(b) = &bar {
         b.finish_and_clear();
@@ -176,7 +188,7 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
         .iter()
         .filter(|l| l.verdict == layerzero_ablate::Verdict::Trivial)
         .count();
-    println!(
+    out!(
         "{} {} on {} images: baseline top-1 {:.2}%, {} of {} ablations trivial ({}); {} and {}",
         results.arch,
         results.mode,
@@ -206,52 +218,58 @@ pub struct ReportArgs {
 }
 
 pub fn report(args: ReportArgs) -> Result<()> {
+    // Every usage mistake before any file is read.
+    let specs = args
+        .metrics
+        .iter()
+        .map(|spec| parse_metrics_spec(spec))
+        .collect::<Result<Vec<_>>>()?;
+    let provenance = provenance(std::env::args().collect::<Vec<_>>().join(" "))?;
     let input = ReportInput {
         results: args
             .results
             .iter()
             .map(ResultsSource::read)
             .collect::<Result<_, _>>()?,
-        metrics: args
-            .metrics
-            .iter()
-            .map(|spec| parse_metrics_spec(spec))
-            .collect::<Result<_>>()?,
-        provenance: provenance(std::env::args().collect::<Vec<_>>().join(" ")),
+        metrics: specs
+            .into_iter()
+            .map(|(arch, seed, path)| MetricsSeries::read(arch, seed, path))
+            .collect::<Result<_, _>>()?,
+        provenance,
     };
     let files = layerzero_report::write_report(&args.out, &input)?;
-    println!("report written to {}", files.report_md.display());
+    out!("report written to {}", files.report_md.display());
     Ok(())
 }
 
-fn parse_metrics_spec(spec: &str) -> Result<MetricsSeries> {
+/// `--metrics ARCH:SEED:PATH` (SEED may be empty) into its parts.
+fn parse_metrics_spec(spec: &str) -> Result<(&str, Option<u64>, &str)> {
     let mut parts = spec.splitn(3, ':');
     let (Some(arch), Some(seed), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
-        anyhow::bail!("--metrics: expected ARCH:SEED:PATH, found {spec:?}");
+        return Err(usage(format!(
+            "--metrics: expected ARCH:SEED:PATH, found {spec:?}"
+        )));
     };
     let seed = if seed.is_empty() {
         None
     } else {
-        Some(
-            seed.parse()
-                .with_context(|| format!("--metrics {spec:?}: seed {seed:?} is not a number"))?,
-        )
+        Some(seed.parse().map_err(|_| {
+            usage(format!(
+                "--metrics {spec:?}: expected a seed number (or nothing) between the colons, found {seed:?}"
+            ))
+        })?)
     };
-    Ok(MetricsSeries::read(arch, seed, path)?)
+    Ok((arch, seed, path))
 }
 
-/// Version, commit (when run inside a git checkout) and the command, for the report.
-pub fn provenance(command: String) -> Provenance {
-    let git_commit = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    Provenance {
+/// Version, the commit this binary was built from (when built in a git checkout), the command
+/// and the time (`SOURCE_DATE_EPOCH` fixes it, for a byte-identical re-run), for the report.
+pub fn provenance(command: String) -> Result<Provenance> {
+    Ok(Provenance {
         layerzero_version: env!("CARGO_PKG_VERSION").to_string(),
-        git_commit,
+        git_commit: option_env!("LAYERZERO_GIT_COMMIT").map(str::to_string),
         commands: vec![command],
+        created_utc: layerzero_report::created_utc_now().map_err(|e| usage(e.to_string()))?,
         ..Provenance::default()
-    }
+    })
 }

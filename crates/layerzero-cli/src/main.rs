@@ -10,8 +10,55 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use layerzero_data::{Checksum, Dataset, FetchOutcome, Location, Source};
 
+/// `println!` that returns write errors instead of panicking, so that output piped into a
+/// reader that stops early (`layerzero models | head -3`) ends in a quiet exit through
+/// `is_broken_pipe`, not a "failed printing to stdout" panic. Use it in functions returning
+/// `anyhow::Result`.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?;
+    }};
+}
+
 mod ablate_cmd;
 mod train_cmd;
+
+/// A mistake in the command line that clap's parsers cannot see (a flag one mode requires,
+/// two flags that exclude each other, a malformed value parsed later): exits 2, as clap's own
+/// usage errors do, where a failure at run time exits 1.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// A [`Usage`] error.
+fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(message.into()))
+}
+
+/// Creates the folder a result file `path` goes in, before hours of work are spent on
+/// computing it: the atomic writers need it to exist.
+fn create_parent_dir(flag: &str, path: &std::path::Path) -> Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!(
+                    "{flag} {}: creating its folder {}",
+                    path.display(),
+                    dir.display()
+                )
+            })
+        }
+        _ => Ok(()),
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -141,7 +188,8 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {}", error_line(&err));
-            ExitCode::from(1)
+            let is_usage = err.chain().any(|e| e.is::<Usage>());
+            ExitCode::from(if is_usage { 2 } else { 1 })
         }
     }
 }
@@ -201,14 +249,14 @@ fn data_fetch(args: FetchArgs) -> Result<()> {
         .with_context(|| format!("fetching {} from {from}", args.target.dataset))?;
     match outcome {
         FetchOutcome::AlreadyPresent(dir) => {
-            println!(
+            out!(
                 "{} already present and valid in {}",
                 args.target.dataset,
                 dir.display()
             )
         }
         FetchOutcome::Fetched(dir) => {
-            println!(
+            out!(
                 "{} fetched from {from} into {}",
                 args.target.dataset,
                 dir.display()
@@ -241,18 +289,18 @@ fn data_info(args: InfoArgs) -> Result<()> {
             "class_names": info.class_names,
             "splits": splits,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        out!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("{} in {}", info.dataset, info.dir.display());
+    out!("{} in {}", info.dataset, info.dir.display());
     for s in &info.splits {
-        println!("\n{} split: {} images", s.split, s.records);
+        out!("\n{} split: {} images", s.split, s.records);
         for (name, count) in info.class_names.iter().zip(&s.class_counts) {
-            println!("  {name:<16} {count:>6}");
+            out!("  {name:<16} {count:>6}");
         }
         for f in &s.files {
             let name = f.path.file_name().unwrap_or_default().to_string_lossy();
-            println!("  {name:<18} {:>10} bytes  sha256 {}", f.size, f.sha256);
+            out!("  {name:<18} {:>10} bytes  sha256 {}", f.size, f.sha256);
         }
     }
     Ok(())

@@ -100,7 +100,7 @@ pub struct CommonArgs {
     #[arg(long, default_value = "cifar10", value_parser = parse_dataset)]
     pub dataset: Dataset,
     /// cpu, cuda, or auto (CUDA when built with it and a GPU exists).
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", value_parser = ["cpu", "cuda", "auto"])]
     pub device: String,
     /// Threads for the CPU kernels (default: all cores).
     #[arg(long)]
@@ -128,17 +128,24 @@ pub fn models(args: ModelsArgs) -> Result<()> {
                     "params": m.params, "macs": m.macs, "weight_layers": m.weight_layers})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        out!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!(
+    out!(
         "{:<12} {:>12} {:>14} {:>7}  description",
-        "name", "params", "MACs/image", "layers"
+        "name",
+        "params",
+        "MACs/image",
+        "layers"
     );
     for m in list {
-        println!(
+        out!(
             "{:<12} {:>12} {:>14} {:>7}  {}",
-            m.name, m.params, m.macs, m.weight_layers, m.description
+            m.name,
+            m.params,
+            m.macs,
+            m.weight_layers,
+            m.description
         );
     }
     Ok(())
@@ -203,8 +210,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: bool,
     /// Stop after this many epochs in this invocation (resume later with --resume).
-    #[arg(long)]
-    pub max_epochs: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_epochs: Option<u64>,
     /// Read each step's loss and correct count back from the device every N steps [default: 1
     /// on a CPU, 32 on a GPU]. Each read waits for the device to finish every step queued
     /// before it, so reading after every step leaves a GPU idle while the CPU prepares the next
@@ -341,7 +348,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let test_set = load_split(&args.common, Split::Test)?;
     let opts = RunOptions {
         resume: args.resume,
-        max_epochs: args.max_epochs,
+        max_epochs: args
+            .max_epochs
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         metadata: Some(weights_metadata(net.as_ref(), args.common.dataset)),
         readback_steps: args.readback_steps.map(std::num::NonZeroUsize::get),
     };
@@ -372,7 +381,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     }
     if outcome.finished {
         let last = outcome.metrics.last();
-        println!(
+        out!(
             "trained {} for {} epochs: test top-1 {}; weights in {}",
             args.arch,
             outcome.epochs_done,
@@ -380,9 +389,10 @@ pub fn train(args: TrainArgs) -> Result<()> {
             outcome.weights.display()
         );
     } else {
-        println!(
+        out!(
             "stopped after epoch {} of {}; continue with --resume",
-            outcome.epochs_done, config.epochs
+            outcome.epochs_done,
+            config.epochs
         );
     }
     Ok(())
@@ -415,7 +425,9 @@ pub struct EvalArgs {
     /// Model name; default: the `layerzero.arch` recorded in the weights file.
     #[arg(long)]
     pub arch: Option<String>,
-    /// Weights (safetensors with PyTorch state_dict names, or hf://owner/repo/path).
+    /// Weights: a safetensors file with PyTorch state_dict names, or
+    /// hf://owner/repo[@revision]/path.safetensors (from the Hugging Face cache; downloading a
+    /// missing file needs a build with `--features hub`).
     #[arg(long)]
     pub weights: String,
     /// Evaluate only the first N test images.
@@ -478,12 +490,12 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     )?
     .summary();
     if args.json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({"top1": s.top1, "top5": s.top5, "loss": s.loss, "n_images": s.n_images})
         );
     } else {
-        println!(
+        out!(
             "{}: top-1 {:.2}%  top-5 {:.2}%  loss {:.4}  on {} test images",
             net.spec().name,
             100.0 * s.top1,
@@ -498,17 +510,18 @@ pub fn eval(args: EvalArgs) -> Result<()> {
 /// `layerzero inspect`.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// A safetensors weights file.
-    pub weights: PathBuf,
+    /// A safetensors weights file, or hf://owner/repo[@revision]/path.safetensors.
+    pub weights: String,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn inspect(args: InspectArgs) -> Result<()> {
-    let content = read_safetensors(&args.weights)?;
+    let path = layerzero_models::hub::resolve_weights(&args.weights)?;
+    let content = read_safetensors(&path)?;
     let meta = &content.metadata;
-    let sha = sha256_file(&args.weights)?;
+    let sha = sha256_file(&path)?;
     let inventory = match &meta.arch {
         Some(arch) => Some(create_model(
             arch,
@@ -531,7 +544,7 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
             .iter()
             .map(|(n, t)| serde_json::json!({"name": n, "shape": t.dims(), "dtype": format!("{:?}", t.dtype())}))
             .collect();
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "file": args.weights, "sha256": sha, "arch": meta.arch, "dataset": meta.dataset,
@@ -541,22 +554,27 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         );
         return Ok(());
     }
-    println!("{}  sha256 {sha}", args.weights.display());
-    println!(
+    out!("{}  sha256 {sha}", args.weights);
+    out!(
         "arch {}  dataset {}  shortcut {}  classes {}",
         meta.arch.as_deref().unwrap_or("?"),
         meta.dataset.as_deref().unwrap_or("?"),
         meta.shortcut.as_deref().unwrap_or("?"),
         meta.num_classes.map_or("?".into(), |n| n.to_string())
     );
-    println!("{} tensors", content.tensors.len());
+    out!("{} tensors", content.tensors.len());
     if let Some(net) = inventory {
-        println!(
+        out!(
             "\n{:<28} {:<9} {:>6} {:>6} {:>10} {:>12}  channel-changing",
-            "layer", "kind", "in", "out", "params", "MACs"
+            "layer",
+            "kind",
+            "in",
+            "out",
+            "params",
+            "MACs"
         );
         for l in net.inventory().iter() {
-            println!(
+            out!(
                 "{:<28} {:<9} {:>6} {:>6} {:>10} {:>12}  {}",
                 l.name,
                 l.kind.short_name(),
@@ -569,7 +587,7 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         }
     } else {
         for (n, t) in &content.tensors {
-            println!("  {n:<40} {:?}", t.dims());
+            out!("  {n:<40} {:?}", t.dims());
         }
     }
     Ok(())

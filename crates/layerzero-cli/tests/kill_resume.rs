@@ -9,29 +9,17 @@
 //! can be replayed. Needs the real data set (`LAYERZERO_CIFAR10_ARCHIVE`); skipped with the
 //! reason printed otherwise.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use layerzero_ablate::ResultsFile;
-use layerzero_data::{fetch, Dataset, Location, Source};
 use layerzero_train::Checkpoint;
 
 const EPOCHS: usize = 3;
-
-fn data_dir() -> Option<PathBuf> {
-    let archive = match std::env::var_os("LAYERZERO_CIFAR10_ARCHIVE") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => {
-            eprintln!("skipped: set LAYERZERO_CIFAR10_ARCHIVE to a CIFAR-10 binary .tar.gz");
-            return None;
-        }
-    };
-    let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cifar10");
-    let src = Source::new(Dataset::Cifar10).with_location(Location::Archive(archive));
-    Some(fetch(&dest, &src).unwrap().dir().to_path_buf())
-}
 
 fn train(data: &Path, out: &Path, resume: bool) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_layerzero"));
@@ -218,7 +206,7 @@ fn results_sans_timing(path: &Path) -> serde_json::Value {
 
 #[test]
 fn killed_training_and_ablation_resume_to_the_same_outputs() {
-    let Some(data) = data_dir() else {
+    let Some(data) = common::real_data() else {
         return;
     };
     let root = tempfile::tempdir().unwrap();

@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use layerzero_data::{fetch, Dataset, Location, Source};
+mod common;
+
+use common::real_data;
 
 fn layerzero() -> Command {
     Command::new(env!("CARGO_BIN_EXE_layerzero"))
@@ -17,18 +19,6 @@ fn tmp(name: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&d);
     d
-}
-
-/// The real CIFAR-10, extracted once into the target folder, or `None` with the reason printed.
-fn real_data() -> Option<PathBuf> {
-    let Some(archive) = std::env::var_os("LAYERZERO_CIFAR10_ARCHIVE").filter(|p| !p.is_empty())
-    else {
-        eprintln!("skipped: set LAYERZERO_CIFAR10_ARCHIVE to a CIFAR-10 binary .tar.gz");
-        return None;
-    };
-    let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cifar10");
-    let src = Source::new(Dataset::Cifar10).with_location(Location::Archive(archive.into()));
-    Some(fetch(&dest, &src).unwrap().dir().to_path_buf())
 }
 
 #[test]
@@ -50,6 +40,7 @@ fn bad_overrides_are_refused_naming_the_option() {
         ("--ghost-batches", "3", "ghost batches"),
         ("--ghost-batches", "0", "ghost batches"),
         ("--readback-steps", "0", "--readback-steps"),
+        ("--max-epochs", "0", "--max-epochs"),
     ] {
         let o = layerzero()
             .args(["train", "--profile", "smoke", "--device", "cpu"])

@@ -65,8 +65,54 @@ pub struct Provenance {
     pub commands: Vec<String>,
     /// Checksums of weights files (those named in results files are added automatically).
     pub weights: Vec<WeightsChecksum>,
-    /// When the report was made, as the caller formats it (e.g. RFC 3339 UTC).
+    /// When the report was made, as the caller formats it (e.g. RFC 3339 UTC, which
+    /// [`utc_rfc3339`] writes).
     pub created_utc: String,
+}
+
+/// For callers filling [`Provenance::created_utc`]: now, as RFC 3339 UTC, or the time that
+/// `SOURCE_DATE_EPOCH` gives in seconds since 1970 (the reproducible-builds convention), so
+/// that a re-run can give a byte-identical report. [`crate::write_report`] never calls it.
+pub fn created_utc_now() -> crate::Result<String> {
+    let secs = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) => s
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| crate::ReportError::Input {
+                origin: "environment variable SOURCE_DATE_EPOCH".into(),
+                field: "value".into(),
+                expected: "whole seconds since 1970-01-01 UTC".into(),
+                found: format!("{s:?}"),
+            })?,
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    Ok(utc_rfc3339(secs))
+}
+
+/// `secs` seconds after the Unix epoch as RFC 3339 UTC, e.g. `2026-11-27T03:56:52Z`, for
+/// [`Provenance::created_utc`]. A pure function: the caller reads the clock (or honours
+/// `SOURCE_DATE_EPOCH` for a byte-identical re-run), so the report itself stays deterministic.
+pub fn utc_rfc3339(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's `civil_from_days`), in eras of
+    // 400 years (146,097 days) that start on 1 March, so the leap day is the era year's last.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
 }
 
 /// A weights file and its SHA-256.
@@ -76,4 +122,24 @@ pub struct WeightsChecksum {
     pub path: String,
     /// SHA-256 of the file, 64 lowercase hex digits.
     pub sha256: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_rfc3339;
+
+    #[test]
+    fn utc_rfc3339_matches_known_instants() {
+        // Checked with `date -u -d @SECS +%FT%TZ`.
+        for (secs, want) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (951_868_799, "2000-02-29T23:59:59Z"),
+            (1_709_164_800, "2024-02-29T00:00:00Z"),
+            (1_798_343_812, "2026-12-27T03:56:52Z"),
+            (4_107_542_400, "2100-03-01T00:00:00Z"),
+        ] {
+            assert_eq!(utc_rfc3339(secs), want, "{secs}");
+        }
+    }
 }

@@ -100,7 +100,9 @@ pub mod write;
 pub use claims::{Claim, ClaimEvaluation, ClaimLayer, ClaimOutcome, NetworkClaim};
 pub use error::{ReportError, Result};
 pub use figures::{render_figures, Figure};
-pub use input::{Provenance, ReportInput, ResultsSource, WeightsChecksum};
+pub use input::{
+    created_utc_now, utc_rfc3339, Provenance, ReportInput, ResultsSource, WeightsChecksum,
+};
 pub use metrics::{load_metrics, parse_metrics, EpochMetrics, MetricsSeries};
 pub use render::{render_csv, render_markdown};
 pub use summary::{

@@ -1,0 +1,206 @@
+//! What the command line promises around the work itself (docs/architecture.md, "Exit codes"):
+//! 2 for usage mistakes, also those clap cannot see; a quiet exit 0 when the reader of stdout
+//! goes away; result folders made before a sweep is written into them; a report that names
+//! the commit the binary was built from and when it was made.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::real_data;
+
+use layerzero_models::{create_model, save_safetensors, ModelConfig, WeightsMetadata};
+
+fn layerzero() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_layerzero"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn usage_mistakes_exit_2_and_say_what_was_expected() {
+    let dir = tmp("usage");
+    let w = dir.join("w.safetensors");
+    let w = w.to_str().unwrap();
+    for (args, named) in [
+        // Checked by hand after parsing (ablate merge shares the command).
+        (vec!["ablate", "--out", "r.json"], "--weights is required"),
+        // Greedy steps build on each other.
+        (
+            vec![
+                "ablate",
+                "--weights",
+                w,
+                "--mode",
+                "cumulative-zero-kernel",
+                "--shard",
+                "0/2",
+            ],
+            "cannot be sharded",
+        ),
+        (vec!["eval", "--weights", w, "--device", "gpu"], "gpu"),
+        (
+            vec![
+                "report",
+                "--results",
+                w,
+                "--metrics",
+                "resnet20",
+                "--out",
+                "r",
+            ],
+            "ARCH:SEED:PATH",
+        ),
+        (
+            vec![
+                "report",
+                "--results",
+                w,
+                "--metrics",
+                "resnet20:x:m.jsonl",
+                "--out",
+                "r",
+            ],
+            "found \"x\"",
+        ),
+    ] {
+        let o = layerzero().args(&args).current_dir(&dir).output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(named), "{args:?}: expected {named:?} in {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // A failure at run time is not a usage mistake.
+    let o = layerzero()
+        .args(["eval", "--device", "cpu", "--weights", w])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+}
+
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    for args in [vec!["models"], vec!["models", "--json"]] {
+        let mut child = layerzero()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the pipe's only reader before the first line is written, as `| head -0`
+        // would: every write then fails with EPIPE.
+        drop(child.stdout.take());
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{args:?}: {status}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn ablate_makes_the_folder_of_out_and_report_records_commit_and_time() {
+    let Some(data) = real_data() else { return };
+    let dir = tmp("out-folder");
+    let weights = dir.join("w.safetensors");
+    let net = create_model("resnet8", &ModelConfig::new(10).with_seed(3)).unwrap();
+    save_safetensors(
+        net.as_ref(),
+        &weights,
+        &WeightsMetadata::for_network(net.as_ref()),
+    )
+    .unwrap();
+    let results = dir.join("not/yet/there/zk.json");
+    let o = layerzero()
+        .args(["ablate", "--device", "cpu", "--threads", "1"])
+        .args(["--layers", "fc", "--limit", "50"])
+        .arg("--weights")
+        .arg(&weights)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--out")
+        .arg(&results)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(results.exists() && results.with_extension("csv").exists());
+
+    // The report is made in a scratch git repository: the commit it records must still be
+    // the one layerzero was built from, not the scratch repository's.
+    let report = dir.join("report");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let in_scratch_repo = git(&["init", "-q"])
+        && git(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "scratch",
+        ]);
+    let o = layerzero()
+        .args(["report", "--results"])
+        .arg(&results)
+        .arg("--out")
+        .arg(&report)
+        .current_dir(&dir)
+        .env("SOURCE_DATE_EPOCH", "1798343812")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("Generated 2026-12-27T03:56:52Z by"), "{md}");
+    match option_env!("LAYERZERO_GIT_COMMIT") {
+        // Built from a git checkout (the build script sets this for the binary too).
+        Some(built) => assert!(md.contains(&format!("git commit {built}")), "{md}"),
+        None => assert!(md.contains("git commit unknown"), "{md}"),
+    }
+    if in_scratch_repo {
+        let scratch = Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let scratch = String::from_utf8_lossy(&scratch.stdout).trim().to_string();
+        assert!(
+            !md.contains(&scratch),
+            "the scratch repo's {scratch} in {md}"
+        );
+    }
+    // A malformed SOURCE_DATE_EPOCH is a usage mistake, named.
+    let o = layerzero()
+        .args(["report", "--results"])
+        .arg(&results)
+        .arg("--out")
+        .arg(&report)
+        .env("SOURCE_DATE_EPOCH", "yesterday")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("SOURCE_DATE_EPOCH"), "{}", stderr(&o));
+}
