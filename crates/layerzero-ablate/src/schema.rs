@@ -4,7 +4,7 @@
 //! {
 //!   "schema": 1,
 //!   "arch": "resnet56",
-//!   "weights": {"path": "runs/resnet56/final.safetensors", "sha256": "<64 lowercase hex>"},
+//!   "weights": {"path": "runs/resnet56/weights.safetensors", "sha256": "<64 lowercase hex>"},
 //!   "dataset": "cifar10",
 //!   "split": "test",
 //!   "n_images": 10000,

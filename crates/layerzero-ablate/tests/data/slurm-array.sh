@@ -19,8 +19,8 @@ OUT=results/resnet56-zero-kernel
 mkdir -p "$OUT"
 exec layerzero ablate \
     --arch resnet56 \
-    --weights runs/resnet56/final.safetensors \
-    --data-dir data/cifar10 \
+    --weights runs/resnet56/weights.safetensors \
+    --data-dir data \
     --mode zero-kernel \
     --threads "$SLURM_CPUS_PER_TASK" \
     --shard "$SLURM_ARRAY_TASK_ID/$N" \
