@@ -38,8 +38,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Device of both sides: `cpu`, or `cuda` (xtask built with `--features cuda`; the peer runs
-    /// with `--device cuda`). On CUDA the memory row compares the GPU memory PyTorch allocated
-    /// with none (candle has no peak counter), so only throughput ratios are given.
+    /// with `--device cuda`). On CUDA there is no memory ratio: candle has no peak counter for
+    /// GPU memory, so only PyTorch's figure is shown, and only throughput ratios are given.
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     pub device: String,
     /// ResNet depth of both sides (option A shortcuts, as He et al.'s CIFAR nets): 20 by

@@ -34,11 +34,11 @@ pub struct ReproduceArgs {
     /// Number of training seeds (0 … N−1); the report gives mean ± std across them.
     #[arg(long, default_value_t = 1)]
     pub seeds: u64,
-    /// Output folder of the run.
+    /// Output folder of the run [default: runs/ARCH-PROFILE, e.g. runs/resnet20-quick].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// cpu or cuda.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     pub device: String,
     /// Threads for the CPU kernels (default: all cores).
     #[arg(long)]
@@ -136,8 +136,13 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", args.arch, profile)));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let archs = [args.arch.clone(), plain_twin(&args.arch)?];
+    // Both networks must exist (resnet99 has the right prefix but no such depth) before the
+    // run's folder is made or the data fetched.
+    for arch in &archs {
+        create_model(arch, &ModelConfig::new(10)).with_context(|| format!("--arch {arch}"))?;
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
     println!("[fetch]");
     let data = crate::fetch(&args.fetch)?;

@@ -11,7 +11,7 @@ use layerzero_ablate::{AblationMode, Shard, VerdictRule, WeightsRef};
 use layerzero_data::{CifarSet, Split};
 use layerzero_report::{MetricsSeries, Provenance, ReportInput, ResultsSource};
 
-use crate::train_cmd::{device, load_network, set_threads, CommonArgs};
+use crate::train_cmd::{at_least_one, device, load_network, set_threads, CommonArgs};
 use crate::{create_parent_dir, usage};
 
 fn parse_mode(s: &str) -> Result<AblationMode, String> {
@@ -67,7 +67,7 @@ pub struct AblateRunArgs {
     #[arg(long)]
     pub layers: Option<String>,
     /// Evaluate every N-th ablation starting at K, writing a partial file for `ablate merge`.
-    #[arg(long, value_parser = parse_shard)]
+    #[arg(long, value_parser = parse_shard, value_name = "K/N")]
     pub shard: Option<Shard>,
     /// Epoch-0 weights for --mode reinit (the run's init.safetensors).
     #[arg(long)]
@@ -79,7 +79,7 @@ pub struct AblateRunArgs {
     #[arg(long, default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")]
     pub levels: String,
     /// Most greedy steps of the cumulative modes.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub max_steps: Option<usize>,
     /// A layer is trivial when |Δtop-1| ≤ this (a fraction) …
     #[arg(long, default_value_t = 0.01)]
@@ -88,10 +88,10 @@ pub struct AblateRunArgs {
     #[arg(long, default_value_t = 0.01)]
     pub min_p: f64,
     /// Test images held per chunk of the activation cache (memory ∝ this).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one)]
     pub chunk_images: usize,
     /// Evaluate only the first N test images.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub limit: Option<usize>,
     #[command(flatten)]
     pub common: CommonArgs,
@@ -121,6 +121,12 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
         .weights
         .clone()
         .ok_or_else(|| usage("--weights is required (the trained safetensors file)"))?;
+    if args.mode == AblationMode::Reinit && args.init_weights.is_none() {
+        return Err(usage(
+            "--init-weights is required with --mode reinit (the run's epoch-0 weights, \
+             init.safetensors beside its weights.safetensors)",
+        ));
+    }
     if args.shard.is_some() && args.mode.is_cumulative() {
         // Each greedy step depends on the one before, so the steps cannot be split.
         return Err(usage(format!(

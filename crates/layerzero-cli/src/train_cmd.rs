@@ -81,9 +81,22 @@ fn parse_resize(s: &str) -> Result<ResizeArg, String> {
     if s == "off" {
         return Ok(ResizeArg::Off);
     }
-    s.parse()
-        .map(ResizeArg::Phases)
-        .map_err(|e: layerzero_train::TrainError| format!("{e}, or off"))
+    s.parse().map(ResizeArg::Phases).map_err(|e| match e {
+        layerzero_train::TrainError::InvalidConfig {
+            what,
+            expected,
+            found,
+        } => format!("invalid {what}: expected off or {expected}, found {found}"),
+        other => other.to_string(),
+    })
+}
+
+/// A count that must be at least 1 (threads, epochs, images per batch).
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected a whole number ≥ 1, found {s:?}")),
+    }
 }
 
 fn parse_profile(s: &str) -> Result<Profile, String> {
@@ -103,7 +116,7 @@ pub struct CommonArgs {
     #[arg(long, default_value = "auto", value_parser = ["cpu", "cuda", "auto"])]
     pub device: String,
     /// Threads for the CPU kernels (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub threads: Option<usize>,
 }
 
@@ -148,6 +161,10 @@ pub fn models(args: ModelsArgs) -> Result<()> {
             m.description
         );
     }
+    out!(
+        "\nAlso accepted: every depth of the CIFAR families, resnet{{6n+2}}[-b] and plain{{6n+2}} \
+         (e.g. resnet8, resnet1202), wrn{{6n+4}}-{{k}} (e.g. wrn10-2)."
+    );
     Ok(())
 }
 
@@ -178,13 +195,14 @@ pub struct TrainArgs {
     /// Override the profile's SGD momentum μ, in [0, 1) (0.9 in every profile).
     #[arg(long)]
     pub momentum: Option<f64>,
-    /// Use Nesterov momentum (PyTorch's `nesterov=True`).
+    /// Use Nesterov momentum (PyTorch's `nesterov=True`); the quick profile already does.
     #[arg(long)]
     pub nesterov: bool,
     /// Override the profile's weight decay λ, ≥ 0 (smoke and quick 5e-4; paper 1e-4, He et al.'s).
     #[arg(long)]
     pub weight_decay: Option<f64>,
-    /// Apply no weight decay to batch-norm parameters and biases.
+    /// Apply no weight decay to batch-norm parameters and biases; the quick profile already
+    /// does.
     #[arg(long)]
     pub no_decay_on_norm_and_bias: bool,
     /// Override the profile's horizontal flips (smoke and paper: random; quick: alternating).
@@ -210,8 +228,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: bool,
     /// Stop after this many epochs in this invocation (resume later with --resume).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_epochs: Option<u64>,
+    #[arg(long, value_parser = at_least_one)]
+    pub max_epochs: Option<usize>,
     /// Read each step's loss and correct count back from the device every N steps [default: 1
     /// on a CPU, 32 on a GPU]. Each read waits for the device to finish every step queued
     /// before it, so reading after every step leaves a GPU idle while the CPU prepares the next
@@ -346,11 +364,16 @@ pub fn train(args: TrainArgs) -> Result<()> {
     )?;
     let train_set = load_split(&args.common, Split::Train)?;
     let test_set = load_split(&args.common, Split::Test)?;
+    if args.resume && !layerzero_train::RunDir::new(&args.out).config().exists() {
+        // Scripts pass --resume on every call; the first one starts the run.
+        eprintln!(
+            "note: {} holds no run to resume; starting a new one",
+            args.out.display()
+        );
+    }
     let opts = RunOptions {
         resume: args.resume,
-        max_epochs: args
-            .max_epochs
-            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        max_epochs: args.max_epochs,
         metadata: Some(weights_metadata(net.as_ref(), args.common.dataset)),
         readback_steps: args.readback_steps.map(std::num::NonZeroUsize::get),
     };
@@ -431,10 +454,10 @@ pub struct EvalArgs {
     #[arg(long)]
     pub weights: String,
     /// Evaluate only the first N test images.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub limit: Option<usize>,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = at_least_one)]
     pub batch_size: usize,
     /// Print {"top1", "top5", "loss", "n_images"} as JSON.
     #[arg(long)]
@@ -453,12 +476,29 @@ pub fn load_network(
     let path = layerzero_models::hub::resolve_weights(weights)?;
     let arch = match arch {
         Some(a) => a.to_string(),
-        None => read_safetensors(&path)?.metadata.arch.with_context(|| {
-            format!(
-                "{} does not record its architecture (layerzero.arch); pass --arch",
-                path.display()
-            )
-        })?,
+        None => {
+            let content = read_safetensors(&path)?;
+            // A training checkpoint holds the weights and the optimiser's state but no
+            // architecture: point at the run's weights file rather than at --arch alone.
+            let in_checkpoints = path
+                .parent()
+                .and_then(|d| d.file_name())
+                .is_some_and(|d| d == "checkpoints");
+            let checkpoint =
+                in_checkpoints || content.tensors.keys().any(|n| n.starts_with("optimizer."));
+            content.metadata.arch.with_context(|| {
+                let hint = if checkpoint {
+                    "; it looks like a training checkpoint: use the run's weights.safetensors \
+                     (written when training ends)"
+                } else {
+                    ""
+                };
+                format!(
+                    "{} does not record its architecture (layerzero.arch); pass --arch{hint}",
+                    path.display()
+                )
+            })?
+        }
     };
     let net = create_model(
         &arch,
@@ -485,7 +525,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let s = evaluate(
         net.as_ref(),
         &test,
-        args.batch_size.max(1),
+        args.batch_size,
         layerzero_models::Interventions::none(),
     )?
     .summary();
@@ -612,7 +652,7 @@ mod tests {
         }
         let err = parse_resize("Off").unwrap_err();
         assert!(
-            err.contains("SIDE:EPOCHS") && err.ends_with("or off"),
+            err.contains("expected off or SIDE:EPOCHS") && err.ends_with("found Off"),
             "{err}"
         );
     }

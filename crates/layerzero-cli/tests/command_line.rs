@@ -49,7 +49,13 @@ fn usage_mistakes_exit_2_and_say_what_was_expected() {
             ],
             "cannot be sharded",
         ),
+        (
+            vec!["ablate", "--weights", w, "--mode", "reinit"],
+            "--init-weights is required",
+        ),
         (vec!["eval", "--weights", w, "--device", "gpu"], "gpu"),
+        (vec!["eval", "--weights", w, "--batch-size", "0"], "≥ 1"),
+        (vec!["eval", "--weights", w, "--threads", "0"], "≥ 1"),
         (
             vec![
                 "report",

@@ -18,6 +18,18 @@ pub enum DataError {
         /// The data set's command-line name (`cifar10`, `cifar100`).
         dataset: &'static str,
     },
+    /// The local archive to fetch from is not there.
+    #[error(
+        "{path}: archive not found; expected a local copy of the {dataset} binary .tar.gz (as \
+         given by --archive or LAYERZERO_CIFAR10_ARCHIVE / LAYERZERO_CIFAR100_ARCHIVE), or neither, to download the \
+         official one"
+    )]
+    MissingArchive {
+        /// The archive that was looked for.
+        path: PathBuf,
+        /// The data set's command-line name (`cifar10`, `cifar100`).
+        dataset: &'static str,
+    },
     /// A batch file whose size is not a whole number of records.
     #[error("{path}: size {size} bytes is not a multiple of the record size {record_size} bytes (truncated or not a {dataset} batch file?)")]
     BadFileSize {

@@ -215,7 +215,7 @@ fn fetch_into(dest: &Path, source: &Source, final_dir: &Path) -> Result<()> {
     let archive = match &source.location {
         Location::Archive(path) => {
             if !path.is_file() {
-                return Err(DataError::MissingFile {
+                return Err(DataError::MissingArchive {
                     path: path.clone(),
                     dataset: dataset.cli_name(),
                 });

@@ -195,3 +195,20 @@ fn fuzz_regressions_give_errors_not_panics() {
         }
     }
 }
+
+#[test]
+fn a_missing_local_archive_is_named_as_an_archive_not_as_data() {
+    use layerzero_data::{fetch, Location, Source};
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere.tar.gz");
+    let src = Source::new(Dataset::Cifar10).with_location(Location::Archive(missing.clone()));
+    let err = fetch(&dir.path().join("data"), &src).unwrap_err();
+    assert!(matches!(err, DataError::MissingArchive { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("nowhere.tar.gz: archive not found") && msg.contains("--archive"),
+        "{msg}"
+    );
+    // Not the hint for a missing data set, which would send the user to fetch again.
+    assert!(!msg.contains("layerzero data fetch"), "{msg}");
+}

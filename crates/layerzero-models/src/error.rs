@@ -11,7 +11,10 @@ pub enum ModelError {
     Candle(#[from] candle_core::Error),
 
     /// The registry knows no architecture of that name.
-    #[error("unknown architecture `{name}`; known: {known}")]
+    #[error(
+        "unknown architecture `{name}`; known: {known}; and every depth of the CIFAR families: \
+         resnet{{6n+2}}, resnet{{6n+2}}-b, plain{{6n+2}} (e.g. resnet8), wrn{{6n+4}}-{{k}} (e.g. wrn10-2)"
+    )]
     UnknownArchitecture {
         /// The name asked for.
         name: String,
