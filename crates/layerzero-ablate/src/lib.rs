@@ -9,7 +9,8 @@
 //!   (on the fly, never written into the weights), evaluates a [`layerzero_data::CifarSet`]
 //!   chunk by chunk through a prefix cache (each ablation re-runs only the segments after
 //!   the ablated layer's block; memory bounded by the chunk size), in parallel, and returns a
-//!   validated [`ResultsFile`]; [`evaluate_baseline`] for `layerzero eval`;
+//!   validated [`ResultsFile`]; [`evaluate_baseline`] evaluates the unablated network the same
+//!   way;
 //! * [`AblationMode`] — the interventions (`zero-kernel`, `skip-branch`, `reinit`,
 //!   `rerandomize`, `zero-filters`, `prune`, and the cumulative forms), with CLI names;
 //! * [`select`] — layer selection by comma-separated glob patterns (`--layers 'layer2.*'`);

@@ -449,7 +449,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub arch: Option<String>,
     /// Weights: a safetensors file with PyTorch state_dict names, or
-    /// hf://owner/repo[@revision]/path.safetensors (from the Hugging Face cache; downloading a
+    /// `hf://owner/repo[@revision]/path.safetensors` (from the Hugging Face cache; downloading a
     /// missing file needs a build with `--features hub`).
     #[arg(long)]
     pub weights: String,
@@ -550,7 +550,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
 /// `layerzero inspect`.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// A safetensors weights file, or hf://owner/repo[@revision]/path.safetensors.
+    /// A safetensors weights file, or `hf://owner/repo[@revision]/path.safetensors`.
     pub weights: String,
     /// Print JSON.
     #[arg(long)]

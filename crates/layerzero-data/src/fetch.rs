@@ -125,7 +125,8 @@ pub struct Source {
 
 impl Source {
     /// The official archive of `dataset`, or the local archive named by its environment variable
-    /// (`LAYERZERO_CIFAR10_ARCHIVE`) when that is set.
+    /// ([`Dataset::archive_env`]: `LAYERZERO_CIFAR10_ARCHIVE` or `LAYERZERO_CIFAR100_ARCHIVE`)
+    /// when that is set.
     pub fn new(dataset: Dataset) -> Self {
         let location = match std::env::var_os(dataset.archive_env()) {
             Some(p) if !p.is_empty() => Location::Archive(PathBuf::from(p)),

@@ -5,7 +5,8 @@
 //! - [`CifarSet::load`] reads one [`Split`] of a [`Dataset`] from a folder, validating file sizes,
 //!   labels and the record count; every problem is a [`DataError`] that names the file and what
 //!   was expected and found.
-//! - [`fetch`] gets the data set into a data root (default `data/`), atomically and idempotently.
+//! - [`fetch`](fn@fetch) gets the data set into a data root (the command line's default is
+//!   `data/`), atomically and idempotently.
 //! - [`Batcher`] yields `(N, 3, 32, 32)` f32 batches (or smaller sides, downscaled, for
 //!   progressive resizing: [`BatchConfig::side`]) with He et al.'s crop and a random or
 //!   alternating [`Flip`]; the same seed gives the same batches whatever the number of threads.

@@ -2,13 +2,15 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// Which implementation runs: fast custom ops (CPU default) or candle's own ops (reference;
-/// always used on non-CPU devices and for dtypes other than f32).
+/// Which implementation runs: the fast path (the default: this crate's kernels for f32 on the
+/// CPU, and cuDNN for f32 on CUDA when built with the `cudnn` feature) or candle's own ops
+/// (reference; also what every other device and dtype gets under either choice).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KernelBackend {
-    /// This crate's CPU kernels (candle custom ops).
+    /// This crate's CPU kernels (candle custom ops), and cuDNN on CUDA with the `cudnn` feature.
     Fast,
-    /// candle's plain ops: the correctness reference, and the only path on CUDA/Metal.
+    /// candle's plain ops: the correctness reference, and the only path on Metal, on CUDA
+    /// without the `cudnn` feature (or with `LAYERZERO_CUDNN=0`), and for dtypes other than f32.
     Reference,
 }
 

@@ -3,10 +3,10 @@
 //!
 //! [`run`] lists the mode's candidates ([`candidates`]: every convolution and linear layer, or
 //! every residual block), selects them by `layers` patterns, builds one [`Job`] per ablation
-//! ([`plan`]), keeps the jobs of its shard, evaluates the baseline and every job on the same
-//! images, and records each job with [`measure`] against the baseline. Interventions are passed
-//! to the forward ([`layerzero_models::Interventions`]), never written into the weights: the
-//! network is bit-identical after a run.
+//! ([`plan`](fn@plan)), keeps the jobs of its shard, evaluates the baseline and every job on the
+//! same images, and records each job with [`measure`] against the baseline. Interventions are
+//! passed to the forward ([`layerzero_models::Interventions`]), never written into the weights:
+//! the network is bit-identical after a run.
 //!
 //! # The prefix cache
 //!
@@ -363,7 +363,7 @@ fn run_cumulative(
 }
 
 /// Evaluates the baseline (no intervention) on every image of `test`, chunk by chunk, exactly
-/// as [`run`] does (for `layerzero eval`, and to check a network after a run).
+/// as [`run`] does (to check a network after a run, e.g. that the run left it unchanged).
 pub fn evaluate_baseline(
     net: &dyn Network,
     test: &CifarSet,
