@@ -196,15 +196,22 @@ pub struct TrainArgs {
     #[arg(long)]
     pub momentum: Option<f64>,
     /// Use Nesterov momentum (PyTorch's `nesterov=True`); the quick profile already does.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_nesterov")]
     pub nesterov: bool,
+    /// Use plain (heavy-ball) momentum where the profile uses Nesterov's (quick).
+    #[arg(long)]
+    pub no_nesterov: bool,
     /// Override the profile's weight decay λ, ≥ 0 (smoke and quick 5e-4; paper 1e-4, He et al.'s).
     #[arg(long)]
     pub weight_decay: Option<f64>,
     /// Apply no weight decay to batch-norm parameters and biases; the quick profile already
     /// does.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "decay_on_norm_and_bias")]
     pub no_decay_on_norm_and_bias: bool,
+    /// Apply weight decay to every parameter, batch-norm ones and biases too, where the profile
+    /// exempts them (quick).
+    #[arg(long)]
+    pub decay_on_norm_and_bias: bool,
     /// Override the profile's horizontal flips (smoke and paper: random; quick: alternating).
     #[arg(long, value_enum)]
     pub flip: Option<FlipArg>,
@@ -315,9 +322,8 @@ fn load_split(common: &CommonArgs, split: Split) -> Result<CifarSet> {
         .with_context(|| format!("loading the {split} split"))
 }
 
-pub fn train(args: TrainArgs) -> Result<()> {
-    set_threads(args.common.threads)?;
-    let device = device(&args.common.device)?;
+/// The profile's configuration with the command line's overrides, validated.
+fn configure(args: &TrainArgs) -> Result<TrainConfig> {
     let mut config = TrainConfig::from_profile(args.profile, &args.arch, args.seed);
     if let Some(e) = args.epochs {
         config.epochs = e;
@@ -337,15 +343,19 @@ pub fn train(args: TrainArgs) -> Result<()> {
     if let Some(wd) = args.weight_decay {
         config.sgd.weight_decay = wd;
     }
-    // Flags only switch on: a profile that already uses one keeps it.
-    config.sgd.nesterov |= args.nesterov;
-    config.sgd.no_decay_on_norm_and_bias |= args.no_decay_on_norm_and_bias;
+    // Each switch has its opposite; neither given keeps the profile's choice.
+    if args.nesterov || args.no_nesterov {
+        config.sgd.nesterov = args.nesterov;
+    }
+    if args.no_decay_on_norm_and_bias || args.decay_on_norm_and_bias {
+        config.sgd.no_decay_on_norm_and_bias = args.no_decay_on_norm_and_bias;
+    }
     if let Some(flip) = args.flip {
         config.alternating_flip = flip == FlipArg::Alternating;
     }
-    match args.progressive_resize {
+    match &args.progressive_resize {
         Some(ResizeArg::Off) => config.progressive_resize = None,
-        Some(ResizeArg::Phases(r)) => config.progressive_resize = Some(r),
+        Some(ResizeArg::Phases(r)) => config.progressive_resize = Some(r.clone()),
         None => {}
     }
     if let Some(n) = args.ghost_batches {
@@ -356,6 +366,13 @@ pub fn train(args: TrainArgs) -> Result<()> {
     if args.epochs.is_some() || args.batch_size.is_some() {
         rescale_schedule(&mut config);
     }
+    Ok(config)
+}
+
+pub fn train(args: TrainArgs) -> Result<()> {
+    set_threads(args.common.threads)?;
+    let device = device(&args.common.device)?;
+    let config = configure(&args)?;
     let net = create_model(
         &args.arch,
         &ModelConfig::new(args.common.dataset.num_classes())
@@ -642,6 +659,63 @@ fn sha256_file(path: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    /// `layerzero train` ARGS, as the command line parses them.
+    fn train_args(args: &[&str]) -> std::result::Result<TrainArgs, clap::Error> {
+        #[derive(Parser)]
+        struct Train {
+            #[command(flatten)]
+            args: TrainArgs,
+        }
+        Train::try_parse_from(
+            ["train", "--arch", "resnet20", "--out", "r"]
+                .iter()
+                .chain(args),
+        )
+        .map(|t| t.args)
+    }
+
+    #[test]
+    fn each_sgd_switch_can_be_turned_either_way_or_left_to_the_profile() {
+        let sgd = |args: &[&str]| {
+            let c = configure(&train_args(args).unwrap()).unwrap();
+            (c.sgd.nesterov, c.sgd.no_decay_on_norm_and_bias)
+        };
+        // The quick profile has both on, the paper profile both off (He et al.).
+        assert_eq!(sgd(&["--profile", "quick"]), (true, true));
+        assert_eq!(sgd(&["--profile", "paper"]), (false, false));
+        assert_eq!(
+            sgd(&[
+                "--profile",
+                "quick",
+                "--no-nesterov",
+                "--decay-on-norm-and-bias"
+            ]),
+            (false, false)
+        );
+        assert_eq!(
+            sgd(&[
+                "--profile",
+                "paper",
+                "--nesterov",
+                "--no-decay-on-norm-and-bias"
+            ]),
+            (true, true)
+        );
+        assert_eq!(sgd(&["--profile", "quick", "--no-nesterov"]), (false, true));
+        for both in [
+            ["--nesterov", "--no-nesterov"],
+            ["--decay-on-norm-and-bias", "--no-decay-on-norm-and-bias"],
+        ] {
+            let err = train_args(&both).expect_err("a switch and its opposite together");
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn progressive_resize_takes_off_or_phases() {
