@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 pub struct ReproduceArgs {
     #[command(flatten)]
     pub fetch: crate::FetchArgs,
-    /// smoke (minutes, CI), quick (the CPU default), paper (He et al.; for a GPU).
+    /// smoke (seconds to minutes: checks the pipeline, verdicts mean nothing), quick (the CPU
+    /// default), paper (He et al.; for a GPU).
     #[arg(long, default_value = "quick")]
     pub profile: String,
     /// The residual network; its no-shortcut twin (`plainN`) is derived.
@@ -45,9 +46,16 @@ pub struct ReproduceArgs {
     pub threads: Option<usize>,
 }
 
+/// `stages/NAME.json`: what a finished stage read and wrote, with SHA-256 sums, so that a
+/// re-run can skip it. Paths are relative to the study's folder (absolute in files written
+/// before 2026-11-27), so a copied or moved study checks its own files.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct Manifest {
     stage: String,
+    /// The files the stage was computed from (an ablation's weights): a stage whose inputs
+    /// changed since, e.g. after its network was trained again, runs again.
+    #[serde(default)]
+    inputs: BTreeMap<String, String>,
     outputs: BTreeMap<String, String>,
     elapsed_s: f64,
 }
@@ -56,7 +64,7 @@ fn manifest_path(out: &Path, stage: &str) -> PathBuf {
     out.join("stages").join(format!("{stage}.json"))
 }
 
-/// Whether `stage` already ran and its outputs are unchanged.
+/// Whether `stage` already ran and its inputs and outputs are unchanged.
 fn stage_done(out: &Path, stage: &str) -> bool {
     let Ok(text) = std::fs::read_to_string(manifest_path(out, stage)) else {
         return false;
@@ -64,21 +72,37 @@ fn stage_done(out: &Path, stage: &str) -> bool {
     let Ok(m) = serde_json::from_str::<Manifest>(&text) else {
         return false;
     };
-    m.outputs
+    // `join` keeps an absolute path as it is: older manifests still check.
+    m.inputs
         .iter()
-        .all(|(path, sha)| sha256_file(Path::new(path)).is_ok_and(|s| &s == sha))
+        .chain(&m.outputs)
+        .all(|(path, sha)| sha256_file(out.join(path)).is_ok_and(|s| &s == sha))
 }
 
-fn finish_stage(out: &Path, stage: &str, outputs: &[PathBuf], started: Instant) -> Result<()> {
-    let mut map = BTreeMap::new();
-    for p in outputs {
-        map.insert(p.display().to_string(), sha256_file(p)?);
-    }
+/// `path`'s SHA-256, keyed by the path relative to `out` where it lies inside it.
+fn checksums(out: &Path, paths: &[PathBuf]) -> Result<BTreeMap<String, String>> {
+    paths
+        .iter()
+        .map(|p| {
+            let key = p.strip_prefix(out).unwrap_or(p).display().to_string();
+            Ok((key, sha256_file(p)?))
+        })
+        .collect()
+}
+
+fn finish_stage(
+    out: &Path,
+    stage: &str,
+    inputs: &[PathBuf],
+    outputs: &[PathBuf],
+    started: Instant,
+) -> Result<()> {
     let dir = out.join("stages");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let m = Manifest {
         stage: stage.to_string(),
-        outputs: map,
+        inputs: checksums(out, inputs)?,
+        outputs: checksums(out, outputs)?,
         elapsed_s: started.elapsed().as_secs_f64(),
     };
     write_atomic(
@@ -86,6 +110,42 @@ fn finish_stage(out: &Path, stage: &str, outputs: &[PathBuf], started: Instant) 
         serde_json::to_string_pretty(&m)?.as_bytes(),
     )?;
     Ok(())
+}
+
+/// `study.json`: what the study in a folder is, so that a re-run with another profile or
+/// network is refused instead of reusing stages that answer another question (the report
+/// would then describe the old stages under the new command).
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Study {
+    arch: String,
+    profile: String,
+}
+
+fn check_study(out: &Path, study: &Study) -> Result<()> {
+    let path = out.join("study.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let found: Study = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a study record", path.display()))?;
+            if &found != study {
+                bail!(
+                    "{}: this folder holds the study of --arch {} --profile {}, not of --arch {} \
+                     --profile {}; give the new study its own --out",
+                    path.display(),
+                    found.arch,
+                    found.profile,
+                    study.arch,
+                    study.profile
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(write_atomic(
+            &path,
+            serde_json::to_string_pretty(study)?.as_bytes(),
+        )?),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
 }
 
 struct Log;
@@ -143,13 +203,22 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         create_model(arch, &ModelConfig::new(10)).with_context(|| format!("--arch {arch}"))?;
     }
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    check_study(
+        &out,
+        &Study {
+            arch: args.arch.clone(),
+            profile: profile.to_string(),
+        },
+    )?;
 
     println!("[fetch]");
     let data = crate::fetch(&args.fetch)?;
     let train_set = CifarSet::load(&data, Dataset::Cifar10, Split::Train)?;
     let mut test_set = CifarSet::load(&data, Dataset::Cifar10, Split::Test)?;
-    if profile == Profile::Smoke {
-        test_set = test_set.truncate(500);
+    // The profile's evaluation subset (smoke: the first 1,000 test images) for the ablations
+    // too, so that the training's test accuracy and the ablations' baseline agree.
+    if let Some(n) = TrainConfig::from_profile(profile, &args.arch, 0).test_limit {
+        test_set = test_set.truncate(n);
     }
 
     let mut results = Vec::new();
@@ -190,6 +259,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
                 finish_stage(
                     &out,
                     &stage,
+                    &[],
                     &[dir.weights(), dir.init_weights(), dir.metrics()],
                     started,
                 )?;
@@ -229,7 +299,13 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
                     let mut file: ResultsFile = run_ablation(&ctx, &cfg, None)?;
                     file.seed = Some(seed);
                     let csv = file.write(&path)?;
-                    finish_stage(&out, &stage, &[path.clone(), csv], started)?;
+                    finish_stage(
+                        &out,
+                        &stage,
+                        &[dir.weights()],
+                        &[path.clone(), csv],
+                        started,
+                    )?;
                 } else {
                     println!("    done before; skipped");
                 }
@@ -268,14 +344,76 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     Ok(())
 }
 
-/// The commit of the layerzero checkout this xtask was built from (not of the directory it is
-/// run in, which may be elsewhere).
+/// The commit of the layerzero checkout xtask's source lies in (not of the directory it is run
+/// in), read when the report is made: `cargo xtask` builds xtask from that checkout just
+/// before running it, so this is what ran, unless the binary is run by hand after the checkout
+/// moved on. Uncommitted changes to tracked files are marked (`<sha>+uncommitted changes`).
 fn git_commit() -> Option<String> {
-    std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let head = git(&["rev-parse", "HEAD"])?;
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    Some(if dirty {
+        format!("{head}+uncommitted changes")
+    } else {
+        head
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copied_study_checks_its_own_files_and_a_changed_input_reruns_the_stage() {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("study");
+        std::fs::create_dir_all(&out).unwrap();
+        let (weights, results) = (out.join("w.safetensors"), out.join("r.json"));
+        std::fs::write(&weights, b"weights").unwrap();
+        std::fs::write(&results, b"results").unwrap();
+        finish_stage(&out, "s", &[weights.clone()], &[results], Instant::now()).unwrap();
+        assert!(stage_done(&out, "s"));
+
+        // The copy's manifest names its own files: losing one there reruns the stage there.
+        let copy = root.path().join("copy");
+        std::fs::create_dir_all(copy.join("stages")).unwrap();
+        for f in ["w.safetensors", "r.json", "stages/s.json"] {
+            std::fs::copy(out.join(f), copy.join(f)).unwrap();
+        }
+        assert!(stage_done(&copy, "s"));
+        std::fs::remove_file(copy.join("r.json")).unwrap();
+        assert!(!stage_done(&copy, "s"));
+        assert!(stage_done(&out, "s"));
+
+        // New weights (the network trained again): the ablation's results are stale.
+        std::fs::write(&weights, b"retrained").unwrap();
+        assert!(!stage_done(&out, "s"));
+    }
+
+    #[test]
+    fn a_study_folder_refuses_another_profile_or_network() {
+        let out = tempfile::tempdir().unwrap();
+        let study = |arch: &str, profile: &str| Study {
+            arch: arch.into(),
+            profile: profile.into(),
+        };
+        check_study(out.path(), &study("resnet20", "smoke")).unwrap();
+        check_study(out.path(), &study("resnet20", "smoke")).unwrap();
+        for other in [study("resnet20", "quick"), study("resnet56", "smoke")] {
+            let err = check_study(out.path(), &other).unwrap_err().to_string();
+            assert!(
+                err.contains("--arch resnet20 --profile smoke") && err.contains("its own --out"),
+                "{err}"
+            );
+        }
+    }
 }
