@@ -341,6 +341,12 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             claim.id, claim.statement, claim.outcome, claim.holds_in, claim.tested_in
         );
     }
+    if profile == Profile::Smoke {
+        println!(
+            "  (smoke profile: barely trained networks on 1,000 test images; these verdicts check \
+             the pipeline, they are not findings; report.md says why)"
+        );
+    }
     Ok(())
 }
 
@@ -380,7 +386,14 @@ mod tests {
         let (weights, results) = (out.join("w.safetensors"), out.join("r.json"));
         std::fs::write(&weights, b"weights").unwrap();
         std::fs::write(&results, b"results").unwrap();
-        finish_stage(&out, "s", &[weights.clone()], &[results], Instant::now()).unwrap();
+        finish_stage(
+            &out,
+            "s",
+            std::slice::from_ref(&weights),
+            &[results],
+            Instant::now(),
+        )
+        .unwrap();
         assert!(stage_done(&out, "s"));
 
         // The copy's manifest names its own files: losing one there reruns the stage there.

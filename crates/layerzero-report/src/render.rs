@@ -184,6 +184,56 @@ fn baseline_section(md: &mut String, summary: &Summary) {
         }
     }
     let _ = writeln!(md);
+    for caution in underpowered(summary) {
+        let _ = writeln!(md, "**Caution:** {caution}\n");
+    }
+}
+
+/// Evaluations below which the verdicts say little: on fewer than this many images a 95 %
+/// interval of Δtop-1 is several points wide against the rule's 1 point ...
+const FEW_IMAGES: u64 = 5_000;
+/// ... and a network below this top-1 has not learnt the features whose layers the seed paper
+/// asks about (a smoke run ends near 10-20 %).
+const WEAK_TOP1: f64 = 0.5;
+
+/// A sentence for each baseline whose verdicts cannot carry the paper's question, so that a
+/// smoke run's "holds" is not read as a finding.
+fn underpowered(summary: &Summary) -> Vec<String> {
+    let mut out = Vec::new();
+    for net in &summary.networks {
+        for b in &net.baselines {
+            let few = b.n_images < FEW_IMAGES;
+            let weak = b.metrics.top1 < WEAK_TOP1;
+            if !(few || weak) {
+                continue;
+            }
+            let mut why = Vec::new();
+            if few {
+                why.push(format!(
+                    "only {} images were evaluated (the 95 % intervals of Δtop-1 are a few points \
+                     wide, against the rule's 1 point)",
+                    b.n_images
+                ));
+            }
+            if weak {
+                why.push(format!(
+                    "its baseline top-1 is {} %, a network that has not learnt much",
+                    pct(b.metrics.top1)
+                ));
+            }
+            let which = if b.seeds == [None] {
+                net.arch.clone()
+            } else {
+                format!("{} (seed {})", net.arch, seeds_label(&b.seeds))
+            };
+            out.push(format!(
+                "{which}: {}. Read its verdicts and claims as a check of the pipeline, not as \
+                 findings; the quick or paper profile on the full test set gives findings.",
+                why.join("; and ")
+            ));
+        }
+    }
+    out
 }
 
 fn claims_overview(md: &mut String, summary: &Summary) {

@@ -857,3 +857,35 @@ fn full_study_draws_every_figure() {
         write_report(out, &inp).unwrap();
     }
 }
+
+#[test]
+fn verdicts_from_few_images_or_a_weak_network_come_with_a_caution() {
+    // The standard study evaluates 1,000 images at about 90 % top-1.
+    let rendered = render_report(&standard()).unwrap();
+    let caution = |md: &str| {
+        md.lines()
+            .filter(|l| l.starts_with("**Caution:**"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let lines = caution(&rendered.markdown);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].contains("resnet20: only 1000 images were evaluated")
+            && !lines[0].contains("has not learnt"),
+        "{lines:?}"
+    );
+    // The full test set and a trained network: no caution.
+    let mut summary = rendered.summary.clone();
+    for net in &mut summary.networks {
+        for b in &mut net.baselines {
+            b.n_images = 10_000;
+        }
+    }
+    assert!(caution(&layerzero_report::render_markdown(&summary)).is_empty());
+    // A network near chance is flagged even on the full test set.
+    summary.networks[0].baselines[0].metrics.top1 = 0.16;
+    let lines = caution(&layerzero_report::render_markdown(&summary));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("baseline top-1 is 16.00 %"), "{lines:?}");
+}
