@@ -773,8 +773,9 @@ pub fn to_safetensors_bytes(net: &dyn Network, metadata: &WeightsMetadata) -> Re
     Ok(out)
 }
 
-/// Writes `net`'s weights to a safetensors file. The file is written beside its final name and
-/// renamed into place, so readers never see a partial file.
+/// Writes `net`'s weights to a safetensors file. The file is written beside its final name
+/// (`NAME.tmp-<pid>`), flushed to disk and renamed into place, and the folder is then flushed
+/// too (on Unix), so readers never see a partial file and the rename survives a crash.
 pub fn save_safetensors(net: &dyn Network, path: &Path, metadata: &WeightsMetadata) -> Result<()> {
     let bytes = to_safetensors_bytes(net, metadata)?;
     let io = |source| ModelError::Io {
@@ -785,15 +786,32 @@ pub fn save_safetensors(net: &dyn Network, path: &Path, metadata: &WeightsMetada
         .file_name()
         .ok_or_else(|| ModelError::BadInput(format!("{} is not a file path", path.display())))?;
     let mut tmp_name = file_name.to_os_string();
-    tmp_name.push(format!(".tmp{}", std::process::id()));
+    // `NAME.tmp-<pid>`, the form of every other atomic write, which a resumed training run
+    // recognises and removes when a kill left it behind.
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
-    // Write, flush to disk, rename: a crash or a full disk leaves the old file (or none),
-    // never a partial one, and no temporary file is left behind on error.
+    // Write, flush to disk, rename, flush the folder: a crash or a full disk leaves the old
+    // file (or none), never a partial one, and no temporary file is left behind on error.
     let written = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         std::io::Write::write_all(&mut f, &bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        #[cfg(unix)]
+        {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            // Some file systems cannot fsync a folder and say so with EINVAL
+            // (`InvalidInput`): that one error is ignored, there being nothing more to flush.
+            // Any other error is returned: the rename may not survive a crash.
+            match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+                Err(e) if e.kind() != std::io::ErrorKind::InvalidInput => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     })();
     written.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);

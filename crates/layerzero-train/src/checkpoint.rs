@@ -265,15 +265,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         f.write_all(bytes).map_err(|e| TrainError::io(&tmp, e))?;
         f.sync_all().map_err(|e| TrainError::io(&tmp, e))?;
         fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        sync_dir(dir)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Flushes a folder's entries (a rename into it) to disk.
+///
+/// Some file systems cannot fsync a folder and say so with `EINVAL` (`InvalidInput`); that
+/// one error is ignored, since there is nothing more to flush there. Any other error (opening
+/// the folder, an I/O error from the fsync) is returned: the rename may not survive a crash.
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> Result<()> {
+    match fs::File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e) if e.kind() != std::io::ErrorKind::InvalidInput => Err(TrainError::io(dir, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Folders cannot be opened for fsync on this platform; the rename is still atomic.
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> Result<()> {
+    Ok(())
 }
 
 #[cfg(test)]

@@ -275,9 +275,11 @@ fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(TrainError::io(path, e)),
     };
-    // A line without its newline is an append that a crash cut short (the checkpoint it
-    // belongs to was written before it, so resuming recomputes nothing it held): drop it.
-    // Anything else that does not parse is an error.
+    // A line without its newline is an append that a crash or a full disk cut short. Its
+    // epoch's checkpoint is written only after the line is complete (see the end of an epoch
+    // in `train_observed`), so that checkpoint does not exist: the resume starts from the
+    // epoch before, retrains the epoch and writes its line again. Drop it. Anything else that
+    // does not parse is an error.
     let complete = match text.rfind('\n') {
         Some(end) => &text[..=end],
         None => "",
@@ -304,6 +306,79 @@ fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
             })
         })
         .collect()
+}
+
+/// Whether `name` is a temporary file of an atomic write: `NAME.tmp-<pid>`
+/// ([`write_atomic`], and [`save_safetensors`] since it took the same form), or
+/// `{init,weights}.safetensors.tmp<pid>`, the form `save_safetensors` used before.
+fn is_leftover_temporary(name: &str) -> bool {
+    let Some(at) = name.rfind(".tmp") else {
+        return false;
+    };
+    let (stem, tail) = (&name[..at], &name[at + ".tmp".len()..]);
+    let digits = match tail.strip_prefix('-') {
+        Some(d) => d,
+        None if matches!(stem, "init.safetensors" | "weights.safetensors") => tail,
+        None => return false,
+    };
+    !stem.is_empty() && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Removes the temporaries that killed runs left in the run directory and its `checkpoints`
+/// folder (see [`is_leftover_temporary`]): regular files only, never through a symbolic link (a
+/// `checkpoints` that is a link is left alone). A file that cannot be removed is skipped; a
+/// folder that cannot be read is reported on stderr, like a skipped checkpoint.
+fn remove_leftover_temporaries(dir: &RunDir) {
+    let checkpoints = dir.root().join("checkpoints");
+    for folder in [dir.root(), checkpoints.as_path()] {
+        if folder == checkpoints.as_path() {
+            match fs::symlink_metadata(folder) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    eprintln!(
+                        "warning: {}: not looking for leftover temporary files ({e})",
+                        folder.display()
+                    );
+                    continue;
+                }
+            }
+        }
+        let entries = match fs::read_dir(folder) {
+            Ok(entries) => entries,
+            Err(e) => {
+                eprintln!(
+                    "warning: {}: not looking for leftover temporary files ({e})",
+                    folder.display()
+                );
+                continue;
+            }
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    eprintln!(
+                        "warning: {}: stopped looking for leftover temporary files ({e})",
+                        folder.display()
+                    );
+                    break;
+                }
+            };
+            // `file_type` does not follow a symbolic link: a link is no regular file.
+            let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+            if is_file
+                && entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(is_leftover_temporary)
+            {
+                // Best effort: a temporary that stays is harmless, only untidy.
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 fn write_metrics(path: &Path, metrics: &[EpochMetrics]) -> Result<()> {
@@ -367,6 +442,9 @@ pub fn train_observed(
             found: format!("{} already holds a run", dir.root().display()),
         });
     }
+    // The run directory is this process's from here on: temporaries that a killed run left
+    // (`NAME.tmp-<pid>`) can never be renamed into place, so they go.
+    remove_leftover_temporaries(&dir);
 
     let train_set = match config.train_limit {
         Some(n) => train_set.clone().truncate(n),
@@ -507,7 +585,9 @@ pub fn train_observed(
         // The metrics line first, then the checkpoint: a crash between the two leaves a line
         // for an epoch without a checkpoint, which a resume drops (it keeps the lines up to
         // the checkpoint's epoch) before running that epoch again. The other order could lose
-        // the line of a checkpointed epoch.
+        // the line of a checkpointed epoch. A crash or a full disk during the append itself
+        // leaves a line without its newline and no checkpoint of the epoch: `read_metrics`
+        // drops that line and the resume retrains the epoch.
         metrics.push(m.clone());
         append_metrics(&dir.metrics(), &m)?;
         save_checkpoint(net, &sgd, &dir, config, epoch, step)?;
@@ -832,7 +912,8 @@ fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<()> {
         .append(true)
         .open(path)
         .map_err(|e| TrainError::io(path, e))?;
-    // One write of the whole line, newline included, so a crash cannot split it.
+    // One write of the whole line, newline included, so that only a crash during that write
+    // or a full disk (a short write) can cut it short; `read_metrics` drops such a line.
     let mut line = serde_json::to_string(m).unwrap_or_default();
     line.push('\n');
     f.write_all(line.as_bytes())

@@ -266,6 +266,168 @@ fn resume_drops_a_torn_metrics_line_but_refuses_a_malformed_one() {
     assert!(e.contains("line 2") && e.contains("metrics.jsonl"), "{e}");
 }
 
+/// A SIGKILL during an atomic write leaves its temporary (`NAME.tmp-<pid>`) behind; the next
+/// run on the directory removes every such file in it and in `checkpoints/`, and nothing else.
+#[test]
+fn resume_removes_temporaries_a_killed_run_left() {
+    let run = one_epoch_of_two(4);
+    let root = run.dir.path();
+    let checkpoints = root.join("checkpoints");
+    let leftovers = [
+        checkpoints.join("epoch-002.safetensors.tmp-99999"),
+        root.join("weights.safetensors.tmp-12345"),
+        root.join("metrics.jsonl.tmp-5583"),
+        // The form `save_safetensors` used for its temporaries before `.tmp-<pid>`.
+        root.join("init.safetensors.tmp4242"),
+    ];
+    let kept = [
+        root.join("notes.tmp.txt"),
+        root.join("keep.tmp-abc"),
+        root.join("keep.tmp-12x"),
+        root.join("keep.tmp-"),
+        root.join("results.json.tmp-1.bak"),
+        root.join("notes.tmp123"),
+        checkpoints.join("mine.tmp-abc"),
+    ];
+    for path in leftovers.iter().chain(&kept) {
+        std::fs::write(path, b"partial bytes").unwrap();
+    }
+    // A folder and a symbolic link with a temporary's name are no temporaries: both stay, and
+    // the link's target is not touched.
+    let folder = root.join("folder.tmp-777");
+    std::fs::create_dir(&folder).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("target.tmp-888");
+    std::fs::write(&target, b"not the run's").unwrap();
+    let link = root.join("link.tmp-999");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+
+    let resume = RunOptions {
+        resume: true,
+        ..RunOptions::default()
+    };
+    let out = run.again(net(4).as_ref(), &resume).unwrap();
+    assert!(out.finished);
+    for path in &leftovers {
+        assert!(!path.exists(), "{} was left", path.display());
+    }
+    for path in &kept {
+        assert_eq!(
+            std::fs::read(path).unwrap(),
+            b"partial bytes",
+            "{} changed",
+            path.display()
+        );
+    }
+    assert!(folder.is_dir());
+    assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(&target).unwrap(), b"not the run's");
+}
+
+/// Records where the observer saw training start and which epochs it saw end.
+#[derive(Default)]
+struct EpochLog(std::sync::Mutex<(Vec<usize>, Vec<usize>)>);
+impl TrainObserver for EpochLog {
+    fn start(&self, epoch: usize, _epochs: usize, _steps_per_epoch: usize) {
+        self.0.lock().unwrap().0.push(epoch);
+    }
+    fn epoch(&self, metrics: &layerzero_train::EpochMetrics) {
+        self.0.lock().unwrap().1.push(metrics.epoch);
+    }
+}
+
+/// A resume falls back to the newest checkpoint that verifies: with the newest one's data
+/// flipped, it starts from the one before, retrains the epoch, and ends with the weights and
+/// metrics of an uninterrupted run.
+#[test]
+fn resume_falls_back_past_a_corrupt_checkpoint_to_the_same_result() {
+    let train_set = synthetic(64, Split::Train);
+    let test_set = synthetic(32, Split::Test);
+    let config = small_config(3, 64, 32);
+
+    let straight = net(6);
+    let dir_a = tempfile::tempdir().unwrap();
+    let a = train(
+        straight.as_ref(),
+        &train_set,
+        &test_set,
+        &config,
+        dir_a.path(),
+        &RunOptions::default(),
+    )
+    .unwrap();
+    assert!(a.finished);
+
+    let dir_b = tempfile::tempdir().unwrap();
+    let stop = RunOptions {
+        max_epochs: Some(2),
+        ..RunOptions::default()
+    };
+    let b1 = train(
+        net(6).as_ref(),
+        &train_set,
+        &test_set,
+        &config,
+        dir_b.path(),
+        &stop,
+    )
+    .unwrap();
+    assert_eq!((b1.epochs_done, b1.finished), (2, false));
+
+    // Flip one byte in the middle of the newest checkpoint's data section.
+    let run = RunDir::new(dir_b.path());
+    assert_eq!(run.checkpoint_epochs(), [0, 1, 2]);
+    let newest = run.checkpoint(2);
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let data_start = 8 + header_len;
+    let pos = data_start + (bytes.len() - data_start) / 2;
+    bytes[pos] ^= 0x40;
+    std::fs::write(&newest, &bytes).unwrap();
+    assert!(matches!(
+        layerzero_train::Checkpoint::load(&newest, &Device::Cpu),
+        Err(TrainError::CorruptCheckpoint { .. })
+    ));
+
+    // A new process, from another initialisation.
+    let resumed = net(77);
+    let log = EpochLog::default();
+    let b2 = train_observed(
+        resumed.as_ref(),
+        &train_set,
+        &test_set,
+        &config,
+        dir_b.path(),
+        &RunOptions {
+            resume: true,
+            ..RunOptions::default()
+        },
+        &log,
+    )
+    .unwrap();
+    assert!(b2.finished);
+    let (starts, epochs) = log.0.into_inner().unwrap();
+    assert_eq!(
+        starts,
+        [1],
+        "the resume did not start from epoch 1's checkpoint"
+    );
+    assert_eq!(epochs, [2, 3], "epoch 2 was not retrained");
+    assert_same_state(
+        &state_bytes(straight.as_ref()),
+        &state_bytes(resumed.as_ref()),
+        "resumed past a corrupt checkpoint against uninterrupted",
+    );
+    assert_eq!(
+        std::fs::read(RunDir::new(dir_a.path()).weights()).unwrap(),
+        std::fs::read(run.weights()).unwrap(),
+        "weights.safetensors differs"
+    );
+    assert_same_metrics(&a.metrics, &b2.metrics, "metrics after the fallback");
+    // The retrained epoch's checkpoint replaced the corrupt one.
+    layerzero_train::Checkpoint::load(&newest, &Device::Cpu).unwrap();
+}
+
 #[test]
 fn corrupt_checkpoint_is_named_and_not_loaded() {
     let one = one_epoch_of_two(1);
