@@ -6,7 +6,7 @@ use layerzero_ablate::AblationMode;
 
 use crate::claims::{ClaimEvaluation, ClaimOutcome, COMBINATION_RULE};
 use crate::summary::{
-    seed_label, Consensus, LayerSummary, ModeSummary, NetworkSummary, Stat, Summary,
+    seed_label, Consensus, Family, LayerSummary, ModeSummary, NetworkSummary, Stat, Summary,
 };
 
 /// A fraction as a percentage with two decimals: `0.9312` → `93.12`.
@@ -405,10 +405,25 @@ fn network_section(md: &mut String, net: &NetworkSummary) {
                 .join(", ")
         );
         if m.mode.is_cumulative() {
+            let _ = writeln!(
+                md,
+                "Each step keeps the ablation that costs least on the evaluated images \
+                 themselves, so the path is chosen and scored on the same images: its accuracies \
+                 are optimistic for images it did not see.\n"
+            );
             cumulative_tables(md, m);
         } else if m.mode.is_swept() {
             sweep_table(md, m);
         } else {
+            if net.family == Family::Plain && m.mode == AblationMode::ZeroKernel {
+                let _ = writeln!(
+                    md,
+                    "Without shortcuts, a zeroed kernel cuts the network at that layer: \
+                     everything after it sees a constant (at most the batch norm's shift), so \
+                     every image gets the same class and top-1 falls to that class's share of \
+                     the images. Rows with the same accuracy and flips are that, not a bug.\n"
+                );
+            }
             layer_table(md, m);
         }
     }

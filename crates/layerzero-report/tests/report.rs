@@ -513,6 +513,9 @@ fn a_missing_figure_input_omits_the_figure_and_says_so() {
     let cum = dir.path().join("figures/cumulative.svg");
     assert!(files.figures.contains(&cum));
     assert!(is_svg(&std::fs::read_to_string(&cum).unwrap()));
+    // The greedy path is chosen on the images it is scored on, and the report says so.
+    let md = std::fs::read_to_string(&files.report_md).unwrap();
+    assert!(md.contains("optimistic for images it did not see"), "{md}");
     let md = std::fs::read_to_string(&files.report_md).unwrap();
     assert!(md.contains(
         "| step | layer ablated (in addition) | role | top-1 (%) | Δtop-1 vs baseline (pp) |"
@@ -888,4 +891,21 @@ fn verdicts_from_few_images_or_a_weak_network_come_with_a_caution() {
     let lines = caution(&layerzero_report::render_markdown(&summary));
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("baseline top-1 is 16.00 %"), "{lines:?}");
+}
+
+#[test]
+fn the_plain_net_and_the_cumulative_path_say_how_to_read_them() {
+    let md = render_report(&standard()).unwrap().markdown;
+    let section = |title: &str| {
+        let start = md
+            .find(title)
+            .unwrap_or_else(|| panic!("no {title} in {md}"));
+        let end = md[start + 1..]
+            .find("\n### ")
+            .map_or(md.len(), |e| start + 1 + e);
+        md[start..end].to_string()
+    };
+    // Only the plain net's zero-kernel table explains its identical rows.
+    assert!(section("### plain20 — zero-kernel").contains("every image gets the same class"));
+    assert!(!section("### resnet20 — zero-kernel").contains("every image gets the same class"));
 }
