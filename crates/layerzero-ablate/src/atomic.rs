@@ -1,9 +1,10 @@
 //! Atomic file writes: a reader sees either the old file or the complete new one, never a
 //! partial write, even if the writer is killed (e.g. a pre-empted Slurm or Kubernetes job).
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
+
+use layerzero_models::atomic::{folder_of, sync_folder, temporary_for, write_synced};
 
 use crate::error::{Error, Result};
 
@@ -23,9 +24,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// leaves every old file as it was; only a kill between two renames, which do no I/O, can
 /// leave a mix.
 pub fn write_atomic_all(files: &[(&Path, &[u8])]) -> Result<()> {
-    let mut temps: Vec<(PathBuf, &Path, PathBuf)> = Vec::with_capacity(files.len());
+    let mut temps: Vec<(PathBuf, &Path, &Path)> = Vec::with_capacity(files.len());
     for &(path, _) in files {
-        let file_name = path.file_name().ok_or_else(|| {
+        let tmp = temporary_for(path).ok_or_else(|| {
             Error::io(
                 path,
                 std::io::Error::new(
@@ -34,18 +35,14 @@ pub fn write_atomic_all(files: &[(&Path, &[u8])]) -> Result<()> {
                 ),
             )
         })?;
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let mut tmp_name = file_name.to_os_string();
-        tmp_name.push(format!(".tmp-{}", std::process::id()));
-        temps.push((dir.join(tmp_name), path, dir));
+        temps.push((tmp, path, folder_of(path)));
     }
     let written = files
         .iter()
         .zip(&temps)
-        .try_for_each(|(&(_, bytes), (tmp, _, _))| write_synced(tmp, bytes));
+        .try_for_each(|(&(_, bytes), (tmp, _, _))| {
+            write_synced(tmp, bytes).map_err(|e| Error::io(tmp, e))
+        });
     if written.is_err() {
         for (tmp, _, _) in &temps {
             // Best effort: a temporary file may not even exist.
@@ -62,30 +59,8 @@ pub fn write_atomic_all(files: &[(&Path, &[u8])]) -> Result<()> {
         }
     }
     for (_, _, dir) in &temps {
-        sync_dir(dir)?;
+        sync_folder(dir).map_err(|e| Error::io(dir, e))?;
     }
-    Ok(())
-}
-
-fn write_synced(tmp: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
-    file.write_all(bytes).map_err(|e| Error::io(tmp, e))?;
-    file.sync_all().map_err(|e| Error::io(tmp, e))
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> Result<()> {
-    // Some file systems cannot sync a folder and say so with EINVAL: the rename stands, only
-    // its durability across a power cut is the file system's. Any other error fails the write.
-    match File::open(dir).and_then(|d| d.sync_all()) {
-        Err(e) if e.kind() != std::io::ErrorKind::InvalidInput => Err(Error::io(dir, e)),
-        _ => Ok(()),
-    }
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> Result<()> {
-    // Directories cannot be opened for fsync on this platform; the rename is still atomic.
     Ok(())
 }
 

@@ -53,6 +53,7 @@
 #![deny(missing_docs)]
 
 pub mod arch;
+pub mod atomic;
 mod builder;
 mod error;
 pub mod hub;

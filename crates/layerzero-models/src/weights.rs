@@ -782,37 +782,13 @@ pub fn save_safetensors(net: &dyn Network, path: &Path, metadata: &WeightsMetada
         path: path.display().to_string(),
         source,
     };
-    let file_name = path
-        .file_name()
+    let tmp = crate::atomic::temporary_for(path)
         .ok_or_else(|| ModelError::BadInput(format!("{} is not a file path", path.display())))?;
-    let mut tmp_name = file_name.to_os_string();
-    // `NAME.tmp-<pid>`, the form of every other atomic write, which a resumed training run
-    // recognises and removes when a kill left it behind.
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
     // Write, flush to disk, rename, flush the folder: a crash or a full disk leaves the old
     // file (or none), never a partial one, and no temporary file is left behind on error.
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, &bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        #[cfg(unix)]
-        {
-            let dir = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            // Some file systems cannot fsync a folder and say so with EINVAL
-            // (`InvalidInput`): that one error is ignored, there being nothing more to flush.
-            // Any other error is returned: the rename may not survive a crash.
-            match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
-                Err(e) if e.kind() != std::io::ErrorKind::InvalidInput => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(())
-    })();
+    let written = crate::atomic::write_synced(&tmp, &bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .and_then(|()| crate::atomic::sync_folder(crate::atomic::folder_of(path)));
     written.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         io(e)

@@ -12,8 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::{Dtype as StDtype, TensorView};
@@ -252,44 +251,20 @@ fn view_to_tensor(v: &TensorView<'_>, device: &Device) -> std::result::Result<Te
 /// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename, fsync of the
 /// folder. Readers see the old contents or the new, never a mixture.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    use layerzero_models::atomic::{folder_of, sync_folder, temporary_for, write_synced};
+    let dir = folder_of(path);
     fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp: PathBuf = dir.join(tmp_name);
+    let tmp =
+        temporary_for(path).unwrap_or_else(|| dir.join(format!(".tmp-{}", std::process::id())));
     let result = (|| {
-        let mut f = fs::File::create(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| TrainError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| TrainError::io(&tmp, e))?;
+        write_synced(&tmp, bytes).map_err(|e| TrainError::io(&tmp, e))?;
         fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
-        sync_dir(dir)
+        sync_folder(dir).map_err(|e| TrainError::io(dir, e))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
-}
-
-/// Flushes a folder's entries (a rename into it) to disk.
-///
-/// Some file systems cannot fsync a folder and say so with `EINVAL` (`InvalidInput`); that
-/// one error is ignored, since there is nothing more to flush there. Any other error (opening
-/// the folder, an I/O error from the fsync) is returned: the rename may not survive a crash.
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> Result<()> {
-    match fs::File::open(dir).and_then(|d| d.sync_all()) {
-        Err(e) if e.kind() != std::io::ErrorKind::InvalidInput => Err(TrainError::io(dir, e)),
-        _ => Ok(()),
-    }
-}
-
-/// Folders cannot be opened for fsync on this platform; the rename is still atomic.
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> Result<()> {
-    Ok(())
 }
 
 #[cfg(test)]

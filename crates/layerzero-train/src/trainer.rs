@@ -308,24 +308,8 @@ fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
         .collect()
 }
 
-/// Whether `name` is a temporary file of an atomic write: `NAME.tmp-<pid>`
-/// ([`write_atomic`], and [`save_safetensors`] since it took the same form), or
-/// `{init,weights}.safetensors.tmp<pid>`, the form `save_safetensors` used before.
-fn is_leftover_temporary(name: &str) -> bool {
-    let Some(at) = name.rfind(".tmp") else {
-        return false;
-    };
-    let (stem, tail) = (&name[..at], &name[at + ".tmp".len()..]);
-    let digits = match tail.strip_prefix('-') {
-        Some(d) => d,
-        None if matches!(stem, "init.safetensors" | "weights.safetensors") => tail,
-        None => return false,
-    };
-    !stem.is_empty() && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
-}
-
 /// Removes the temporaries that killed runs left in the run directory and its `checkpoints`
-/// folder (see [`is_leftover_temporary`]): regular files only, never through a symbolic link (a
+/// folder ([`layerzero_models::atomic::is_temporary`]): regular files only, never through a symbolic link (a
 /// `checkpoints` that is a link is left alone). A file that cannot be removed is skipped; a
 /// folder that cannot be read is reported on stderr, like a skipped checkpoint.
 fn remove_leftover_temporaries(dir: &RunDir) {
@@ -372,7 +356,7 @@ fn remove_leftover_temporaries(dir: &RunDir) {
                 && entry
                     .file_name()
                     .to_str()
-                    .is_some_and(is_leftover_temporary)
+                    .is_some_and(layerzero_models::atomic::is_temporary)
             {
                 // Best effort: a temporary that stays is harmless, only untidy.
                 let _ = fs::remove_file(entry.path());
