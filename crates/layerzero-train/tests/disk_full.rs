@@ -13,17 +13,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{Device, Tensor};
-use layerzero_data::Split;
 use layerzero_models::{
     create_model, read_safetensors, save_safetensors, ModelConfig, WeightsMetadata,
 };
 use layerzero_train::{
-    train, write_atomic, Checkpoint, CheckpointMeta, LrSchedule, Profile, RunDir, RunOptions,
-    TrainConfig,
+    write_atomic, Checkpoint, CheckpointMeta, LrSchedule, Profile, RunDir, RunOptions, TrainConfig,
 };
 
 mod common;
-use common::{assert_same_metrics, assert_same_state, net, state_bytes, synthetic};
+use common::{
+    assert_same_metrics, assert_same_state, net, resuming, state_bytes, stop_after, Setup,
+};
 
 const DIR_ENV: &str = "LAYERZERO_DISK_FULL_DIR";
 
@@ -197,39 +197,24 @@ fn run_file_write_on_a_full_disk_keeps_the_previous_file() {
 }
 
 /// A 2-epoch run of ResNet-8 on 64 synthetic images, the same in the parent and the child.
-fn tiny_run() -> (
-    layerzero_data::CifarSet,
-    layerzero_data::CifarSet,
-    TrainConfig,
-) {
+fn tiny_run() -> Setup {
     let mut c = TrainConfig::from_profile(Profile::Smoke, "resnet8", 3);
     c.epochs = 2;
     c.batch_size = 32;
     c.train_limit = Some(64);
     c.test_limit = None;
     c.schedule = LrSchedule::one_cycle(0.1, 2 * 2, 0.3);
-    (synthetic(64, Split::Train), synthetic(32, Split::Test), c)
+    Setup::synthetic(64, 32, c)
 }
 
 #[test]
 #[ignore = "child of metrics_append_on_a_full_disk_leaves_a_torn_line_that_resume_drops"]
 fn child_metrics_append() {
-    let (train_set, test_set, config) = tiny_run();
-    let resume = RunOptions {
-        resume: true,
-        ..RunOptions::default()
-    };
     // The resume rewrites metrics.jsonl as it is (within the limit), trains epoch 2, and its
     // append of epoch 2's line crosses the limit.
-    let err = train(
-        net(8).as_ref(),
-        &train_set,
-        &test_set,
-        &config,
-        &child_dir(),
-        &resume,
-    )
-    .unwrap_err();
+    let err = tiny_run()
+        .train(net(8).as_ref(), &child_dir(), &resuming())
+        .unwrap_err();
     println!("error: {err}");
 }
 
@@ -239,33 +224,17 @@ fn child_metrics_append() {
 /// uninterrupted run does.
 #[test]
 fn metrics_append_on_a_full_disk_leaves_a_torn_line_that_resume_drops() {
-    let (train_set, test_set, config) = tiny_run();
+    let setup = tiny_run();
     let straight = net(8);
     let dir_a = tempfile::tempdir().unwrap();
-    let a = train(
-        straight.as_ref(),
-        &train_set,
-        &test_set,
-        &config,
-        dir_a.path(),
-        &RunOptions::default(),
-    )
-    .unwrap();
+    let a = setup
+        .train(straight.as_ref(), dir_a.path(), &RunOptions::default())
+        .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let stop = RunOptions {
-        max_epochs: Some(1),
-        ..RunOptions::default()
-    };
-    train(
-        net(8).as_ref(),
-        &train_set,
-        &test_set,
-        &config,
-        dir.path(),
-        &stop,
-    )
-    .unwrap();
+    setup
+        .train(net(8).as_ref(), dir.path(), &stop_after(1))
+        .unwrap();
     let run = RunDir::new(dir.path());
     let first_line = std::fs::read(run.metrics()).unwrap();
     assert_eq!(first_line.iter().filter(|&&b| b == b'\n').count(), 1);
@@ -293,18 +262,9 @@ fn metrics_append_on_a_full_disk_leaves_a_torn_line_that_resume_drops() {
     );
 
     let resumed = net(99);
-    let b = train(
-        resumed.as_ref(),
-        &train_set,
-        &test_set,
-        &config,
-        dir.path(),
-        &RunOptions {
-            resume: true,
-            ..RunOptions::default()
-        },
-    )
-    .unwrap();
+    let b = setup
+        .train(resumed.as_ref(), dir.path(), &resuming())
+        .unwrap();
     assert!(b.finished);
     assert_eq!(b.metrics.len(), 2);
     let text = std::fs::read_to_string(run.metrics()).unwrap();

@@ -4,11 +4,10 @@
 
 mod common;
 use common::{
-    assert_same_metrics, assert_same_state, net, state_bytes, stop_after_one_epoch_then_resume,
-    synthetic,
+    assert_same_metrics, assert_same_state, in_pool, net, state_bytes,
+    stop_after_one_epoch_then_resume, Setup,
 };
-use layerzero_data::Split;
-use layerzero_train::{train, LrSchedule, Profile, RunOptions, TrainConfig, TrainOutcome};
+use layerzero_train::{LrSchedule, Profile, RunOptions, TrainConfig, TrainOutcome};
 
 fn ghost_config(epochs: usize, ghosts: usize) -> TrainConfig {
     let mut c = TrainConfig::from_profile(Profile::Smoke, "resnet8", 3);
@@ -22,24 +21,13 @@ fn ghost_config(epochs: usize, ghosts: usize) -> TrainConfig {
 
 /// Trains `config` from `seed` in a pool of `threads` threads; the final state and outcome.
 fn run_on(threads: usize, config: &TrainConfig) -> (Vec<(String, Vec<u8>)>, TrainOutcome) {
-    let train_set = synthetic(96, Split::Train);
-    let test_set = synthetic(32, Split::Test);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
-    pool.install(|| {
+    let setup = Setup::synthetic(96, 32, config.clone());
+    in_pool(threads, || {
         let network = net(11);
         let dir = tempfile::tempdir().unwrap();
-        let out = train(
-            network.as_ref(),
-            &train_set,
-            &test_set,
-            config,
-            dir.path(),
-            &RunOptions::default(),
-        )
-        .unwrap();
+        let out = setup
+            .train(network.as_ref(), dir.path(), &RunOptions::default())
+            .unwrap();
         (state_bytes(network.as_ref()), out)
     })
 }
@@ -79,35 +67,16 @@ fn weights_do_not_depend_on_how_many_ghost_batches_run_side_by_side() {
 
 #[test]
 fn a_ghost_batch_run_resumes_bit_identically() {
-    let train_set = synthetic(96, Split::Train);
-    let test_set = synthetic(32, Split::Test);
-    let config = ghost_config(2, 2);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    pool.install(|| {
+    let setup = Setup::synthetic(96, 32, ghost_config(2, 2));
+    in_pool(2, || {
         let straight = net(5);
         let dir_a = tempfile::tempdir().unwrap();
-        train(
-            straight.as_ref(),
-            &train_set,
-            &test_set,
-            &config,
-            dir_a.path(),
-            &RunOptions::default(),
-        )
-        .unwrap();
+        setup
+            .train(straight.as_ref(), dir_a.path(), &RunOptions::default())
+            .unwrap();
 
         let dir_b = tempfile::tempdir().unwrap();
-        let (resumed, _) = stop_after_one_epoch_then_resume(
-            net,
-            (5, 77),
-            &train_set,
-            &test_set,
-            &config,
-            dir_b.path(),
-        );
+        let (resumed, _) = stop_after_one_epoch_then_resume(net, (5, 77), &setup, dir_b.path());
         assert!(state_bytes(straight.as_ref()) == state_bytes(resumed.as_ref()));
     });
 }

@@ -2,11 +2,10 @@
 //! written before the options existed, and a resized run that resumes bit-identically.
 
 mod common;
-use common::{stop_after_one_epoch_then_resume, synthetic};
-use layerzero_data::Split;
+use common::{stop_after_one_epoch_then_resume, Setup};
 use layerzero_models::{create_model, ModelConfig, Network};
 use layerzero_train::{
-    train, LrSchedule, Profile, ProgressiveResize, RunDir, RunOptions, TrainConfig, TrainError,
+    LrSchedule, Profile, ProgressiveResize, RunDir, RunOptions, TrainConfig, TrainError,
 };
 
 fn resized_config(arch: &str, epochs: usize, resize: &str) -> TrainConfig {
@@ -97,35 +96,20 @@ fn configurations_written_before_the_options_read_as_off() {
 
 #[test]
 fn a_resized_run_resumes_bit_identically_and_reports_its_sides() {
-    let train_set = synthetic(128, Split::Train);
-    let test_set = synthetic(32, Split::Test);
-    let config = resized_config("resnet8", 3, "16:1,24:1");
+    let mut setup = Setup::synthetic(128, 32, resized_config("resnet8", 3, "16:1,24:1"));
     let net = |seed| create_model("resnet8", &ModelConfig::new(10).with_seed(seed)).unwrap();
 
     let straight = net(5);
     let dir_a = tempfile::tempdir().unwrap();
-    let a = train(
-        straight.as_ref(),
-        &train_set,
-        &test_set,
-        &config,
-        dir_a.path(),
-        &RunOptions::default(),
-    )
-    .unwrap();
+    let a = setup
+        .train(straight.as_ref(), dir_a.path(), &RunOptions::default())
+        .unwrap();
     let sides: Vec<usize> = a.metrics.iter().map(|m| m.image_side).collect();
     assert_eq!(sides, [16, 24, 32]);
 
     // Stopped after the first (16×16) epoch, resumed in a fresh network.
     let dir_b = tempfile::tempdir().unwrap();
-    let (resumed, b) = stop_after_one_epoch_then_resume(
-        net,
-        (5, 77),
-        &train_set,
-        &test_set,
-        &config,
-        dir_b.path(),
-    );
+    let (resumed, b) = stop_after_one_epoch_then_resume(net, (5, 77), &setup, dir_b.path());
     assert!(b.finished);
     assert_eq!(weights(straight.as_ref()), weights(resumed.as_ref()));
     assert_eq!(
@@ -134,40 +118,25 @@ fn a_resized_run_resumes_bit_identically_and_reports_its_sides() {
     );
 
     // The options change the run: without them the weights differ.
-    let mut plain = config.clone();
-    plain.progressive_resize = None;
-    plain.alternating_flip = false;
+    setup.config.progressive_resize = None;
+    setup.config.alternating_flip = false;
     let other = net(5);
     let dir_c = tempfile::tempdir().unwrap();
-    train(
-        other.as_ref(),
-        &train_set,
-        &test_set,
-        &plain,
-        dir_c.path(),
-        &RunOptions::default(),
-    )
-    .unwrap();
+    setup
+        .train(other.as_ref(), dir_c.path(), &RunOptions::default())
+        .unwrap();
     assert_ne!(weights(straight.as_ref()), weights(other.as_ref()));
 }
 
 #[test]
 fn an_architecture_that_cannot_take_small_images_is_refused_before_training() {
-    let train_set = synthetic(64, Split::Train);
-    let test_set = synthetic(32, Split::Test);
     // VGG-16's five max-poolings need at least 32×32.
-    let config = resized_config("vgg16-bn", 2, "16:1");
+    let setup = Setup::synthetic(64, 32, resized_config("vgg16-bn", 2, "16:1"));
     let net = create_model("vgg16-bn", &ModelConfig::new(10).with_seed(1)).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let err = train(
-        net.as_ref(),
-        &train_set,
-        &test_set,
-        &config,
-        dir.path(),
-        &RunOptions::default(),
-    )
-    .unwrap_err();
+    let err = setup
+        .train(net.as_ref(), dir.path(), &RunOptions::default())
+        .unwrap_err();
     assert!(matches!(err, TrainError::InvalidConfig { .. }), "{err}");
     assert!(err.to_string().contains("16×16"), "{err}");
     // Refused before anything is written.
@@ -177,23 +146,16 @@ fn an_architecture_that_cannot_take_small_images_is_refused_before_training() {
 #[test]
 fn a_batch_larger_than_the_training_set_is_refused_before_training() {
     // 64 images and batches of 128: with the last partial batch dropped, no step would run.
-    let train_set = synthetic(64, Split::Train);
-    let test_set = synthetic(32, Split::Test);
     let mut config = resized_config("resnet8", 1, "16:1");
     config.progressive_resize = None;
     config.batch_size = 128;
     config.ghost_batches = 1;
+    let setup = Setup::synthetic(64, 32, config);
     let net = create_model("resnet8", &ModelConfig::new(10).with_seed(1)).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let err = train(
-        net.as_ref(),
-        &train_set,
-        &test_set,
-        &config,
-        dir.path(),
-        &RunOptions::default(),
-    )
-    .unwrap_err();
+    let err = setup
+        .train(net.as_ref(), dir.path(), &RunOptions::default())
+        .unwrap_err();
     assert!(matches!(err, TrainError::InvalidConfig { .. }), "{err}");
     let text = err.to_string();
     assert!(

@@ -7,10 +7,11 @@ use candle_core::Device;
 use layerzero_data::{fetch, CifarSet, Dataset, Location, Source, Split};
 use layerzero_models::{create_model, ModelConfig, Network};
 mod common;
-use common::{assert_same_metrics, assert_same_state, net, state_bytes, synthetic};
+use common::{
+    assert_same_metrics, assert_same_state, in_pool, net, resuming, state_bytes, stop_after, Setup,
+};
 use layerzero_train::{
-    train, train_observed, LrSchedule, Profile, RunDir, RunOptions, TrainConfig, TrainError,
-    TrainObserver,
+    LrSchedule, Profile, RunDir, RunOptions, TrainConfig, TrainError, TrainObserver,
 };
 
 /// The real CIFAR-10 (extracted once into the target folder), or `None` with the reason printed.
@@ -54,18 +55,16 @@ fn overfits_256_real_images() {
     config.augment = false;
     config.sgd.weight_decay = 0.0;
     config.schedule = LrSchedule::one_cycle(0.05, 40 * 8, 0.2);
-    let net = net(1);
-    let run = tempfile::tempdir().unwrap();
     // Evaluate on the same 256 images: the point is memorisation, in eval mode too.
-    let outcome = train(
-        net.as_ref(),
-        &train_set,
-        &train_set,
-        &config,
-        run.path(),
-        &RunOptions::default(),
-    )
-    .unwrap();
+    let setup = Setup {
+        test_set: train_set.clone(),
+        train_set,
+        config,
+    };
+    let run = tempfile::tempdir().unwrap();
+    let outcome = setup
+        .train(net(1).as_ref(), run.path(), &RunOptions::default())
+        .unwrap();
     let last = outcome.metrics.last().unwrap();
     assert!(outcome.finished);
     assert_eq!(
@@ -82,55 +81,26 @@ fn overfits_256_real_images() {
 
 #[test]
 fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
-    let train_set = synthetic(192, Split::Train);
-    let test_set = synthetic(64, Split::Test);
-    let config = small_config(2, 192, 32);
+    let setup = Setup::synthetic(192, 64, small_config(2, 192, 32));
 
     let straight = net(5);
     let dir_a = tempfile::tempdir().unwrap();
-    let a = train(
-        straight.as_ref(),
-        &train_set,
-        &test_set,
-        &config,
-        dir_a.path(),
-        &RunOptions::default(),
-    )
-    .unwrap();
+    let a = setup
+        .train(straight.as_ref(), dir_a.path(), &RunOptions::default())
+        .unwrap();
     assert!(a.finished);
 
     let dir_b = tempfile::tempdir().unwrap();
-    let first = net(5);
-    let stop = RunOptions {
-        max_epochs: Some(1),
-        ..RunOptions::default()
-    };
-    let b1 = train(
-        first.as_ref(),
-        &train_set,
-        &test_set,
-        &config,
-        dir_b.path(),
-        &stop,
-    )
-    .unwrap();
+    let b1 = setup
+        .train(net(5).as_ref(), dir_b.path(), &stop_after(1))
+        .unwrap();
     assert!(!b1.finished);
     assert!(!RunDir::new(dir_b.path()).weights().exists());
     // A new process: a fresh network with another initialisation, restored from the checkpoint.
     let resumed = net(99);
-    let resume = RunOptions {
-        resume: true,
-        ..RunOptions::default()
-    };
-    let b2 = train(
-        resumed.as_ref(),
-        &train_set,
-        &test_set,
-        &config,
-        dir_b.path(),
-        &resume,
-    )
-    .unwrap();
+    let b2 = setup
+        .train(resumed.as_ref(), dir_b.path(), &resuming())
+        .unwrap();
     assert!(b2.finished);
     assert_eq!(
         state_bytes(straight.as_ref()),
@@ -152,26 +122,14 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
 /// threads.
 #[test]
 fn weights_do_not_depend_on_the_thread_count() {
-    let train_set = synthetic(96, Split::Train);
-    let test_set = synthetic(32, Split::Test);
-    let config = small_config(1, 96, 32);
+    let setup = Setup::synthetic(96, 32, small_config(1, 96, 32));
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        in_pool(threads, || {
             let network = net(11);
             let dir = tempfile::tempdir().unwrap();
-            let out = train(
-                network.as_ref(),
-                &train_set,
-                &test_set,
-                &config,
-                dir.path(),
-                &RunOptions::default(),
-            )
-            .unwrap();
+            let out = setup
+                .train(network.as_ref(), dir.path(), &RunOptions::default())
+                .unwrap();
             (state_bytes(network.as_ref()), out.metrics[0].train_loss)
         })
     };
@@ -189,9 +147,7 @@ fn weights_do_not_depend_on_the_thread_count() {
 /// A run of a 2-epoch configuration on small synthetic data, stopped after its first epoch.
 struct OneEpochRun {
     dir: tempfile::TempDir,
-    train_set: CifarSet,
-    test_set: CifarSet,
-    config: TrainConfig,
+    setup: Setup,
 }
 
 impl OneEpochRun {
@@ -201,42 +157,18 @@ impl OneEpochRun {
         net: &dyn Network,
         opts: &RunOptions,
     ) -> Result<layerzero_train::TrainOutcome, TrainError> {
-        train(
-            net,
-            &self.train_set,
-            &self.test_set,
-            &self.config,
-            self.dir.path(),
-            opts,
-        )
+        self.setup.train(net, self.dir.path(), opts)
     }
 }
 
 fn one_epoch_of_two(seed: u64) -> OneEpochRun {
-    let train_set = synthetic(64, Split::Train);
-    let test_set = synthetic(32, Split::Test);
-    let config = small_config(2, 64, 32);
+    let setup = Setup::synthetic(64, 32, small_config(2, 64, 32));
     let dir = tempfile::tempdir().unwrap();
-    let stop = RunOptions {
-        max_epochs: Some(1),
-        ..RunOptions::default()
-    };
-    let outcome = train(
-        net(seed).as_ref(),
-        &train_set,
-        &test_set,
-        &config,
-        dir.path(),
-        &stop,
-    )
-    .unwrap();
+    let outcome = setup
+        .train(net(seed).as_ref(), dir.path(), &stop_after(1))
+        .unwrap();
     assert!(!outcome.finished);
-    OneEpochRun {
-        dir,
-        train_set,
-        test_set,
-        config,
-    }
+    OneEpochRun { dir, setup }
 }
 
 /// A crash while appending an epoch's metrics line leaves it without its newline: resume drops
@@ -252,9 +184,8 @@ fn resume_drops_a_torn_metrics_line_but_refuses_a_malformed_one() {
     // Torn: the start of a second line, no newline.
     std::fs::write(&metrics, format!("{good}{{\"epoch\":2,\"train_lo")).unwrap();
     let resume = RunOptions {
-        resume: true,
         max_epochs: Some(0),
-        ..RunOptions::default()
+        ..resuming()
     };
     let out = run.again(net(3).as_ref(), &resume).unwrap();
     assert_eq!(out.metrics.len(), 1);
@@ -302,11 +233,7 @@ fn resume_removes_temporaries_a_killed_run_left() {
     let link = root.join("link.tmp-999");
     std::os::unix::fs::symlink(&target, &link).unwrap();
 
-    let resume = RunOptions {
-        resume: true,
-        ..RunOptions::default()
-    };
-    let out = run.again(net(4).as_ref(), &resume).unwrap();
+    let out = run.again(net(4).as_ref(), &resuming()).unwrap();
     assert!(out.finished);
     for path in &leftovers {
         assert!(!path.exists(), "{} was left", path.display());
@@ -341,37 +268,19 @@ impl TrainObserver for EpochLog {
 /// metrics of an uninterrupted run.
 #[test]
 fn resume_falls_back_past_a_corrupt_checkpoint_to_the_same_result() {
-    let train_set = synthetic(64, Split::Train);
-    let test_set = synthetic(32, Split::Test);
-    let config = small_config(3, 64, 32);
+    let setup = Setup::synthetic(64, 32, small_config(3, 64, 32));
 
     let straight = net(6);
     let dir_a = tempfile::tempdir().unwrap();
-    let a = train(
-        straight.as_ref(),
-        &train_set,
-        &test_set,
-        &config,
-        dir_a.path(),
-        &RunOptions::default(),
-    )
-    .unwrap();
+    let a = setup
+        .train(straight.as_ref(), dir_a.path(), &RunOptions::default())
+        .unwrap();
     assert!(a.finished);
 
     let dir_b = tempfile::tempdir().unwrap();
-    let stop = RunOptions {
-        max_epochs: Some(2),
-        ..RunOptions::default()
-    };
-    let b1 = train(
-        net(6).as_ref(),
-        &train_set,
-        &test_set,
-        &config,
-        dir_b.path(),
-        &stop,
-    )
-    .unwrap();
+    let b1 = setup
+        .train(net(6).as_ref(), dir_b.path(), &stop_after(2))
+        .unwrap();
     assert_eq!((b1.epochs_done, b1.finished), (2, false));
 
     // Flip one byte in the middle of the newest checkpoint's data section.
@@ -392,19 +301,9 @@ fn resume_falls_back_past_a_corrupt_checkpoint_to_the_same_result() {
     // A new process, from another initialisation.
     let resumed = net(77);
     let log = EpochLog::default();
-    let b2 = train_observed(
-        resumed.as_ref(),
-        &train_set,
-        &test_set,
-        &config,
-        dir_b.path(),
-        &RunOptions {
-            resume: true,
-            ..RunOptions::default()
-        },
-        &log,
-    )
-    .unwrap();
+    let b2 = setup
+        .train_observed(resumed.as_ref(), dir_b.path(), &resuming(), &log)
+        .unwrap();
     assert!(b2.finished);
     let (starts, epochs) = log.0.into_inner().unwrap();
     assert_eq!(
@@ -445,38 +344,20 @@ fn corrupt_checkpoint_is_named_and_not_loaded() {
     // With every checkpoint corrupt, resuming is refused naming the file.
     let ck0 = run.checkpoint(0);
     std::fs::write(&ck0, &std::fs::read(&ck0).unwrap()[..100]).unwrap();
-    let resume = RunOptions {
-        resume: true,
-        ..RunOptions::default()
-    };
-    let err = one.again(net(1).as_ref(), &resume).unwrap_err();
+    let err = one.again(net(1).as_ref(), &resuming()).unwrap_err();
     assert!(matches!(err, TrainError::CorruptCheckpoint { .. }), "{err}");
     assert!(err.to_string().contains("epoch-000.safetensors"), "{err}");
 }
 
 #[test]
 fn an_existing_run_is_not_overwritten_without_resume() {
-    let train_set = synthetic(32, Split::Train);
-    let config = small_config(1, 32, 32);
+    let setup = Setup::synthetic(32, 32, small_config(1, 32, 32));
     let dir = tempfile::tempdir().unwrap();
-    train(
-        net(1).as_ref(),
-        &train_set,
-        &train_set,
-        &config,
-        dir.path(),
-        &RunOptions::default(),
-    )
-    .unwrap();
-    let err = train(
-        net(1).as_ref(),
-        &train_set,
-        &train_set,
-        &config,
-        dir.path(),
-        &RunOptions::default(),
-    )
-    .unwrap_err();
+    let fresh = RunOptions::default();
+    setup.train(net(1).as_ref(), dir.path(), &fresh).unwrap();
+    let err = setup
+        .train(net(1).as_ref(), dir.path(), &fresh)
+        .unwrap_err();
     assert!(err.to_string().contains("--resume"), "{err}");
 }
 
@@ -496,28 +377,21 @@ impl TrainObserver for StepLog {
 fn reading_losses_back_in_groups_changes_nothing() {
     // What a GPU run does to keep its launch queue full: the losses read every few steps. The
     // weights, the metrics and the observer's calls must be those of reading every step.
-    let train_set = synthetic(96, Split::Train);
-    let test_set = synthetic(32, Split::Test);
     // 2 epochs of 6 steps: groups of 4 leave a group of 2 at the end of each epoch.
     let mut config = small_config(2, 96, 16);
     config.ghost_batches = 2;
+    let setup = Setup::synthetic(96, 32, config);
     let run = |readback: usize| {
         let network = net(5);
         let dir = tempfile::tempdir().unwrap();
         let log = StepLog::default();
-        let out = train_observed(
-            network.as_ref(),
-            &train_set,
-            &test_set,
-            &config,
-            dir.path(),
-            &RunOptions {
-                readback_steps: Some(readback),
-                ..RunOptions::default()
-            },
-            &log,
-        )
-        .unwrap();
+        let options = RunOptions {
+            readback_steps: Some(readback),
+            ..RunOptions::default()
+        };
+        let out = setup
+            .train_observed(network.as_ref(), dir.path(), &options, &log)
+            .unwrap();
         (
             state_bytes(network.as_ref()),
             out,
@@ -544,27 +418,22 @@ fn reading_losses_back_in_groups_changes_nothing() {
 
 #[test]
 fn nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint() {
-    let train_set = synthetic(64, Split::Train);
     let mut config = small_config(1, 64, 16);
     config.schedule = LrSchedule::MultiStep {
         base: 1e30,
         milestones: vec![],
         gamma: 1.0,
     };
+    let setup = Setup::synthetic(64, 64, config);
     let failing_step = |readback_steps: Option<usize>| {
         let dir = tempfile::tempdir().unwrap();
-        let err = train(
-            net(1).as_ref(),
-            &train_set,
-            &train_set,
-            &config,
-            dir.path(),
-            &RunOptions {
-                readback_steps,
-                ..RunOptions::default()
-            },
-        )
-        .unwrap_err();
+        let options = RunOptions {
+            readback_steps,
+            ..RunOptions::default()
+        };
+        let err = setup
+            .train(net(1).as_ref(), dir.path(), &options)
+            .unwrap_err();
         let ck =
             layerzero_train::Checkpoint::load(&RunDir::new(dir.path()).checkpoint(0), &Device::Cpu)
                 .unwrap();
@@ -584,41 +453,18 @@ fn nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint() {
 
 #[test]
 fn checkpoint_of_another_architecture_is_named_and_not_loaded() {
-    let train_set = synthetic(64, Split::Train);
-    let test_set = synthetic(32, Split::Test);
-    let config = small_config(2, 64, 32);
+    let mut setup = Setup::synthetic(64, 32, small_config(2, 64, 32));
     let dir = tempfile::tempdir().unwrap();
-    let stop = RunOptions {
-        max_epochs: Some(1),
-        ..RunOptions::default()
-    };
-    train(
-        net(1).as_ref(),
-        &train_set,
-        &test_set,
-        &config,
-        dir.path(),
-        &stop,
-    )
-    .unwrap();
+    setup
+        .train(net(1).as_ref(), dir.path(), &stop_after(1))
+        .unwrap();
 
-    let mut other = config.clone();
-    other.arch = "plain8".into();
+    setup.config.arch = "plain8".into();
     let plain = create_model("plain8", &ModelConfig::new(10).with_seed(1)).unwrap();
     let before = state_bytes(plain.as_ref());
-    let resume = RunOptions {
-        resume: true,
-        ..RunOptions::default()
-    };
-    let err = train(
-        plain.as_ref(),
-        &train_set,
-        &test_set,
-        &other,
-        dir.path(),
-        &resume,
-    )
-    .unwrap_err();
+    let err = setup
+        .train(plain.as_ref(), dir.path(), &resuming())
+        .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, TrainError::StateMismatch(_)), "{msg}");
     assert!(

@@ -1,8 +1,13 @@
 //! Helpers shared by the integration tests.
 
+use std::path::Path;
+
 use layerzero_data::{CifarSet, Dataset, Split};
 use layerzero_models::{create_model, ModelConfig, Network};
-use layerzero_train::EpochMetrics;
+use layerzero_train::{
+    train_observed, EpochMetrics, Quiet, RunOptions, TrainConfig, TrainError, TrainObserver,
+    TrainOutcome,
+};
 
 /// Synthetic images whose class is visible (a per-class colour), for tests that only need the
 /// loop to run.
@@ -83,39 +88,100 @@ pub fn assert_same_metrics(a: &[EpochMetrics], b: &[EpochMetrics], what: &str) {
     }
 }
 
-/// Trains `config` in `dir` for its first epoch only, from `net(seeds.0)`, then resumes it to the
+/// What a test run trains and evaluates on, and how: the seam between a test's set-up and the
+/// runs it compares, so each run is one line.
+#[allow(dead_code)] // not every test file that includes this module uses it
+pub struct Setup {
+    pub train_set: CifarSet,
+    pub test_set: CifarSet,
+    pub config: TrainConfig,
+}
+
+#[allow(dead_code)] // not every test file that includes this module uses every method
+impl Setup {
+    /// `train_images` and `test_images` [`synthetic`] images, trained with `config`.
+    pub fn synthetic(train_images: usize, test_images: usize, config: TrainConfig) -> Self {
+        Self {
+            train_set: synthetic(train_images, Split::Train),
+            test_set: synthetic(test_images, Split::Test),
+            config,
+        }
+    }
+
+    /// Trains `net` in `dir` with `options`.
+    pub fn train(
+        &self,
+        net: &dyn Network,
+        dir: &Path,
+        options: &RunOptions,
+    ) -> Result<TrainOutcome, TrainError> {
+        self.train_observed(net, dir, options, &Quiet)
+    }
+
+    /// [`Setup::train`], reporting to `observer`.
+    pub fn train_observed(
+        &self,
+        net: &dyn Network,
+        dir: &Path,
+        options: &RunOptions,
+        observer: &dyn TrainObserver,
+    ) -> Result<TrainOutcome, TrainError> {
+        train_observed(
+            net,
+            &self.train_set,
+            &self.test_set,
+            &self.config,
+            dir,
+            options,
+            observer,
+        )
+    }
+}
+
+/// Runs `f` in a rayon pool of `threads` threads.
+#[allow(dead_code)] // not every test file that includes this module uses it
+pub fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+/// Options that stop a run after its first `epochs` epochs, as a killed process would.
+#[allow(dead_code)] // not every test file that includes this module uses it
+pub fn stop_after(epochs: usize) -> RunOptions {
+    RunOptions {
+        max_epochs: Some(epochs),
+        ..RunOptions::default()
+    }
+}
+
+/// Options that resume the run in the directory, to its end.
+#[allow(dead_code)] // not every test file that includes this module uses it
+pub fn resuming() -> RunOptions {
+    RunOptions {
+        resume: true,
+        ..RunOptions::default()
+    }
+}
+
+/// Trains `setup` in `dir` for its first epoch only, from `net(seeds.0)`, then resumes it to the
 /// end in a fresh `net(seeds.1)`, as a new process would. Returns the resumed network and its
 /// outcome, for comparing with an uninterrupted run.
 #[allow(dead_code)] // not every test file that includes this module uses it
 pub fn stop_after_one_epoch_then_resume(
     net: impl Fn(u64) -> Box<dyn Network>,
     seeds: (u64, u64),
-    train_set: &CifarSet,
-    test_set: &CifarSet,
-    config: &layerzero_train::TrainConfig,
-    dir: &std::path::Path,
-) -> (Box<dyn Network>, layerzero_train::TrainOutcome) {
-    use layerzero_train::{train, RunOptions};
-    let stop = RunOptions {
-        max_epochs: Some(1),
-        ..RunOptions::default()
-    };
-    let first = train(
-        net(seeds.0).as_ref(),
-        train_set,
-        test_set,
-        config,
-        dir,
-        &stop,
-    )
-    .unwrap();
+    setup: &Setup,
+    dir: &Path,
+) -> (Box<dyn Network>, TrainOutcome) {
+    let first = setup
+        .train(net(seeds.0).as_ref(), dir, &stop_after(1))
+        .unwrap();
     assert!(!first.finished);
     let resumed = net(seeds.1);
-    let resume = RunOptions {
-        resume: true,
-        ..RunOptions::default()
-    };
-    let out = train(resumed.as_ref(), train_set, test_set, config, dir, &resume).unwrap();
+    let out = setup.train(resumed.as_ref(), dir, &resuming()).unwrap();
     assert!(out.finished);
     (resumed, out)
 }
