@@ -9,8 +9,13 @@
 //! reason printed otherwise.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use layerzero_testkit::kill::{kill_at, KillPoint, Killed, Moments};
+
+/// How long a kill point may take to come before the test gives up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(900);
 
 fn reproduce(archive: &Path, out: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
@@ -25,89 +30,6 @@ fn reproduce(archive: &Path, out: &Path) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     cmd
-}
-
-/// A small xorshift generator: the kill moments need no statistical quality, only a seed.
-struct Moments(u64);
-
-impl Moments {
-    fn from_env() -> Self {
-        let seed = std::env::var("LAYERZERO_KILL_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-            });
-        eprintln!("kill moments from LAYERZERO_KILL_SEED={seed}");
-        Moments(seed | 1)
-    }
-    /// A duration uniform in `[lo, hi)` × `span`.
-    fn within(&mut self, span: Duration, lo: f64, hi: f64) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        let u = (self.0 >> 11) as f64 / (1u64 << 53) as f64;
-        span.mul_f64(lo + (hi - lo) * u)
-    }
-}
-
-#[derive(Debug, Clone)]
-enum KillPoint {
-    /// This long after it started.
-    After(Duration),
-    /// As soon as a new file whose name contains `.tmp` appears in this folder.
-    DuringWrite(PathBuf),
-    /// As soon as this file exists.
-    OnceExists(PathBuf),
-}
-
-fn tmp_files(dir: &Path) -> Vec<std::ffi::OsString> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name())
-        .filter(|n| n.to_string_lossy().contains(".tmp"))
-        .collect()
-}
-
-/// Kills the child at `point`; false when it finished first.
-fn kill_at(mut child: Child, point: &KillPoint) -> bool {
-    let start = Instant::now();
-    let old_tmp = match point {
-        KillPoint::DuringWrite(dir) => tmp_files(dir),
-        _ => Vec::new(),
-    };
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(
-                status.success(),
-                "reproduce failed before {point:?}: {status}"
-            );
-            return false;
-        }
-        let now = match point {
-            KillPoint::After(d) => start.elapsed() >= *d,
-            KillPoint::DuringWrite(dir) => tmp_files(dir).iter().any(|n| !old_tmp.contains(n)),
-            KillPoint::OnceExists(p) => p.exists(),
-        };
-        if now {
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-            return true;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(900),
-            "{point:?} never came"
-        );
-        std::thread::sleep(Duration::from_micros(match point {
-            KillPoint::DuringWrite(_) => 100,
-            _ => 2_000,
-        }));
-    }
 }
 
 /// Every stage manifest and results file a killed run left is complete.
@@ -177,7 +99,12 @@ fn killed_reproduce_reruns_to_the_same_outputs() {
     ];
     let mut kills = Vec::new();
     for point in &points {
-        if kill_at(reproduce(&archive, &out).spawn().unwrap(), point) {
+        if kill_at(
+            reproduce(&archive, &out).spawn().unwrap(),
+            point,
+            GIVE_UP_AFTER,
+        ) == Killed::Yes
+        {
             check_leftovers(&out, point);
             kills.push(format!("{point:?}"));
         } else {

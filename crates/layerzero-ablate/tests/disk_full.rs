@@ -7,65 +7,13 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use layerzero_ablate::{AblationMode, ResultsFile};
-
-const DIR_ENV: &str = "LAYERZERO_DISK_FULL_DIR";
-
-fn run_limited(child: &str, dir: &Path, limit: u64) -> String {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        child,
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(DIR_ENV, dir);
-    // SAFETY: only async-signal-safe calls (signal, setrlimit) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let lim = libc::rlimit {
-                rlim_cur: limit as libc::rlim_t,
-                rlim_max: limit as libc::rlim_t,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "child {child} failed:\n{text}");
-    assert!(
-        text.contains("1 passed"),
-        "child {child} did not run:\n{text}"
-    );
-    text
-}
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .collect();
-    v.sort();
-    v
-}
+use layerzero_testkit::disk_full::{child_dir, listing, run_limited};
 
 #[test]
 #[ignore = "child of results_write_on_a_full_disk_keeps_the_previous_files"]
 fn child_results() {
-    let dir = PathBuf::from(std::env::var_os(DIR_ENV).expect("run by the disk-full test"));
+    let dir = child_dir();
     let mut r = common::unsharded(AblationMode::ZeroKernel, &[0.1, 0.5, 0.9]);
     r.elapsed_s = 7.0;
     let err = r.write(dir.join("results.json")).unwrap_err();

@@ -11,13 +11,17 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use layerzero_ablate::ResultsFile;
+use layerzero_testkit::kill::{kill_at, KillPoint, Killed, Moments};
 use layerzero_train::Checkpoint;
+
+/// How long a kill point may take to come before the test gives up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
 
 const EPOCHS: usize = 3;
 
@@ -51,97 +55,6 @@ fn ablate(data: &Path, weights: &Path, out: &Path) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     cmd
-}
-
-/// A small xorshift generator: the kill moments need no statistical quality, only a seed.
-struct Moments(u64);
-
-impl Moments {
-    fn from_env() -> Self {
-        let seed = std::env::var("LAYERZERO_KILL_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-            });
-        eprintln!("kill moments from LAYERZERO_KILL_SEED={seed}");
-        Moments(seed | 1)
-    }
-    /// A duration uniform in `[lo, hi)` × `span`.
-    fn within(&mut self, span: Duration, lo: f64, hi: f64) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        let u = (self.0 >> 11) as f64 / (1u64 << 53) as f64;
-        span.mul_f64(lo + (hi - lo) * u)
-    }
-}
-
-/// When to kill the child.
-#[derive(Debug, Clone)]
-enum KillPoint {
-    /// This long after it started.
-    After(Duration),
-    /// As soon as a new file whose name contains `.tmp` appears in this folder: an atomic write
-    /// (checkpoint, results) is in progress. Temporary files an earlier kill left are ignored.
-    DuringWrite(PathBuf),
-    /// As soon as this file exists.
-    OnceExists(PathBuf),
-}
-
-/// What happened at a kill point.
-#[derive(Debug, PartialEq)]
-enum Killed {
-    /// Killed with SIGKILL at the point.
-    Yes,
-    /// The child finished before the point came.
-    FinishedFirst,
-}
-
-fn tmp_files(dir: &Path) -> Vec<std::ffi::OsString> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name())
-        .filter(|n| n.to_string_lossy().contains(".tmp"))
-        .collect()
-}
-
-fn kill_at(mut child: Child, point: &KillPoint) -> Killed {
-    let start = Instant::now();
-    let old_tmp = match point {
-        KillPoint::DuringWrite(dir) => tmp_files(dir),
-        _ => Vec::new(),
-    };
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "child failed before {point:?}: {status}");
-            return Killed::FinishedFirst;
-        }
-        let now = match point {
-            KillPoint::After(d) => start.elapsed() >= *d,
-            KillPoint::DuringWrite(dir) => tmp_files(dir).iter().any(|n| !old_tmp.contains(n)),
-            KillPoint::OnceExists(p) => p.exists(),
-        };
-        if now {
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-            return Killed::Yes;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(600),
-            "{point:?} never came"
-        );
-        // Checkpoints of resnet8 take milliseconds to write: poll often while waiting for one.
-        std::thread::sleep(Duration::from_micros(match point {
-            KillPoint::DuringWrite(_) => 100,
-            _ => 2_000,
-        }));
-    }
 }
 
 /// Whatever a killed training run left behind is complete: every checkpoint verifies,
@@ -237,7 +150,7 @@ fn killed_training_and_ablation_resume_to_the_same_outputs() {
     let mut killed_at = Vec::new();
     for (i, point) in points.iter().enumerate() {
         let child = train(&data, &killed, i > 0).spawn().unwrap();
-        match kill_at(child, point) {
+        match kill_at(child, point, GIVE_UP_AFTER) {
             Killed::Yes => {
                 check_train_leftovers(&killed, point);
                 killed_at.push(format!("{point:?}"));
@@ -284,7 +197,7 @@ fn killed_training_and_ablation_resume_to_the_same_outputs() {
     let mut ablate_kills = 0;
     for point in &points {
         let child = ablate(&data, &weights, &out).spawn().unwrap();
-        match kill_at(child, point) {
+        match kill_at(child, point, GIVE_UP_AFTER) {
             Killed::Yes => ablate_kills += 1,
             Killed::FinishedFirst => eprintln!("ablate finished before {point:?}"),
         }

@@ -8,9 +8,6 @@
 //! the process). The child is the `#[ignore]`d `child_*` test of the same name.
 
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use candle_core::{Device, Tensor};
 use layerzero_models::{
@@ -20,64 +17,12 @@ use layerzero_train::{
     write_atomic, Checkpoint, CheckpointMeta, LrSchedule, Profile, RunDir, RunOptions, TrainConfig,
 };
 
+use layerzero_testkit::disk_full::{child_dir, listing, run_limited};
+
 mod common;
 use common::{
     assert_same_metrics, assert_same_state, net, resuming, state_bytes, stop_after, Setup,
 };
-
-const DIR_ENV: &str = "LAYERZERO_DISK_FULL_DIR";
-
-/// Runs the ignored test `child` of this binary with files limited to `limit` bytes.
-fn run_limited(child: &str, dir: &Path, limit: u64) -> String {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        child,
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(DIR_ENV, dir);
-    // SAFETY: only async-signal-safe calls (signal, setrlimit) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let lim = libc::rlimit {
-                rlim_cur: limit as libc::rlim_t,
-                rlim_max: limit as libc::rlim_t,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "child {child} failed:\n{text}");
-    assert!(
-        text.contains("1 passed"),
-        "child {child} did not run:\n{text}"
-    );
-    text
-}
-
-fn child_dir() -> PathBuf {
-    PathBuf::from(std::env::var_os(DIR_ENV).expect("run by the disk-full tests"))
-}
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .collect();
-    v.sort();
-    v
-}
 
 fn checkpoint(value: f32) -> Checkpoint {
     let t = (Tensor::ones((64, 16, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap()
