@@ -579,11 +579,21 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
     let content = read_safetensors(&path)?;
     let meta = &content.metadata;
     let sha = sha256_file(&path)?;
+    // The layer table needs the architecture built; one of the user's own (registered in
+    // their program, not in this binary) has none, and the file's tensors are still worth
+    // showing.
     let inventory = match &meta.arch {
-        Some(arch) => Some(create_model(
-            arch,
-            &ModelConfig::new(meta.num_classes.unwrap_or(10)),
-        )?),
+        Some(arch) => match create_model(arch, &ModelConfig::new(meta.num_classes.unwrap_or(10))) {
+            Ok(net) => Some(net),
+            Err(layerzero_models::ModelError::UnknownArchitecture { .. }) => {
+                eprintln!(
+                    "note: architecture `{arch}` is not built into this binary: no layer table, \
+                     only the file's tensors"
+                );
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
         None => None,
     };
     if args.json {

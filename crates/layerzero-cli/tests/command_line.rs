@@ -210,3 +210,38 @@ fn ablate_makes_the_folder_of_out_and_report_records_commit_and_time() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("SOURCE_DATE_EPOCH"), "{}", stderr(&o));
 }
+
+/// A file of an architecture the binary does not have (a user's own, registered in their
+/// program) is still inspected: its metadata and tensors, with a note that there is no layer
+/// table. Before, `inspect` failed with "unknown architecture" and showed nothing.
+#[test]
+fn inspect_shows_the_tensors_of_an_architecture_it_does_not_know() {
+    let dir = tmp("inspect-own-arch");
+    let w = dir.join("own.safetensors");
+    let net = create_model("resnet8", &ModelConfig::new(10)).unwrap();
+    let meta = WeightsMetadata {
+        arch: Some("projnet3".into()),
+        num_classes: Some(10),
+        ..WeightsMetadata::default()
+    };
+    save_safetensors(net.as_ref(), &w, &meta).unwrap();
+    for json in [false, true] {
+        let mut cmd = layerzero();
+        cmd.arg("inspect").arg(&w);
+        if json {
+            cmd.arg("--json");
+        }
+        let o = cmd.output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "json {json}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("`projnet3` is not built into this binary"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(
+            out.contains("projnet3") && out.contains("layer1.0.conv1.weight"),
+            "{out}"
+        );
+    }
+}

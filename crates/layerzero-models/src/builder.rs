@@ -116,6 +116,23 @@ impl NetworkBuilder {
 
     /// Records the layer, initialises its tensors and registers them; returns its id and vars.
     fn register(&mut self, info: LayerInfo) -> Result<Vec<(TensorRole, Slot)>> {
+        check_layer_name(&info.name)?;
+        let segment = &self.segments[info.segment];
+        let segment_block = match segment.kind {
+            SegmentKind::ResidualBlock(b) | SegmentKind::PlainBlock(b) => Some(b),
+            _ => None,
+        };
+        if let (Some(role_block), Some(segment_block)) = (info.role.block(), segment_block) {
+            // Skip-branch and the block tables go by the segment's block, the layer tables by
+            // the role's: they must agree or an ablation would name the wrong block.
+            if role_block != segment_block {
+                return Err(ModelError::InvalidConfig(format!(
+                    "layer `{}` has role {:?} in segment `{}` of block {segment_block}: \
+                     expected the role's block to be {segment_block}, found {role_block}",
+                    info.name, info.role, segment.name
+                )));
+            }
+        }
         if self.layers.iter().any(|l| l.name == info.name) {
             return Err(ModelError::InvalidConfig(format!(
                 "layer name `{}` used twice",
@@ -306,6 +323,48 @@ impl NetworkBuilder {
     }
 }
 
+/// A layer's name is its PyTorch module path (`layer1.0.conv1`): dot-separated parts of
+/// letters, digits and `_`. The tensor names add `.weight`, `.bias`, …, so a name must not end
+/// in one of those itself (`conv1.weight` would store `conv1.weight.weight`, which no PyTorch
+/// state dict has).
+fn check_layer_name(name: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(ModelError::InvalidConfig(format!(
+            "layer name `{name}`: expected a PyTorch module path such as `layer1.0.conv1` \
+             (dot-separated parts of letters, digits and `_`), found {why}"
+        )))
+    };
+    if name.is_empty() {
+        return bad("an empty name");
+    }
+    for part in name.split('.') {
+        if part.is_empty() {
+            return bad("an empty part");
+        }
+        if let Some(c) = part
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
+        {
+            return bad(&format!("the character `{c}`"));
+        }
+    }
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let suffixes = [
+        TensorRole::Weight,
+        TensorRole::Bias,
+        TensorRole::RunningMean,
+        TensorRole::RunningVar,
+        TensorRole::NumBatchesTracked,
+    ]
+    .map(TensorRole::suffix);
+    if suffixes.contains(&last) {
+        return bad(&format!(
+            "a tensor's name: the layer's tensors are named `{name}.weight` and so on"
+        ));
+    }
+    Ok(())
+}
+
 fn to_slot(role: TensorRole, t: &Tensor) -> Result<Slot> {
     Ok(match role {
         TensorRole::NumBatchesTracked => Slot::Counter(Arc::new(AtomicI64::new(t.to_scalar()?))),
@@ -321,4 +380,65 @@ fn var_of(slots: &[(TensorRole, Slot)], role: TensorRole) -> Result<Var> {
             _ => None,
         })
         .ok_or_else(|| ModelError::InvalidConfig(format!("layer has no {role:?} tensor")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::BlockId;
+
+    fn builder() -> NetworkBuilder {
+        let mut b = NetworkBuilder::new(Init::Seeded(1), &Device::Cpu);
+        b.begin_segment("layer1.0", SegmentKind::ResidualBlock(BlockId::new(1, 0)));
+        b
+    }
+
+    fn conv(b: &mut NetworkBuilder, name: &str, role: LayerRole) -> Result<Conv2d> {
+        b.conv2d(name, Conv2dSpec::new(4, 4, 3, 1), role, (8, 8))
+    }
+
+    #[test]
+    fn layer_names_must_be_pytorch_module_paths() {
+        let role = LayerRole::ResidualBranch {
+            block: BlockId::new(1, 0),
+            position: 1,
+        };
+        for (name, found) in [
+            ("", "an empty name"),
+            ("layer1..conv1", "an empty part"),
+            (".conv1", "an empty part"),
+            ("layer1/conv1", "the character `/`"),
+            ("layer1.0.conv 1", "the character ` `"),
+            ("layer1.0.conv1.weight", "a tensor's name"),
+            ("bn.running_var", "a tensor's name"),
+        ] {
+            let err = conv(&mut builder(), name, role).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("layer name `{name}`")) && err.contains(found),
+                "{name}: {err}"
+            );
+        }
+        for name in ["layer1.0.conv1", "features.0", "stem_conv", "Block_2.a"] {
+            conv(&mut builder(), name, role).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_role_of_another_block_than_its_segment_is_refused() {
+        let other = LayerRole::ResidualBranch {
+            block: BlockId::new(2, 1),
+            position: 1,
+        };
+        let err = conv(&mut builder(), "layer1.0.conv1", other)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`layer1.0.conv1`") && err.contains("expected the role's block"),
+            "{err}"
+        );
+        // Outside a block's segment any role goes (a user's `Other` segments).
+        let mut b = NetworkBuilder::new(Init::Seeded(1), &Device::Cpu);
+        b.begin_segment("mixed", SegmentKind::Other);
+        conv(&mut b, "mixed.conv", other).unwrap();
+    }
 }

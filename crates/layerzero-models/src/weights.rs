@@ -206,6 +206,17 @@ fn find_problems(
         }
     }
     let params = net.params();
+    // The file's tensors in the network's own order (its state dict's), then the ones it does
+    // not have by name: the safetensors header is a map, so without this the same mismatch
+    // would be listed in another order on each run.
+    let position: std::collections::HashMap<&str, usize> = params
+        .entries()
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.name(), i))
+        .collect();
+    let mut offered: Vec<&Offered<'_>> = offered.iter().collect();
+    offered.sort_by_key(|t| (position.get(t.name).copied().unwrap_or(usize::MAX), t.name));
     let mut seen = std::collections::HashSet::new();
     for t in offered {
         if opts.ignores(t.name) {

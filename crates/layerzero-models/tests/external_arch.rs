@@ -198,5 +198,13 @@ fn user_architecture_gets_inventory_interventions_and_weights() {
     let mut r = ModelRegistry::new();
     let ctor: layerzero_models::ModelConstructor =
         Arc::new(|c: &ModelConfig| Ok(Box::new(TinyNet::new(c)?) as Box<dyn Network>));
-    assert!(r.register("resnet20", "", ctor).is_err());
+    assert!(r.register("resnet20", "", ctor.clone()).is_err());
+    // Registered under another name than its ArchSpec's: its files would record a name the
+    // registry does not know, so building it is refused, naming both.
+    r.register("tiny", "", ctor).unwrap();
+    let err = r
+        .create("tiny", &ModelConfig::new(5))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`tiny`") && err.contains("`tinynet`"), "{err}");
 }

@@ -253,7 +253,18 @@ impl ModelRegistry {
             return b.build(config);
         }
         if let Some((_, ctor)) = self.custom.get(name) {
-            return ctor(config);
+            let net = ctor(config)?;
+            // Weight files record `spec().name`, and `load_model` looks that name up here: a
+            // network that calls itself otherwise saves files that cannot be loaded back.
+            if net.spec().name != name {
+                return Err(ModelError::InvalidConfig(format!(
+                    "the constructor registered as `{name}` built a network whose \
+                     ArchSpec.name is `{}`: expected `{name}` (weight files record that name \
+                     and are loaded back by it)",
+                    net.spec().name
+                )));
+            }
+            return Ok(net);
         }
         Err(ModelError::UnknownArchitecture {
             name: name.to_string(),
