@@ -204,6 +204,7 @@ impl NetworkBuilder {
         let slots = self.register(info)?;
         Ok(Conv2d {
             id,
+            name: name.into(),
             weight: var_of(&slots, TensorRole::Weight)?,
             bias: var_of(&slots, TensorRole::Bias).ok(),
             kernel: spec.kernel,
@@ -249,6 +250,7 @@ impl NetworkBuilder {
             .ok_or_else(|| ModelError::InvalidConfig("batch norm without counter".into()))?;
         Ok(BatchNorm2d {
             id,
+            name: name.into(),
             weight: var_of(&slots, TensorRole::BnWeight)?,
             bias: var_of(&slots, TensorRole::BnBias)?,
             running_mean: var_of(&slots, TensorRole::RunningMean)?,
@@ -293,6 +295,7 @@ impl NetworkBuilder {
         let slots = self.register(info)?;
         Ok(Linear {
             id,
+            name: name.into(),
             weight: var_of(&slots, TensorRole::Weight)?,
             bias: var_of(&slots, TensorRole::Bias).ok(),
         })

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 
 use crate::error::{ModelError, Result};
 use crate::intervention::{ForwardCtx, ForwardMode, WeightOverride};
@@ -22,10 +22,35 @@ fn use_var(v: &Var, mode: ForwardMode) -> Tensor {
     }
 }
 
+/// Checks what every layer needs of its input, naming the layer (`name`) when it is not so: F32,
+/// rank `rank`, and `expected` entries along dimension 1 (channels, or a linear layer's
+/// features). Caught here, the mistake (usually a user architecture's channel counts that do
+/// not chain) is named; caught by candle, it is a broadcast error naming no layer.
+fn check_input(name: &str, x: &Tensor, rank: usize, expected: usize, what: &str) -> Result<()> {
+    let bad = |found: String| {
+        Err(ModelError::BadInput(format!(
+            "layer `{name}`: expected {found}, found {:?} {:?}",
+            x.dtype(),
+            x.dims()
+        )))
+    };
+    if x.dtype() != DType::F32 {
+        return bad(format!("an F32 input, rank {rank}, {expected} {what}"));
+    }
+    if x.rank() != rank || x.dim(1)? != expected {
+        return bad(format!(
+            "an input of rank {rank} with {expected} {what} (dimension 1)"
+        ));
+    }
+    Ok(())
+}
+
 /// 2-D convolution with a square kernel (PyTorch `Conv2d`, groups 1, dilation 1).
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     pub(crate) id: LayerId,
+    /// The PyTorch module path, for error messages.
+    pub(crate) name: Arc<str>,
     pub(crate) weight: Var,
     pub(crate) bias: Option<Var>,
     pub(crate) kernel: usize,
@@ -39,6 +64,11 @@ impl Conv2d {
         self.id
     }
 
+    /// The layer's name (its PyTorch module path).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The kernel variable, `[out, in, k, k]`.
     pub fn weight(&self) -> &Var {
         &self.weight
@@ -46,12 +76,15 @@ impl Conv2d {
 
     /// Output height and width for input `x`, or a `BadInput` error. Checked here rather than
     /// left to the kernels, whose size arithmetic can underflow on inputs smaller than the kernel.
+    /// The input is checked first ([`check_input`]): every forward path calls this.
     pub(crate) fn output_hw(&self, x: &Tensor) -> Result<(usize, usize)> {
+        check_input(&self.name, x, 4, self.weight.dim(1)?, "channels")?;
         let (_, _, h, w) = x.dims4()?;
         let out = |s| {
             ops::conv_out(s, self.kernel, self.stride, self.padding).ok_or_else(|| {
                 ModelError::BadInput(format!(
-                    "input {:?} too small for a {}x{} kernel with padding {}",
+                    "layer `{}`: input {:?} too small for a {}x{} kernel with padding {}",
+                    self.name,
                     x.dims(),
                     self.kernel,
                     self.kernel,
@@ -98,6 +131,8 @@ impl Conv2d {
 #[derive(Debug, Clone)]
 pub struct Linear {
     pub(crate) id: LayerId,
+    /// The PyTorch module path, for error messages.
+    pub(crate) name: Arc<str>,
     pub(crate) weight: Var,
     pub(crate) bias: Option<Var>,
 }
@@ -108,6 +143,11 @@ impl Linear {
         self.id
     }
 
+    /// The layer's name (its PyTorch module path).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The weight variable, `[out, in]`.
     pub fn weight(&self) -> &Var {
         &self.weight
@@ -115,6 +155,7 @@ impl Linear {
 
     /// Applies the layer, honouring a [`WeightOverride`] for this layer.
     pub fn forward(&self, x: &Tensor, ctx: &ForwardCtx<'_>) -> Result<Tensor> {
+        check_input(&self.name, x, 2, self.weight.dim(1)?, "features")?;
         let stored_bias = self.bias.as_ref().map(|b| use_var(b, ctx.mode));
         match ctx.interventions.weight_override(self.id) {
             None => ops::linear(x, &use_var(&self.weight, ctx.mode), stored_bias.as_ref()),
@@ -138,6 +179,8 @@ impl Linear {
 #[derive(Debug, Clone)]
 pub struct BatchNorm2d {
     pub(crate) id: LayerId,
+    /// The PyTorch module path, for error messages.
+    pub(crate) name: Arc<str>,
     pub(crate) weight: Var,
     pub(crate) bias: Var,
     pub(crate) running_mean: Var,
@@ -153,6 +196,15 @@ impl BatchNorm2d {
         self.id
     }
 
+    /// The layer's name (its PyTorch module path).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn check_input(&self, x: &Tensor) -> Result<()> {
+        check_input(&self.name, x, 4, self.weight.dim(0)?, "channels")
+    }
+
     /// Batch norm without activation.
     pub fn forward(&self, x: &Tensor, ctx: &ForwardCtx<'_>) -> Result<Tensor> {
         self.apply(x, ctx, false)
@@ -164,6 +216,7 @@ impl BatchNorm2d {
     }
 
     pub(crate) fn apply(&self, x: &Tensor, ctx: &ForwardCtx<'_>, relu: bool) -> Result<Tensor> {
+        self.check_input(x)?;
         match ctx.mode {
             ForwardMode::Eval => ops::batch_norm_eval(
                 x,
@@ -189,6 +242,7 @@ impl BatchNorm2d {
     /// Training mode only: `relu(bn(x) + residual)` as one fused op, updating the running
     /// statistics like [`BatchNorm2d::forward`].
     pub(crate) fn train_add_relu(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
         if let Some(y) = self.train_in_place(x, Some(residual), true)? {
             return Ok(y);
         }
@@ -365,6 +419,13 @@ pub fn conv_bn(
         };
     }
     let (ho, wo) = conv.output_hw(x)?;
+    let (produced, normalised) = (conv.weight.dim(0)?, bn.weight.dim(0)?);
+    if produced != normalised {
+        return Err(ModelError::BadInput(format!(
+            "layer `{}` normalises {normalised} channels, but `{}` before it gives {produced}",
+            bn.name, conv.name
+        )));
+    }
     let stored_bias = conv.bias.as_ref().map(|b| b.as_detached_tensor());
     let (weight, bias, zero_kernel) = match ctx.interventions.weight_override(conv.id) {
         None => (conv.weight.as_detached_tensor(), stored_bias, false),
@@ -434,4 +495,74 @@ pub fn max_pool2d(x: &Tensor, kernel: usize) -> Result<Tensor> {
 /// each side (`F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, pad, pad))`).
 pub fn shortcut_pad(x: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
     ops::shortcut_pad(x, stride, pad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::{Conv2dSpec, NetworkBuilder};
+    use crate::init::Init;
+    use crate::intervention::Interventions;
+    use crate::inventory::{LayerRole, SegmentKind};
+    use candle_core::Device;
+
+    /// A user architecture whose channel counts do not chain, or an input of the wrong type:
+    /// the error names the layer and says what it expected and found, in both modes and on the
+    /// fused eval path. Before, candle's broadcast error named no layer.
+    #[test]
+    fn input_mistakes_name_the_layer() {
+        let mut b = NetworkBuilder::new(Init::Seeded(1), &Device::Cpu);
+        b.begin_segment("stem", SegmentKind::Other);
+        let conv = b
+            .conv2d(
+                "stem.conv",
+                Conv2dSpec::new(3, 8, 3, 1),
+                LayerRole::Other,
+                (8, 8),
+            )
+            .unwrap();
+        let bn = b
+            .batch_norm2d("stem.bn", 16, LayerRole::Other, (8, 8))
+            .unwrap();
+        let fc = b.linear("head.fc", 8, 10, true, LayerRole::Other).unwrap();
+        let x = Tensor::ones((2, 3, 8, 8), DType::F32, &Device::Cpu).unwrap();
+        let none = Interventions::none();
+        for mode in [ForwardMode::Eval, ForwardMode::Train] {
+            let ctx = ForwardCtx::new(mode, none);
+            let y = conv.forward(&x, &ctx).unwrap();
+            let err = bn.forward(&y, &ctx).unwrap_err().to_string();
+            assert!(
+                err.contains("layer `stem.bn`") && err.contains("16 channels"),
+                "{mode:?}: {err}"
+            );
+            assert!(err.contains("[2, 8, 8, 8]"), "{mode:?}: {err}");
+            let err = conv_bn(&conv, &bn, &x, &ctx, None, true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("`stem.bn`"), "{mode:?}: {err}");
+
+            let err = conv
+                .forward(&x.to_dtype(DType::F64).unwrap(), &ctx)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("layer `stem.conv`") && err.contains("F32") && err.contains("F64"),
+                "{err}"
+            );
+            let err = conv
+                .forward(&x.narrow(1, 0, 2).unwrap(), &ctx)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("layer `stem.conv`") && err.contains("3 channels"),
+                "{err}"
+            );
+            let flat = Tensor::ones((2, 16), DType::F32, &Device::Cpu).unwrap();
+            let err = fc.forward(&flat, &ctx).unwrap_err().to_string();
+            assert!(
+                err.contains("layer `head.fc`") && err.contains("8 features"),
+                "{err}"
+            );
+        }
+    }
 }

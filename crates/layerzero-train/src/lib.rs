@@ -8,7 +8,7 @@
 //!   `metrics.jsonl` of [`EpochMetrics`], checkpoints, weights); [`RunOptions::resume`]
 //!   continues from the last good checkpoint.
 //! * [`TrainConfig::from_profile`] gives the named [`Profile`]s (`smoke`, `quick`, `paper`);
-//!   [`LrSchedule`] (multi-step or one-cycle), [`SgdConfig`] / [`Sgd`], label smoothing
+//!   [`LrSchedule`] (multi-step, one-cycle or cosine), [`SgdConfig`] / [`Sgd`], label smoothing
 //!   ([`cross_entropy`]), ghost batches and [`ProgressiveResize`] are its parts.
 //! * [`Checkpoint`] saves and loads model state, momentum buffers and position, refusing a file
 //!   whose SHA-256 does not match; [`write_atomic`] writes a file so that a crash leaves either
