@@ -213,6 +213,23 @@ pub struct ResultsFile {
 }
 
 impl ResultsFile {
+    /// The ablations that changed nothing measurable: mean loss equal to the baseline's to the
+    /// last bit, top-1 and top-5 equal, no image flipped. A real layer's ablation almost never
+    /// does that (a kernel that was already zero, a branch whose output is exactly zero); an
+    /// intervention the architecture never applies (a block that does not check
+    /// `is_skipped`, a layer whose weight is used directly instead of through its `forward`)
+    /// always does, and would otherwise pass for a trivial layer.
+    pub fn without_effect(&self) -> impl Iterator<Item = &LayerRecord> {
+        let base = &self.baseline;
+        self.layers.iter().filter(move |l| {
+            l.loss.to_bits() == base.loss.to_bits()
+                && l.top1 == base.top1
+                && l.top5 == base.top5
+                && l.flips_right_to_wrong == 0
+                && l.flips_wrong_to_right == 0
+        })
+    }
+
     /// Sorts `layers` into canonical order (see [`LayerRecord::canonical_cmp`]).
     pub fn sort_layers(&mut self) {
         self.layers.sort_by(LayerRecord::canonical_cmp);

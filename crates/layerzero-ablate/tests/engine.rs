@@ -475,6 +475,8 @@ fn reinit_with_the_current_weights_changes_nothing() {
         assert_eq!(r.top5, results.baseline.top5, "{}", r.layer);
         assert!((r.loss - results.baseline.loss).abs() < 1e-9, "{}", r.layer);
     }
+    // The very case `without_effect` is there to point out: an ablation that applies nothing.
+    assert_eq!(results.without_effect().count(), results.layers.len());
     // Whereas other epoch-0 weights do change something.
     let other = create_model("resnet8-b", &ModelConfig::new(10).with_seed(1)).unwrap();
     let other_path = dir.path().join("other.safetensors");
@@ -490,6 +492,21 @@ fn reinit_with_the_current_weights_changes_nothing() {
         .layers
         .iter()
         .any(|r| r.loss != results.baseline.loss));
+    // Zeroing any kernel of a network with random weights changes its loss.
+    let zeroed = run(
+        &context(net.as_ref(), &set, 2),
+        &config(AblationMode::ZeroKernel, 32),
+        None,
+    )
+    .unwrap();
+    assert_eq!(zeroed.layers.len(), 10);
+    assert_eq!(
+        zeroed
+            .without_effect()
+            .map(|r| r.layer.as_str())
+            .collect::<Vec<_>>(),
+        Vec::<&str>::new()
+    );
 }
 
 #[test]

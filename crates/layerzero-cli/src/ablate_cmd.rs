@@ -206,6 +206,18 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
         args.out.display(),
         csv.display()
     );
+    let inert: Vec<&str> = results.without_effect().map(|l| l.layer.as_str()).collect();
+    if !inert.is_empty() {
+        eprintln!(
+            "note: {} of {} ablations changed nothing at all (loss equal to the baseline's to \
+             the last bit, no image flipped): {}. If that is unexpected, check that the \
+             architecture applies the intervention (docs/architecture.md, how to add an \
+             architecture)",
+            inert.len(),
+            results.layers.len(),
+            inert.join(", ")
+        );
+    }
     Ok(())
 }
 
