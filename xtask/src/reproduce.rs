@@ -288,10 +288,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
                     let ctx = RunContext {
                         net: net.as_ref(),
                         test: &test_set,
-                        weights: WeightsRef {
-                            path: dir.weights().display().to_string(),
-                            sha256: sha256_file(dir.weights())?,
-                        },
+                        weights: WeightsRef::of_file(dir.weights())?,
                         dataset: "cifar10".into(),
                         split: "test".into(),
                         threads: rayon::current_num_threads(),

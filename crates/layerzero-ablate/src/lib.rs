@@ -44,7 +44,8 @@
 //! let ctx = RunContext {
 //!     net: net.as_ref(),
 //!     test: &test,
-//!     weights: WeightsRef { path: "resnet8.safetensors".into(), sha256: "0".repeat(64) },
+//!     // A network in memory; `WeightsRef::of_file(path)` for one read from a file.
+//!     weights: WeightsRef::of_network(net.as_ref(), "resnet8 (seed 1, untrained)")?,
 //!     dataset: "cifar10".into(),
 //!     split: "test".into(),
 //!     threads: 1,

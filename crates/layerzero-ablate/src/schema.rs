@@ -173,6 +173,36 @@ pub struct WeightsRef {
     pub sha256: String,
 }
 
+impl WeightsRef {
+    /// The weights file at `path`, recorded under that path, with its SHA-256.
+    pub fn of_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        Ok(WeightsRef {
+            path: path.display().to_string(),
+            sha256: sha256_file(path)?,
+        })
+    }
+
+    /// A network in memory (one just trained or built, not read from a file), recorded as
+    /// `label`, with the SHA-256 of the file that [`layerzero_models::save_safetensors`] would
+    /// write for it with [`layerzero_models::WeightsMetadata::for_network`]: saved that way,
+    /// the file and the results agree.
+    pub fn of_network(net: &dyn layerzero_models::Network, label: &str) -> Result<Self> {
+        let bytes = layerzero_models::weights::to_safetensors_bytes(
+            net,
+            &layerzero_models::WeightsMetadata::for_network(net),
+        )
+        .map_err(|e| Error::Model {
+            context: format!("serialising `{label}` to hash it"),
+            source: Box::new(e),
+        })?;
+        Ok(WeightsRef {
+            path: label.to_string(),
+            sha256: hex::encode(Sha256::digest(&bytes)),
+        })
+    }
+}
+
 /// A whole `results.json` (or a partial shard file when `shard` is set).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultsFile {

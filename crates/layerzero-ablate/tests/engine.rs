@@ -163,6 +163,11 @@ fn images(set: &CifarSet) -> Tensor {
     batcher.epoch(0).next().unwrap().unwrap().images
 }
 
+/// Saves `net` at `path` as `layerzero train` would (metadata from the network).
+fn save(net: &dyn Network, path: &std::path::Path) {
+    save_safetensors(net, path, &WeightsMetadata::for_network(net)).unwrap();
+}
+
 fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
@@ -233,12 +238,7 @@ fn every_mode_touches_only_its_layer_and_restores_the_baseline() {
     // Epoch-0 weights for reinit: another initialisation of the same architecture.
     let init_path = dir.path().join("init.safetensors");
     let init_net = create_model("resnet8-b", &ModelConfig::new(10).with_seed(77)).unwrap();
-    save_safetensors(
-        init_net.as_ref(),
-        &init_path,
-        &WeightsMetadata::for_network(init_net.as_ref()),
-    )
-    .unwrap();
+    save(init_net.as_ref(), &init_path);
 
     let before = snapshot(net.as_ref());
     let baseline = evaluate_baseline(net.as_ref(), &set, 16, 2).unwrap();
@@ -459,12 +459,7 @@ fn reinit_with_the_current_weights_changes_nothing() {
     let set = synthetic_set(32, 15);
     let dir = temp_dir();
     let path = dir.path().join("same.safetensors");
-    save_safetensors(
-        net.as_ref(),
-        &path,
-        &WeightsMetadata::for_network(net.as_ref()),
-    )
-    .unwrap();
+    save(net.as_ref(), &path);
     let mut cfg = config(AblationMode::Reinit, 32);
     cfg.init_weights = Some(path);
     let results = run(&context(net.as_ref(), &set, 2), &cfg, None).unwrap();
@@ -480,12 +475,7 @@ fn reinit_with_the_current_weights_changes_nothing() {
     // Whereas other epoch-0 weights do change something.
     let other = create_model("resnet8-b", &ModelConfig::new(10).with_seed(1)).unwrap();
     let other_path = dir.path().join("other.safetensors");
-    save_safetensors(
-        other.as_ref(),
-        &other_path,
-        &WeightsMetadata::for_network(other.as_ref()),
-    )
-    .unwrap();
+    save(other.as_ref(), &other_path);
     cfg.init_weights = Some(other_path);
     let results = run(&context(net.as_ref(), &set, 2), &cfg, None).unwrap();
     assert!(results
@@ -530,7 +520,7 @@ fn reinit_names_a_missing_file_or_tensor() {
     // Option-A weights have no projection shortcut.
     let a = create_model("resnet8", &ModelConfig::new(10)).unwrap();
     let path = dir.path().join("option-a.safetensors");
-    save_safetensors(a.as_ref(), &path, &WeightsMetadata::for_network(a.as_ref())).unwrap();
+    save(a.as_ref(), &path);
     cfg.init_weights = Some(path);
     let err = run(&context(net.as_ref(), &set, 1), &cfg, None).unwrap_err();
     match &err {
@@ -787,4 +777,22 @@ fn prefix_cache_memory_follows_the_documented_formula() {
         )
         .unwrap_err();
     assert!(err.to_string().contains("segment 0"), "{err}");
+}
+
+/// A network's in-memory reference names the file it would be saved as: the same SHA-256.
+#[test]
+fn weights_ref_of_a_network_matches_its_saved_file() {
+    let net = random_net("resnet8", 4);
+    let dir = temp_dir();
+    let path = dir.path().join("w.safetensors");
+    save(net.as_ref(), &path);
+    let of_file = WeightsRef::of_file(&path).unwrap();
+    let in_memory = WeightsRef::of_network(net.as_ref(), "just trained").unwrap();
+    assert_eq!(in_memory.sha256, of_file.sha256);
+    assert_eq!(in_memory.path, "just trained");
+    assert_eq!(of_file.path, path.display().to_string());
+    // Another network, another hash.
+    let other = WeightsRef::of_network(random_net("resnet8", 5).as_ref(), "x").unwrap();
+    assert_ne!(other.sha256, in_memory.sha256);
+    assert!(WeightsRef::of_file(dir.path().join("missing")).is_err());
 }
