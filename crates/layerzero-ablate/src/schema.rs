@@ -474,7 +474,54 @@ impl ResultsFile {
                 r.mcnemar_p.to_string(),
             ));
         }
-        let expected = self.verdict_thresholds.verdict(r.delta_top1, r.mcnemar_p);
+        // The statistics must be the ones the paired counts give: recomputed here, and
+        // compared with room for another tool's implementation or rounding (z = 1.96, a
+        // p-value from another library, intervals written to 3 decimals: bounds within 5e-4,
+        // p within 0.1 %), not for other numbers.
+        let (b, c) = (r.flips_right_to_wrong, r.flips_wrong_to_right);
+        let counts = crate::stats::PairedCounts {
+            n: self.n_images,
+            both_right: 0,
+            right_to_wrong: b,
+            wrong_to_right: c,
+            both_wrong: 0,
+        };
+        let p = crate::stats::mcnemar_exact_p(b, c);
+        if (r.mcnemar_p - p).abs() > 1e-12 + 1e-3 * p {
+            return Err(err(
+                "mcnemar_p",
+                &format!("the exact McNemar p-value of {b} right→wrong and {c} wrong→right = {p}"),
+                r.mcnemar_p.to_string(),
+            ));
+        }
+        let correct = (r.top1 * n).round();
+        let wilson =
+            crate::stats::wilson_interval(correct as u64, self.n_images, crate::stats::Z95)?;
+        let wald = crate::stats::paired_difference_wald(&counts, crate::stats::Z95)?;
+        for (name, found, want) in [
+            ("ci95.top1", r.ci95.top1, wilson),
+            ("ci95.delta_top1", r.ci95.delta_top1, wald),
+        ] {
+            if found.iter().zip(want).any(|(f, w)| (f - w).abs() > 5e-4) {
+                return Err(err(
+                    name,
+                    &format!(
+                        "[{}, {}] (95 % {} from the counts)",
+                        want[0],
+                        want[1],
+                        if name == "ci95.top1" {
+                            format!("Wilson interval of {correct} of {} right", self.n_images)
+                        } else {
+                            format!("paired Wald interval of {b} right→wrong and {c} wrong→right")
+                        }
+                    ),
+                    format!("[{}, {}]", found[0], found[1]),
+                ));
+            }
+        }
+        // By the counts' Δ, not the stored one: a Δ stored a hair off the threshold must not
+        // carry a verdict the counts do not give.
+        let expected = self.verdict_thresholds.verdict(expected_delta, r.mcnemar_p);
         if r.verdict != expected {
             return Err(err(
                 "verdict",

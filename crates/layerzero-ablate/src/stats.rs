@@ -259,8 +259,9 @@ pub fn paired_difference_wald(counts: &PairedCounts, z: f64) -> Result<[f64; 2]>
 /// integers and correctly rounded. Otherwise it is computed in log space without any gamma function:
 /// ln C(n, k) as a sum of logarithms of ratios, times the ratio sum
 /// Σ_i C(n,i)/C(n,k) accumulated downward from i = k (every term ≤ 1 and the sum ≥ 1, so it
-/// neither overflows nor loses precision). Accurate to about 1e-12 relative for n in the tens
-/// of thousands; a p-value below ~1e-308 underflows to 0. Takes O(min(b, c)) time.
+/// neither overflows nor loses precision). Measured against exact rational arithmetic: within
+/// 5e-13 relative up to b + c = 1,000, 2.4e-11 at 10,000 and 2.2e-10 at 50,000; a p-value
+/// below ~5e-324 underflows to 0. Takes O(min(b, c)) time.
 pub fn mcnemar_exact_p(b: u64, c: u64) -> f64 {
     if b == c {
         // Includes b = c = 0; the lower tail already holds at least half the mass.

@@ -208,6 +208,15 @@ fn inconsistent_files_are_rejected_naming_the_field() {
         ("layers[2].ci95.top1", |r| {
             r.layers[2].ci95.top1 = [0.9, 0.8]
         }),
+        // Well-formed numbers that are not the counts' statistics.
+        ("layers[2].mcnemar_p", |r| r.layers[2].mcnemar_p *= 3.0),
+        ("layers[0].mcnemar_p", |r| r.layers[0].mcnemar_p = 0.5),
+        ("layers[2].ci95.top1", |r| {
+            r.layers[2].ci95.top1 = [0.9, 0.95]
+        }),
+        ("layers[2].ci95.delta_top1", |r| {
+            r.layers[2].ci95.delta_top1[1] += 0.001
+        }),
         ("layers[2].level", |r| r.layers[2].level = Some(0.5)),
         ("layers[2].step", |r| r.layers[2].step = Some(1)),
         ("layers[2].flips_right_to_wrong", |r| {
@@ -273,4 +282,40 @@ fn sha256_of_a_file() {
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
     assert!(sha256_file(dir.path().join("missing")).is_err());
+}
+
+/// The verdict follows the Δ the counts give, not a stored Δ a hair away from it: n = 100 and
+/// one right→wrong flip is Δ = −0.01 exactly, at the threshold, with p = 1, so trivial. A file
+/// storing Δ = −0.0100000005 (within the 1e-9 the Δ check allows) with a non-trivial verdict
+/// was accepted before.
+#[test]
+fn the_verdict_follows_the_counts_delta() {
+    use layerzero_ablate::{paired_difference_wald, wilson_interval, PairedCounts, Z95};
+    let seed = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/seeds/results_json/two-layers.json"
+    );
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(seed).unwrap()).unwrap();
+    ResultsFile::from_json_str(&v.to_string(), "seed").expect("the fuzz seed is valid");
+    let counts = PairedCounts {
+        n: 100,
+        both_right: 49,
+        right_to_wrong: 1,
+        wrong_to_right: 0,
+        both_wrong: 50,
+    };
+    let fc = &mut v["layers"][1];
+    fc["flips_right_to_wrong"] = 1.into();
+    fc["top1"] = 0.49.into();
+    fc["delta_top1"] = (-0.0100000005).into();
+    fc["ci95"]["top1"] = serde_json::json!(wilson_interval(49, 100, Z95).unwrap());
+    fc["ci95"]["delta_top1"] = serde_json::json!(paired_difference_wald(&counts, Z95).unwrap());
+    fc["mcnemar_p"] = 1.0.into();
+    fc["verdict"] = "non-trivial".into();
+    let (_, field, expected, _) = schema_error(&v.to_string());
+    assert_eq!(field, "layers[1].verdict");
+    assert!(expected.starts_with("trivial"), "{expected}");
+    v["layers"][1]["verdict"] = "trivial".into();
+    ResultsFile::from_json_str(&v.to_string(), "fixed").unwrap();
 }

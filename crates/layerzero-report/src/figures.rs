@@ -371,12 +371,20 @@ fn delta_figure(file: &str, summary: &Summary, mode: AblationMode) -> Result<Str
         Key::Dashed(RGBColor(90, 90, 90)),
         format!("trivial band ±{:.2} pp", thr * 100.0),
     ));
+    // Each panel draws the spread it has: a network with one seed has no std (a bar of
+    // width 0 under a "± 1 std" legend, before), so it keeps its confidence interval.
+    let single_seed = nets
+        .iter()
+        .filter_map(|n| n.mode(mode))
+        .any(|m| m.seeds.len() <= 1);
     legend.push((
         Key::ErrorBar,
-        if multi_seed {
-            "error bar: ± 1 std over seeds".into()
-        } else {
-            "error bar: 95 % CI of Δtop-1".into()
+        match (multi_seed, single_seed) {
+            (true, true) => {
+                "error bar: ± 1 std over seeds, or 95 % CI of Δtop-1 for a single seed".into()
+            }
+            (true, false) => "error bar: ± 1 std over seeds".into(),
+            _ => "error bar: 95 % CI of Δtop-1".into(),
         },
     ));
     let title = format!("Δ top-1 when one layer is ablated ({mode})");
@@ -398,7 +406,16 @@ fn delta_figure(file: &str, summary: &Summary, mode: AblationMode) -> Result<Str
         let panels = body.split_evenly((rows, cols));
         for (net, area) in nets.iter().zip(&panels) {
             if let Some(m) = net.mode(mode) {
-                delta_panel(root, area, net, &m.layers, thr, multi_seed, label_size)?;
+                let panel_multi_seed = m.seeds.len() > 1;
+                delta_panel(
+                    root,
+                    area,
+                    net,
+                    &m.layers,
+                    thr,
+                    panel_multi_seed,
+                    label_size,
+                )?;
             }
         }
         Ok(())

@@ -26,13 +26,16 @@ pub fn pp(fraction: f64) -> String {
     }
 }
 
-/// A p-value: three decimals from 0.001 up (`1` exactly for 1), else scientific
-/// (`1.2e-30`).
+/// A p-value: three significant digits from 0.001 up (`0.0123`, `0.00985`, `0.500`; `1`
+/// exactly for 1), else scientific (`1.2e-30`).
 pub fn pvalue(p: f64) -> String {
     if p >= 1.0 {
         "1".to_string()
     } else if p >= 1e-3 {
-        format!("{p:.3}")
+        // Three significant digits: with a fixed three decimals 0.009853 read "0.010", beside
+        // a verdict that a p below 0.01 made non-trivial.
+        let decimals = (2.0 - p.log10().floor()).max(0.0) as usize;
+        format!("{p:.decimals$}")
     } else if p == 0.0 {
         "0 (underflow)".to_string()
     } else {
@@ -104,7 +107,11 @@ pub fn render_markdown(summary: &Summary) -> String {
          accuracy change? Accuracies are percentages of the evaluated images; **Δtop-1 = ablated − \
          baseline top-1 in percentage points (pp)**, negative when the ablation hurts. The 95 % \
          interval of Δtop-1 is the Wald interval of the paired difference; the McNemar p-value is \
-         the exact two-sided test on the paired per-image correctness.\n"
+         the exact two-sided test on the paired per-image correctness. With few flipped images \
+         the Wald interval is the more optimistic of the two: it can exclude 0 where the exact \
+         test finds no difference, and the verdicts follow the test. *Trivial* means no change \
+         beyond the rule's thresholds was found, not that the layer was shown to do nothing; \
+         each layer is tested on its own, without correction for the number of layers tested.\n"
     );
     let mut rules: Vec<&str> = summary
         .networks
@@ -825,7 +832,10 @@ mod tests {
         assert_eq!(pp(-0.00001), "+0.00");
         assert_eq!(pp(0.013), "+1.30");
         assert_eq!(pvalue(1.0), "1");
-        assert_eq!(pvalue(0.0123), "0.012");
+        assert_eq!(pvalue(0.0123), "0.0123");
+        assert_eq!(pvalue(0.009853), "0.00985");
+        assert_eq!(pvalue(0.5), "0.500");
+        assert_eq!(pvalue(0.001), "0.00100");
         assert_eq!(pvalue(1.2e-30), "1.2e-30");
         assert_eq!(fmt_level(0.5), "50");
         assert_eq!(fmt_level(0.125), "12.5");
