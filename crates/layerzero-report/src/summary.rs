@@ -123,9 +123,20 @@ impl Stat {
             return None;
         }
         let n = values.len();
-        let mean = values.iter().sum::<f64>() / n as f64;
+        // Shifted by the first value: seeds that agree give exactly that value and a std of
+        // exactly 0 (summed plainly, three seeds at 0.1 gave a mean of 0.10000000000000002,
+        // above their max, and a std of 1.7e-17), and the sums stay small.
+        let shift = values[0];
+        let offset = values.iter().map(|v| v - shift).sum::<f64>() / n as f64;
+        let mean = (shift + offset).clamp(
+            values.iter().copied().fold(f64::INFINITY, f64::min),
+            values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        );
         let std = (n > 1).then(|| {
-            let ss: f64 = values.iter().map(|v| (v - mean) * (v - mean)).sum();
+            let ss: f64 = values
+                .iter()
+                .map(|v| (v - shift - offset) * (v - shift - offset))
+                .sum();
             (ss / (n - 1) as f64).sqrt()
         });
         let min = values.iter().copied().fold(f64::INFINITY, f64::min);
@@ -801,6 +812,14 @@ mod tests {
         assert_eq!((s.min, s.max, s.n), (1.0, 4.0, 4));
         assert_eq!(Stat::of(&[0.5]).unwrap().std, None);
         assert!(Stat::of(&[]).is_none());
+        // Seeds that agree: exactly their value, a std of exactly 0.
+        for (v, n) in [(0.1, 3), (0.3, 10), (-0.0123, 7)] {
+            let s = Stat::of(&vec![v; n]).unwrap();
+            assert_eq!((s.mean, s.std), (v, Some(0.0)), "{n} × {v}");
+        }
+        // Large offsets do not swamp the spread.
+        let s = Stat::of(&[1e9 + 1.0, 1e9 + 2.0, 1e9 + 3.0]).unwrap();
+        assert_eq!((s.mean, s.std), (1e9 + 2.0, Some(1.0)));
     }
 
     #[test]
