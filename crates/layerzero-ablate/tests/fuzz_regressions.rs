@@ -70,6 +70,14 @@ fn fuzz_regressions_give_errors_not_panics() {
             ResultsFile::from_json_str(std::str::from_utf8(&bytes).unwrap(), &name).unwrap();
         }
     }
+    for (name, bytes) in regressions("shard_merge") {
+        if !name.starts_with("crash-") {
+            for (i, part) in bytes.split(|&b| b == 0).enumerate() {
+                let text = std::str::from_utf8(part).unwrap();
+                ResultsFile::from_json_str(text, &format!("{name} part {i}")).unwrap();
+            }
+        }
+    }
     for (name, bytes) in regressions("results_json") {
         eprintln!("results_json/{name}");
         results_json(&bytes);

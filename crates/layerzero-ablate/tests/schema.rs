@@ -240,6 +240,23 @@ fn inconsistent_files_are_rejected_naming_the_field() {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
+    // What another tool may write: p to 3 significant digits, intervals from z = 1.96 to 3
+    // decimals. Accepted.
+    let mut rounded = good.clone();
+    let round3 = |x: f64| (x * 1000.0).round() / 1000.0;
+    for r in &mut rounded.layers {
+        r.mcnemar_p = format!("{:.2e}", r.mcnemar_p).parse().unwrap();
+        let half = |[lo, hi]: [f64; 2]| (hi - lo) / 2.0 * (1.96 / layerzero_ablate::Z95);
+        let (mid_t, half_t) = ((r.ci95.top1[0] + r.ci95.top1[1]) / 2.0, half(r.ci95.top1));
+        r.ci95.top1 = [round3(mid_t - half_t), round3(mid_t + half_t)];
+        let (mid_d, half_d) = (
+            (r.ci95.delta_top1[0] + r.ci95.delta_top1[1]) / 2.0,
+            half(r.ci95.delta_top1),
+        );
+        r.ci95.delta_top1 = [round3(mid_d - half_d), round3(mid_d + half_d)];
+    }
+    ResultsFile::from_json_str(&serde_json::to_string(&rounded).unwrap(), "rounded").unwrap();
+
     let mut sweep = common::unsharded(AblationMode::Prune, &[0.2]);
     sweep.layers[1].level = None;
     assert_eq!(

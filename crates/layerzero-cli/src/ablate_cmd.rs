@@ -206,7 +206,12 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
         args.out.display(),
         csv.display()
     );
-    let inert: Vec<&str> = results.without_effect().map(|l| l.layer.as_str()).collect();
+    // A sweep's level may zero nothing on a small layer: a genuine no-op, not a warning.
+    let inert: Vec<&str> = results
+        .without_effect()
+        .filter(|l| l.level.is_none())
+        .map(|l| l.layer.as_str())
+        .collect();
     if !inert.is_empty() {
         eprintln!(
             "note: {} of {} ablations changed nothing at all (loss equal to the baseline's to \

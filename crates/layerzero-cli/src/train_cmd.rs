@@ -597,15 +597,18 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         None => None,
     };
     if args.json {
-        let layers: Vec<_> = inventory
-            .iter()
-            .flat_map(|n| n.inventory().iter().cloned().collect::<Vec<_>>())
-            .map(|l| {
-                serde_json::json!({"layer": l.name, "kind": l.kind.short_name(),
+        // null, not [], when the architecture is unknown here: no table, rather than an
+        // empty one.
+        let layers: Option<Vec<_>> = inventory.as_ref().map(|n| {
+            n.inventory()
+                .iter()
+                .map(|l| {
+                    serde_json::json!({"layer": l.name, "kind": l.kind.short_name(),
                     "in_channels": l.in_channels, "out_channels": l.out_channels,
                     "params": l.params, "macs": l.macs, "changes_channels": l.changes_channels()})
-            })
-            .collect();
+                })
+                .collect()
+        });
         let tensors: Vec<_> = content
             .tensors
             .iter()

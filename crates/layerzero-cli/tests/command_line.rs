@@ -243,5 +243,12 @@ fn inspect_shows_the_tensors_of_an_architecture_it_does_not_know() {
             out.contains("projnet3") && out.contains("layer1.0.conv1.weight"),
             "{out}"
         );
+        if json {
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert!(
+                v["layers"].is_null(),
+                "no layer table, not an empty one: {out}"
+            );
+        }
     }
 }

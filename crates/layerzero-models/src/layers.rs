@@ -97,8 +97,9 @@ impl Conv2d {
 
     /// Applies the convolution, honouring a [`WeightOverride`] for this layer.
     pub fn forward(&self, x: &Tensor, ctx: &ForwardCtx<'_>) -> Result<Tensor> {
-        let n = x.dims4()?.0;
+        // First: it checks the input and names the layer when it is wrong.
         let out_hw = self.output_hw(x)?;
+        let n = x.dims4()?.0;
         let stored_bias = self.bias.as_ref().map(|b| use_var(b, ctx.mode));
         let (y, bias) = match ctx.interventions.weight_override(self.id) {
             None => (
@@ -527,42 +528,39 @@ mod tests {
         let fc = b.linear("head.fc", 8, 10, true, LayerRole::Other).unwrap();
         let x = Tensor::ones((2, 3, 8, 8), DType::F32, &Device::Cpu).unwrap();
         let none = Interventions::none();
+        // The error of `result` names `layer` and contains every one of `texts`.
+        let names = |result: Result<Tensor>, layer: &str, texts: &[&str]| {
+            let err = result.unwrap_err().to_string();
+            assert!(err.contains(&format!("layer `{layer}`")), "{err}");
+            for t in texts {
+                assert!(err.contains(t), "{t} missing: {err}");
+            }
+        };
+        let flat = Tensor::ones((2, 16), DType::F32, &Device::Cpu).unwrap();
         for mode in [ForwardMode::Eval, ForwardMode::Train] {
             let ctx = ForwardCtx::new(mode, none);
             let y = conv.forward(&x, &ctx).unwrap();
-            let err = bn.forward(&y, &ctx).unwrap_err().to_string();
-            assert!(
-                err.contains("layer `stem.bn`") && err.contains("16 channels"),
-                "{mode:?}: {err}"
+            names(
+                bn.forward(&y, &ctx),
+                "stem.bn",
+                &["16 channels", "[2, 8, 8, 8]"],
             );
-            assert!(err.contains("[2, 8, 8, 8]"), "{mode:?}: {err}");
-            let err = conv_bn(&conv, &bn, &x, &ctx, None, true)
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("`stem.bn`"), "{mode:?}: {err}");
-
-            let err = conv
-                .forward(&x.to_dtype(DType::F64).unwrap(), &ctx)
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains("layer `stem.conv`") && err.contains("F32") && err.contains("F64"),
-                "{err}"
+            names(conv_bn(&conv, &bn, &x, &ctx, None, true), "stem.bn", &[]);
+            let f64_input = x.to_dtype(DType::F64).unwrap();
+            names(conv.forward(&f64_input, &ctx), "stem.conv", &["F32", "F64"]);
+            let two_channels = x.narrow(1, 0, 2).unwrap();
+            names(
+                conv.forward(&two_channels, &ctx),
+                "stem.conv",
+                &["3 channels"],
             );
-            let err = conv
-                .forward(&x.narrow(1, 0, 2).unwrap(), &ctx)
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains("layer `stem.conv`") && err.contains("3 channels"),
-                "{err}"
+            names(
+                conv.forward(&x.get(0).unwrap(), &ctx),
+                "stem.conv",
+                &["rank 4"],
             );
-            let flat = Tensor::ones((2, 16), DType::F32, &Device::Cpu).unwrap();
-            let err = fc.forward(&flat, &ctx).unwrap_err().to_string();
-            assert!(
-                err.contains("layer `head.fc`") && err.contains("8 features"),
-                "{err}"
-            );
+            names(bn.forward(&flat, &ctx), "stem.bn", &["rank 4"]);
+            names(fc.forward(&flat, &ctx), "head.fc", &["8 features"]);
         }
     }
 }

@@ -26,16 +26,20 @@ pub fn pp(fraction: f64) -> String {
     }
 }
 
-/// A p-value: three significant digits from 0.001 up (`0.0123`, `0.00985`, `0.500`; `1`
-/// exactly for 1), else scientific (`1.2e-30`).
+/// A p-value: three significant digits, cut rather than rounded, from 0.001 up (`0.0123`,
+/// `0.00985`, `0.500`; `1` exactly for 1), else scientific (`1.2e-30`).
 pub fn pvalue(p: f64) -> String {
     if p >= 1.0 {
         "1".to_string()
     } else if p >= 1e-3 {
-        // Three significant digits: with a fixed three decimals 0.009853 read "0.010", beside
-        // a verdict that a p below 0.01 made non-trivial.
-        let decimals = (2.0 - p.log10().floor()).max(0.0) as usize;
-        format!("{p:.decimals$}")
+        // Three significant digits, cut rather than rounded: with a fixed three decimals
+        // 0.009853 read "0.010", and rounding would still turn 0.0099996 into "0.0100", either
+        // beside a verdict that a p below 0.01 made non-trivial. (The tiny factor keeps a p
+        // such as 0.0123, stored a hair below itself, from losing its last digit.)
+        let decimals = (2.0 - p.log10().floor()).max(0.0) as i32;
+        let scale = 10f64.powi(decimals);
+        let cut = (p * scale * (1.0 + 1e-12)).floor() / scale;
+        format!("{cut:.0$}", decimals as usize)
     } else if p == 0.0 {
         "0 (underflow)".to_string()
     } else {
@@ -836,6 +840,10 @@ mod tests {
         assert_eq!(pvalue(0.009853), "0.00985");
         assert_eq!(pvalue(0.5), "0.500");
         assert_eq!(pvalue(0.001), "0.00100");
+        // Never shown at or above a threshold it is below.
+        assert_eq!(pvalue(0.0099996), "0.00999");
+        assert_eq!(pvalue(0.9996), "0.999");
+        assert_eq!(pvalue(0.04999), "0.0499");
         assert_eq!(pvalue(1.2e-30), "1.2e-30");
         assert_eq!(fmt_level(0.5), "50");
         assert_eq!(fmt_level(0.125), "12.5");

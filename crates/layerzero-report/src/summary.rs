@@ -128,10 +128,16 @@ impl Stat {
         // above their max, and a std of 1.7e-17), and the sums stay small.
         let shift = values[0];
         let offset = values.iter().map(|v| v - shift).sum::<f64>() / n as f64;
-        let mean = (shift + offset).clamp(
+        let (lo, hi) = (
             values.iter().copied().fold(f64::INFINITY, f64::min),
             values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         );
+        // Not with NaNs or infinities (clamp panics when lo > hi, as all-NaN values give).
+        let mean = if lo <= hi && lo.is_finite() && hi.is_finite() {
+            (shift + offset).clamp(lo, hi)
+        } else {
+            values.iter().sum::<f64>() / n as f64
+        };
         let std = (n > 1).then(|| {
             let ss: f64 = values
                 .iter()
@@ -139,14 +145,12 @@ impl Stat {
                 .sum();
             (ss / (n - 1) as f64).sqrt()
         });
-        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         Some(Stat {
             n,
             mean,
             std,
-            min,
-            max,
+            min: lo,
+            max: hi,
         })
     }
 }
@@ -820,6 +824,9 @@ mod tests {
         // Large offsets do not swamp the spread.
         let s = Stat::of(&[1e9 + 1.0, 1e9 + 2.0, 1e9 + 3.0]).unwrap();
         assert_eq!((s.mean, s.std), (1e9 + 2.0, Some(1.0)));
+        // Neither NaNs nor infinities panic; they give what plain sums give.
+        assert!(Stat::of(&[f64::NAN, f64::NAN]).unwrap().mean.is_nan());
+        assert_eq!(Stat::of(&[f64::INFINITY, 1.0]).unwrap().mean, f64::INFINITY);
     }
 
     #[test]
