@@ -38,6 +38,11 @@
 //! [`crate::stats`]). `layers` is in canonical order: by `step` (cumulative modes), then
 //! `index` (network order), then `level` ascending.
 //!
+//! In the cumulative modes each step's `mcnemar_p`, intervals and verdict are computed as if
+//! its layer had been chosen in advance. It was not: the greedy path picks, at each step, the
+//! best of the remaining candidates on the same images it is scored on, so these statistics
+//! are optimistic, and a step's verdict is not a test of that layer.
+//!
 //! **Compatibility.** Readers reject any `schema` other than 1. Version 1 may gain new
 //! optional fields (readers ignore fields they do not know); renaming or removing a field,
 //! or changing its meaning, requires a new version.
