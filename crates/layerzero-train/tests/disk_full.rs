@@ -14,7 +14,7 @@ use layerzero_models::{
     create_model, read_safetensors, save_safetensors, ModelConfig, WeightsMetadata,
 };
 use layerzero_train::{
-    write_atomic, Checkpoint, CheckpointMeta, LrSchedule, Profile, RunDir, RunOptions, TrainConfig,
+    write_atomic, Checkpoint, CheckpointMeta, LrSchedule, Profile, RunDir, TrainConfig,
 };
 
 use layerzero_testkit::disk_full::{child_dir, listing, run_limited};
@@ -171,10 +171,7 @@ fn child_metrics_append() {
 fn metrics_append_on_a_full_disk_leaves_a_torn_line_that_resume_drops() {
     let setup = tiny_run();
     let straight = net(8);
-    let dir_a = tempfile::tempdir().unwrap();
-    let a = setup
-        .train(straight.as_ref(), dir_a.path(), &RunOptions::default())
-        .unwrap();
+    let (_dir, a) = setup.run_to_end(straight.as_ref());
 
     let dir = tempfile::tempdir().unwrap();
     setup

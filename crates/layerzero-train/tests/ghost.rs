@@ -7,7 +7,7 @@ use common::{
     assert_same_metrics, assert_same_state, in_pool, net, state_bytes,
     stop_after_one_epoch_then_resume, Setup,
 };
-use layerzero_train::{LrSchedule, Profile, RunOptions, TrainConfig, TrainOutcome};
+use layerzero_train::{LrSchedule, Profile, TrainConfig, TrainOutcome};
 
 fn ghost_config(epochs: usize, ghosts: usize) -> TrainConfig {
     let mut c = TrainConfig::from_profile(Profile::Smoke, "resnet8", 3);
@@ -24,10 +24,7 @@ fn run_on(threads: usize, config: &TrainConfig) -> (Vec<(String, Vec<u8>)>, Trai
     let setup = Setup::synthetic(96, 32, config.clone());
     in_pool(threads, || {
         let network = net(11);
-        let dir = tempfile::tempdir().unwrap();
-        let out = setup
-            .train(network.as_ref(), dir.path(), &RunOptions::default())
-            .unwrap();
+        let (_dir, out) = setup.run_to_end(network.as_ref());
         (state_bytes(network.as_ref()), out)
     })
 }
@@ -70,10 +67,7 @@ fn a_ghost_batch_run_resumes_bit_identically() {
     let setup = Setup::synthetic(96, 32, ghost_config(2, 2));
     in_pool(2, || {
         let straight = net(5);
-        let dir_a = tempfile::tempdir().unwrap();
-        setup
-            .train(straight.as_ref(), dir_a.path(), &RunOptions::default())
-            .unwrap();
+        setup.run_to_end(straight.as_ref());
 
         let dir_b = tempfile::tempdir().unwrap();
         let (resumed, _) = stop_after_one_epoch_then_resume(net, (5, 77), &setup, dir_b.path());

@@ -100,10 +100,7 @@ fn a_resized_run_resumes_bit_identically_and_reports_its_sides() {
     let net = |seed| create_model("resnet8", &ModelConfig::new(10).with_seed(seed)).unwrap();
 
     let straight = net(5);
-    let dir_a = tempfile::tempdir().unwrap();
-    let a = setup
-        .train(straight.as_ref(), dir_a.path(), &RunOptions::default())
-        .unwrap();
+    let (_dir, a) = setup.run_to_end(straight.as_ref());
     let sides: Vec<usize> = a.metrics.iter().map(|m| m.image_side).collect();
     assert_eq!(sides, [16, 24, 32]);
 
@@ -121,10 +118,7 @@ fn a_resized_run_resumes_bit_identically_and_reports_its_sides() {
     setup.config.progressive_resize = None;
     setup.config.alternating_flip = false;
     let other = net(5);
-    let dir_c = tempfile::tempdir().unwrap();
-    setup
-        .train(other.as_ref(), dir_c.path(), &RunOptions::default())
-        .unwrap();
+    setup.run_to_end(other.as_ref());
     assert_ne!(weights(straight.as_ref()), weights(other.as_ref()));
 }
 

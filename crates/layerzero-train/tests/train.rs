@@ -61,12 +61,8 @@ fn overfits_256_real_images() {
         train_set,
         config,
     };
-    let run = tempfile::tempdir().unwrap();
-    let outcome = setup
-        .train(net(1).as_ref(), run.path(), &RunOptions::default())
-        .unwrap();
+    let (_dir, outcome) = setup.run_to_end(net(1).as_ref());
     let last = outcome.metrics.last().unwrap();
-    assert!(outcome.finished);
     assert_eq!(
         last.train_top1, 1.0,
         "train accuracy {} after 40 epochs ({:?})",
@@ -84,11 +80,7 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
     let setup = Setup::synthetic(192, 64, small_config(2, 192, 32));
 
     let straight = net(5);
-    let dir_a = tempfile::tempdir().unwrap();
-    let a = setup
-        .train(straight.as_ref(), dir_a.path(), &RunOptions::default())
-        .unwrap();
-    assert!(a.finished);
+    let (dir_a, a) = setup.run_to_end(straight.as_ref());
 
     let dir_b = tempfile::tempdir().unwrap();
     let b1 = setup
@@ -126,10 +118,7 @@ fn weights_do_not_depend_on_the_thread_count() {
     let run = |threads: usize| {
         in_pool(threads, || {
             let network = net(11);
-            let dir = tempfile::tempdir().unwrap();
-            let out = setup
-                .train(network.as_ref(), dir.path(), &RunOptions::default())
-                .unwrap();
+            let (_dir, out) = setup.run_to_end(network.as_ref());
             (state_bytes(network.as_ref()), out.metrics[0].train_loss)
         })
     };
@@ -271,11 +260,7 @@ fn resume_falls_back_past_a_corrupt_checkpoint_to_the_same_result() {
     let setup = Setup::synthetic(64, 32, small_config(3, 64, 32));
 
     let straight = net(6);
-    let dir_a = tempfile::tempdir().unwrap();
-    let a = setup
-        .train(straight.as_ref(), dir_a.path(), &RunOptions::default())
-        .unwrap();
-    assert!(a.finished);
+    let (dir_a, a) = setup.run_to_end(straight.as_ref());
 
     let dir_b = tempfile::tempdir().unwrap();
     let b1 = setup

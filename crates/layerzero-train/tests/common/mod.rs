@@ -118,6 +118,16 @@ impl Setup {
         self.train_observed(net, dir, options, &Quiet)
     }
 
+    /// Trains `net` from its initialisation to the last epoch in a new temporary folder: the
+    /// uninterrupted run that a stopped, resumed or otherwise varied run is compared with.
+    /// Returns the folder (kept while the caller holds it) and the outcome.
+    pub fn run_to_end(&self, net: &dyn Network) -> (tempfile::TempDir, TrainOutcome) {
+        let dir = tempfile::tempdir().unwrap();
+        let outcome = self.train(net, dir.path(), &RunOptions::default()).unwrap();
+        assert!(outcome.finished, "an uninterrupted run stopped early");
+        (dir, outcome)
+    }
+
     /// [`Setup::train`], reporting to `observer`.
     pub fn train_observed(
         &self,
