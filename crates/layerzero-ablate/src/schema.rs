@@ -447,7 +447,16 @@ impl ResultsFile {
             ));
         }
         let n = self.n_images as f64;
-        let expected_delta = (r.flips_wrong_to_right as f64 - r.flips_right_to_wrong as f64) / n;
+        let (b, c) = (r.flips_right_to_wrong, r.flips_wrong_to_right);
+        // Only the discordant cells matter to Δ, the Wald interval and McNemar's test.
+        let counts = crate::stats::PairedCounts {
+            n: self.n_images,
+            both_right: 0,
+            right_to_wrong: b,
+            wrong_to_right: c,
+            both_wrong: 0,
+        };
+        let expected_delta = counts.delta();
         if !(r.delta_top1.is_finite() && (r.delta_top1 - expected_delta).abs() <= 1e-9) {
             return Err(err(
                 "delta_top1",
@@ -485,14 +494,6 @@ impl ResultsFile {
         // compared with room for another tool's implementation or rounding (z = 1.96, a
         // p-value from another library or written to 3 significant digits, intervals to 3
         // decimals: p within 0.5 %, bounds within 5e-4), not for other numbers.
-        let (b, c) = (r.flips_right_to_wrong, r.flips_wrong_to_right);
-        let counts = crate::stats::PairedCounts {
-            n: self.n_images,
-            both_right: 0,
-            right_to_wrong: b,
-            wrong_to_right: c,
-            both_wrong: 0,
-        };
         let p = crate::stats::mcnemar_exact_p(b, c);
         if (r.mcnemar_p - p).abs() > 5e-3 * p + f64::MIN_POSITIVE {
             return Err(err(
@@ -505,23 +506,24 @@ impl ResultsFile {
         let wilson =
             crate::stats::wilson_interval(correct as u64, self.n_images, crate::stats::Z95)?;
         let wald = crate::stats::paired_difference_wald(&counts, crate::stats::Z95)?;
-        for (name, found, want) in [
-            ("ci95.top1", r.ci95.top1, wilson),
-            ("ci95.delta_top1", r.ci95.delta_top1, wald),
+        for (name, found, want, what) in [
+            (
+                "ci95.top1",
+                r.ci95.top1,
+                wilson,
+                format!("Wilson interval of {correct} of {} right", self.n_images),
+            ),
+            (
+                "ci95.delta_top1",
+                r.ci95.delta_top1,
+                wald,
+                format!("paired Wald interval of {b} right→wrong and {c} wrong→right"),
+            ),
         ] {
             if found.iter().zip(want).any(|(f, w)| (f - w).abs() > 5e-4) {
                 return Err(err(
                     name,
-                    &format!(
-                        "[{}, {}] (95 % {} from the counts)",
-                        want[0],
-                        want[1],
-                        if name == "ci95.top1" {
-                            format!("Wilson interval of {correct} of {} right", self.n_images)
-                        } else {
-                            format!("paired Wald interval of {b} right→wrong and {c} wrong→right")
-                        }
-                    ),
+                    &format!("[{}, {}] (95 % {what} from the counts)", want[0], want[1]),
                     format!("[{}, {}]", found[0], found[1]),
                 ));
             }
