@@ -329,9 +329,9 @@ impl NetworkBuilder {
 /// A layer's name is its PyTorch module path (`layer1.0.conv1`), restricted by layerzero to
 /// dot-separated parts of ASCII letters, digits and `_` (PyTorch itself forbids only dots
 /// inside a part and empty names): the names go into CSV files and are matched by `--layers`
-/// patterns, where those characters are safe. The tensor names add `.weight`, `.bias`, …, so a name must not end
-/// in one of those itself (`conv1.weight` would store `conv1.weight.weight`, which no PyTorch
-/// state dict has).
+/// patterns, where those characters are safe. The tensor names add `.weight`, `.bias`, …, so
+/// a name must not end in one of those itself (`conv1.weight` would store
+/// `conv1.weight.weight`, which no PyTorch state dict has).
 fn check_layer_name(name: &str) -> Result<()> {
     let bad = |why: &str| {
         Err(ModelError::InvalidConfig(format!(
