@@ -26,6 +26,24 @@ pub fn pp(fraction: f64) -> String {
     }
 }
 
+/// A measured Δ (a fraction) beside its verdict, as signed percentage points with two
+/// decimals, its magnitude rounded **up** to the next hundredth: `-0.010001` → `-1.01`.
+///
+/// Why up: the verdict compares |Δ| with a threshold of whole hundredths of a point (1.00 pp by
+/// default), and a magnitude rounded up is at most such a threshold exactly when the true one
+/// is. Rounded to nearest, a Δ of −1.0001 pp (9,999 test images) read "−1.00" beside a
+/// non-trivial verdict. Over 10,000 images every Δ is a whole hundredth of a point and prints
+/// as it is (the tolerance absorbs the float noise of `x / 10_000 * 100`).
+pub fn pp_delta(fraction: f64) -> String {
+    let v = fraction * 100.0;
+    let hundredths = (v.abs() * 100.0 - 1e-9).ceil().max(0.0);
+    if hundredths == 0.0 {
+        "+0.00".to_string()
+    } else {
+        format!("{:+.2}", v.signum() * hundredths / 100.0)
+    }
+}
+
 /// A p-value: three significant digits, cut rather than rounded, from 0.001 up (`0.0123`,
 /// `0.00985`, `0.500`; `1` exactly for 1), else scientific (`1.2e-30`).
 pub fn pvalue(p: f64) -> String {
@@ -109,7 +127,9 @@ pub fn render_markdown(summary: &Summary) -> String {
         "Question (after \"Is Each Layer Non-trivial in CNN?\", Liang et al., arXiv 2009.09938): \
          when one layer's kernel is replaced by zeros and the network is evaluated again, does its \
          accuracy change? Accuracies are percentages of the evaluated images; **Δtop-1 = ablated − \
-         baseline top-1 in percentage points (pp)**, negative when the ablation hurts. The 95 % \
+         baseline top-1 in percentage points (pp)**, negative when the ablation hurts; a Δ is shown \
+         with its magnitude rounded up to the hundredth, so that it lies on its verdict's side \
+         of the threshold (exact over 10,000 images). The 95 % \
          interval of Δtop-1 is the Wald interval of the paired difference; the McNemar p-value is \
          the exact two-sided test on the paired per-image correctness. With few flipped images \
          the Wald interval is the more optimistic of the two: it can exclude 0 where the exact \
@@ -364,7 +384,7 @@ fn claims_detail(md: &mut String, summary: &Summary) {
                     format!(
                         "`{}` {} pp [{}, {}], p = {}, {}",
                         cell(&l.layer),
-                        pp(l.delta_top1),
+                        pp_delta(l.delta_top1),
                         pp(l.ci95_delta_top1[0]),
                         pp(l.ci95_delta_top1[1]),
                         pvalue(l.mcnemar_p),
@@ -469,7 +489,7 @@ fn layer_table(md: &mut String, m: &ModeSummary) {
                 cell(&l.role),
                 yes_no(l.changes_channels),
                 pct(r.top1),
-                pp(r.delta_top1),
+                pp_delta(r.delta_top1),
                 pp(r.ci95.delta_top1[0]),
                 pp(r.ci95.delta_top1[1]),
                 pvalue(r.mcnemar_p),
@@ -506,8 +526,8 @@ fn layer_table(md: &mut String, m: &ModeSummary) {
                 cell(&l.role),
                 yes_no(l.changes_channels),
                 pp_stat(&l.delta_top1),
-                pp(l.delta_top1.min),
-                pp(l.delta_top1.max),
+                pp_delta(l.delta_top1.min),
+                pp_delta(l.delta_top1.max),
                 pvalue(max_p),
                 l.trivial,
                 l.trivial + l.non_trivial,
@@ -623,7 +643,7 @@ fn cumulative_tables(md: &mut String, m: &ModeSummary) {
                 cell(&r.layer),
                 cell(&r.role),
                 pct(r.top1),
-                pp(r.delta_top1)
+                pp_delta(r.delta_top1)
             );
         }
         let _ = writeln!(md);
@@ -835,6 +855,44 @@ mod tests {
         assert_eq!(pp(0.0), "+0.00");
         assert_eq!(pp(-0.00001), "+0.00");
         assert_eq!(pp(0.013), "+1.30");
+        assert_eq!(pp(-0.010001), "-1.00");
+    }
+
+    #[test]
+    fn a_delta_prints_on_the_side_of_the_threshold_its_verdict_is_on() {
+        let rule = layerzero_ablate::VerdictRule::default();
+        // Over 10,000 images: exact hundredths, float noise and all.
+        for k in [
+            -10_000i64, -211, -101, -100, -99, -1, 0, 1, 7, 99, 100, 101, 10_000,
+        ] {
+            let d = k as f64 / 10_000.0;
+            let want = if k == 0 {
+                "+0.00".to_string()
+            } else {
+                format!("{:+.2}", k as f64 / 100.0)
+            };
+            assert_eq!(pp_delta(d), want, "{k}/10000");
+        }
+        // Over other counts: the printed magnitude is within the default 1.00 pp exactly when
+        // the true one is, which rounding to nearest broke (-100/9,999 read "-1.00").
+        for n in [9_999u32, 10_001, 3_333, 777] {
+            for k in 0..=(n as i64 / 20) {
+                for sign in [-1.0, 1.0] {
+                    let d = sign * k as f64 / n as f64;
+                    let shown: f64 = pp_delta(d).parse().unwrap();
+                    let trivial_by_delta =
+                        rule.verdict(d, 1.0) == layerzero_ablate::Verdict::Trivial;
+                    assert_eq!(
+                        shown.abs() <= 1.0,
+                        trivial_by_delta,
+                        "{k}/{n}: {}",
+                        pp_delta(d)
+                    );
+                    assert!((shown - d * 100.0).abs() < 0.01 + 1e-9, "{k}/{n}");
+                }
+            }
+        }
+        assert_eq!(pp_delta(-100.0 / 9_999.0), "-1.01");
         assert_eq!(pvalue(1.0), "1");
         assert_eq!(pvalue(0.0123), "0.0123");
         assert_eq!(pvalue(0.009853), "0.00985");
