@@ -12,7 +12,10 @@
 //! (see [`HubOptions::from_env`] for where `<cache>` is). A revision that is a full commit hash
 //! is used directly. A file found there is used without any network access, so a filled cache
 //! works offline. With the `hub` cargo feature (off by default) the lookup and, for a file missing from the
-//! cache, the download go through the `hf-hub` crate; `HF_HUB_OFFLINE=1` forbids downloads.
+//! cache, the download go through the `hf-hub` crate; `HF_HUB_OFFLINE=1` forbids downloads, and
+//! `HF_ENDPOINT` ([`HubOptions::endpoint`]) points them at a mirror instead of
+//! `https://huggingface.co` (the hub feature's test, `tests/hub_download.rs`, points them at a
+//! loopback server).
 
 use std::path::{Path, PathBuf};
 
@@ -115,13 +118,19 @@ pub struct HubOptions {
     pub cache_dir: PathBuf,
     /// Never touch the network: a file missing from the cache is an error.
     pub offline: bool,
+    /// Base URL of the hub that downloads come from (with the `hub` feature).
+    pub endpoint: String,
 }
+
+/// The Hugging Face hub, where downloads go unless `HF_ENDPOINT` names a mirror.
+pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
 impl HubOptions {
     /// Options from the environment, as Hugging Face clients read it: the cache is
     /// `$HF_HUB_CACHE`, else `$HUGGINGFACE_HUB_CACHE`, else `$HF_HOME/hub`, else
     /// `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`; offline when
-    /// `HF_HUB_OFFLINE` is `1`, `true`, `yes` or `on`.
+    /// `HF_HUB_OFFLINE` is `1`, `true`, `yes` or `on`; downloads from `$HF_ENDPOINT`, else
+    /// [`DEFAULT_ENDPOINT`].
     pub fn from_env() -> Self {
         let env = |k| {
             std::env::var_os(k)
@@ -142,7 +151,15 @@ impl HubOptions {
         let offline = std::env::var("HF_HUB_OFFLINE")
             .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
             .unwrap_or(false);
-        HubOptions { cache_dir, offline }
+        let endpoint = std::env::var("HF_ENDPOINT")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
+        HubOptions {
+            cache_dir,
+            offline,
+            endpoint,
+        }
     }
 }
 
@@ -172,6 +189,7 @@ fn hub_error(uri: &str, message: impl Into<String>) -> ModelError {
 fn resolve_hf(loc: &HfLocation, opts: &HubOptions, uri: &str) -> Result<PathBuf> {
     let client = hf_hub::HFClient::builder()
         .cache_dir(opts.cache_dir.clone())
+        .endpoint(opts.endpoint.clone())
         .build_sync()
         .map_err(|e| hub_error(uri, format!("cannot create a hub client: {e}")))?;
     let repo = client.model(loc.owner.clone(), loc.repo.clone());
@@ -184,9 +202,8 @@ fn resolve_hf(loc: &HfLocation, opts: &HubOptions, uri: &str) -> Result<PathBuf>
     };
     match lookup(true) {
         Ok(p) => Ok(p),
-        Err(hf_hub::HFError::LocalEntryNotFound { .. }) if !opts.offline => {
-            lookup(false).map_err(|e| hub_error(uri, format!("download failed: {e}")))
-        }
+        Err(hf_hub::HFError::LocalEntryNotFound { .. }) if !opts.offline => lookup(false)
+            .map_err(|e| hub_error(uri, format!("download from {} failed: {e}", opts.endpoint))),
         Err(e) => Err(hub_error(
             uri,
             format!(

@@ -49,6 +49,8 @@ fn hf_locations_resolve_offline_from_a_filled_cache() {
     let opts = HubOptions {
         cache_dir: cache.clone(),
         offline: true,
+        // Never asked: offline.
+        endpoint: "http://127.0.0.1:9".to_string(),
     };
     for uri in [
         "hf://someone/cifar-nets/r20/model.safetensors",

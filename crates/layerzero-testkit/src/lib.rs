@@ -1,5 +1,6 @@
-//! Harness pieces that the kill-and-resume and disk-full tests of several crates share
-//! (`layerzero-train`, `layerzero-ablate`, the CLI and xtask). A dev-dependency only: no library
+//! Harness pieces that the kill-and-resume, disk-full and download tests of several crates
+//! share (`layerzero-train`, `layerzero-ablate`, the CLI and xtask; `layerzero-data` and
+//! `layerzero-models`). A dev-dependency only: no library
 //! or binary of layerzero uses it, and it knows nothing of their types. What each test checks
 //! after a kill or a failed write stays in that test; what is here only produces the kill or
 //! the full disk.
@@ -9,6 +10,8 @@
 //!   failure can be replayed.
 //! - [`disk_full`]: run one `#[ignore]`d test of the same test binary as a child process whose
 //!   files are limited to some bytes, so its next write fails with `EFBIG` as on a full disk.
+//! - [`http`]: read a request's head in a loopback HTTP server (the CIFAR-10 downloader's and
+//!   the `hf://` download's tests).
 //!
 //! ```no_run
 //! use std::process::Command;
@@ -22,4 +25,5 @@
 //! ```
 
 pub mod disk_full;
+pub mod http;
 pub mod kill;

@@ -1,7 +1,7 @@
 //! Test helpers: synthetic CIFAR files and archives, and a loopback HTTP server.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -139,15 +139,8 @@ impl TestServer {
 }
 
 fn answer(mut stream: TcpStream, reply: &Reply) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte)? == 0 {
-            return Ok(());
-        }
-        head.push(byte[0]);
+    if layerzero_testkit::http::read_request_head(&mut stream)?.is_none() {
+        return Ok(());
     }
     match reply {
         Reply::Body(body) => {
