@@ -1,6 +1,8 @@
 //! Records the git commit the binary is built from (`LAYERZERO_GIT_COMMIT`), for the
 //! provenance of `layerzero report`: the commit of the directory the report is run in would
-//! be the user's project, not layerzero's.
+//! be the user's project, not layerzero's. A build from a checkout with uncommitted changes to
+//! tracked files records `<sha>+uncommitted changes`, as `cargo xtask reproduce` does: the
+//! commit alone would name code that is not what ran.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,19 +23,38 @@ fn main() {
     let Some(commit) = git(&["rev-parse", "HEAD"]) else {
         return;
     };
-    println!("cargo:rustc-env=LAYERZERO_GIT_COMMIT={commit}");
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    if dirty {
+        println!("cargo:rustc-env=LAYERZERO_GIT_COMMIT={commit}+uncommitted changes");
+    } else {
+        println!("cargo:rustc-env=LAYERZERO_GIT_COMMIT={commit}");
+    }
     // Run again when HEAD moves: a checkout changes HEAD, a commit changes the branch's ref
-    // (a loose file, or packed-refs after `git gc`).
-    // Only files that exist: cargo re-runs a build script whose watched file is missing on
+    // (a loose file, or packed-refs after `git gc`) and the index. And when the source that
+    // goes into the binary changes, which may make the tree clean or dirty: the workspace's
+    // crates (cargo scans a watched folder's files), the vendored candle and the manifests.
+    // Only paths that exist: cargo re-runs a build script whose watched path is missing on
     // every build.
+    let mut watched = Vec::new();
     if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
         let dir = PathBuf::from(dir);
         let branch = git(&["symbolic-ref", "-q", "HEAD"]);
-        let watched = [Some("HEAD"), Some("packed-refs"), branch.as_deref()];
-        for path in watched.into_iter().flatten().map(|p| dir.join(p)) {
-            if path.exists() {
-                println!("cargo:rerun-if-changed={}", path.display());
-            }
+        let refs = [
+            Some("HEAD"),
+            Some("packed-refs"),
+            Some("index"),
+            branch.as_deref(),
+        ];
+        watched.extend(refs.into_iter().flatten().map(|p| dir.join(p)));
+    }
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for p in ["crates", "vendor", "Cargo.toml", "Cargo.lock"] {
+        watched.push(workspace.join(p));
+    }
+    for path in watched {
+        if path.exists() {
+            println!("cargo:rerun-if-changed={}", path.display());
         }
     }
 }
