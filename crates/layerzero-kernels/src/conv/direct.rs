@@ -301,7 +301,7 @@ pub(crate) struct ImgEpi<'a> {
 macro_rules! fwd_kernel {
     ($name:ident, $feat:literal, $lanes:literal, $zero:ident, $load:ident, $set1:ident,
      $fma:ident, $add:ident, $max:ident, $store:ident) => {
-        /// One image's forward pass: out(cout, ho, wo) = epilogue(Σ_k wpack · buf[taps]).
+        /// One image's forward pass: `out(cout, ho, wo) = epilogue(Σ_k wpack · buf[taps])`.
         ///
         /// # Safety
         /// The CPU must support the enabled target features. `buf` must hold at least
@@ -422,7 +422,7 @@ macro_rules! isa_kernels {
             );
 
             /// Weight-gradient partial sums for a group of images: for every block of COB
-            /// output channels × TB taps, acc[·][·][lane] += Σ_images Σ_v dy·x.
+            /// output channels × TB taps, `acc[·][·][lane] += Σ_images Σ_v dy·x`.
             ///
             /// `dys[g]` is image g's output gradient laid out as (cout, nvec·L) with zero lanes
             /// past `wo` in every row; `acc` holds ⌈cout/COB⌉·⌈K/TB⌉·COB·TB·L floats.
@@ -558,7 +558,7 @@ fn fwd_tile(isa: Isa, lanes: usize, cout: usize, nvec: usize) -> (usize, usize) 
     tiles.iter().copied().min_by_key(cost).unwrap_or(tiles[0])
 }
 
-/// wpack[cb][k][c] = w[cb·COB + c][k] (zero past cout): the COB weights one tap broadcasts
+/// `wpack[cb][k][c] = w[cb·COB + c][k]` (zero past cout): the COB weights one tap broadcasts
 /// are adjacent.
 fn pack_weights(w: &[f32], cout: usize, k: usize, cob: usize) -> Vec<f32> {
     let nblk = cout.div_ceil(cob);
@@ -668,7 +668,8 @@ pub(crate) fn dx_supported(g: &ConvGeom) -> bool {
     g.stride == 1 && g.pad < g.kh && g.pad < g.kw
 }
 
-/// The weight of the input gradient at stride 1: wt[ci][co][ky][kx] = w[co][ci][kh−1−ky][kw−1−kx].
+/// The weight of the input gradient at stride 1:
+/// `wt[ci][co][ky][kx] = w[co][ci][kh−1−ky][kw−1−kx]`.
 pub(crate) fn flip_transpose(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
     let (kh, kw) = (g.kh, g.kw);
     let mut wt = vec![0.0f32; w.len()];

@@ -16,7 +16,7 @@
 //! the input transform is 16 unaligned loads and 32 additions per 8 tiles and channel, all
 //! vectorised. The transformed input V and the products M live in `[channel][ξ][tile]`
 //! order (ξ = the 16 transform points), so the multiply is 16 independent GEMMs
-//! M[ξ] = U[ξ] · V[ξ] (U: the transformed weights, Cout × Cin) over the tiles of a task,
+//! `M[ξ] = U[ξ] · V[ξ]` (U: the transformed weights, Cout × Cin) over the tiles of a task,
 //! with the same broadcast-and-FMA register tile as the direct kernel, and the output
 //! transform of one channel reads 16 adjacent rows. It interleaves even and odd columns back
 //! into NCHW rows and applies the epilogue (bias, residual, ReLU) before the only store.
@@ -28,7 +28,7 @@
 //! Weight gradient. Differentiating y = Aᵀ·[(G·g·Gᵀ) ⊙ (Bᵀ·d·B)]·A gives, summed over tiles,
 //! dg = Gᵀ·[Σ (A·dy·Aᵀ) ⊙ (Bᵀ·d·B)]·G: the same input transform V, a transform of each 2×2
 //! block of the output gradient into dM (additions only), and 16 GEMMs
-//! dU[ξ] = dM[ξ] · V[ξ]ᵀ that reduce over the tiles (a register tile of output × input
+//! `dU[ξ] = dM[ξ] · V[ξ]ᵀ` that reduce over the tiles (a register tile of output × input
 //! channels, 8 tiles per lane, summed across lanes once per group). There is no output
 //! transform, which is why it pays from 16 channels on. Groups are larger than the forward
 //! pass's (its GEMM walks one ξ at a time, so only a sixteenth of V and dM must stay in L2),
@@ -259,7 +259,7 @@ impl Wino {
 /// Largest NV of the compiled GEMM tiles (sizes the slack of V and M).
 const NV_MAX: usize = 4;
 
-/// U[ξ][co][ci] = (G · w[co][ci] · Gᵀ)[ξ] packed for the GEMM tile: upack[ξ][cb][ci][c].
+/// `U[ξ][co][ci] = (G · w[co][ci] · Gᵀ)[ξ]` packed for the GEMM tile: `upack[ξ][cb][ci][c]`.
 fn transform_weights(w: &[f32], cout: usize, cin: usize, cob: usize) -> Vec<f32> {
     let nblk = cout.div_ceil(cob);
     let mut u = vec![0.0f32; XI * nblk * cin * cob];
@@ -359,7 +359,7 @@ macro_rules! wino_kernels {
                 }
             }
 
-            /// V[ξ][ci][p0 + l] for the 8 tiles of every vector of every tile row of one
+            /// `V[ξ][ci][p0 + l]` for the 8 tiles of every vector of every tile row of one
             /// channel (already in `buf`). Writes run up to 7 floats past the row's last
             /// tile; later rows (and the slack) absorb them.
             ///
@@ -439,7 +439,7 @@ macro_rules! wino_kernels {
                 }
             }
 
-            /// M[ξ] = U[ξ] · V[ξ] for `nvec` vectors of tiles (rounded up to NV).
+            /// `M[ξ] = U[ξ] · V[ξ]` for `nvec` vectors of tiles (rounded up to NV).
             ///
             /// # Safety
             /// CPU features as enabled; sizes are asserted.
@@ -687,7 +687,7 @@ macro_rules! wino_kernels {
                 (fix(ev), fix(od))
             }
 
-            /// dM[co][ξ] = (A·dy·Aᵀ)[ξ] for the 2×2 output-gradient blocks of the 8 tiles of
+            /// `dM[co][ξ] = (A·dy·Aᵀ)[ξ]` for the 2×2 output-gradient blocks of the 8 tiles of
             /// every vector of every tile row of channel `co` (the (ho, wo) plane `dyc`);
             /// outputs past the plane's edge count as zero. Like the input transform, writes
             /// run up to 7 floats past a row's last tile.
@@ -779,7 +779,7 @@ macro_rules! wino_kernels {
                 }
             }
 
-            /// dU[ξ][co][ci] += Σ_p dM[co][ξ][p] · V[ci][ξ][p] over `nvec` vectors of tiles
+            /// `dU[ξ][co][ci] += Σ_p dM[co][ξ][p] · V[ci][ξ][p]` over `nvec` vectors of tiles
             /// (the caller zeroes both past the last tile).
             ///
             /// # Safety
@@ -910,7 +910,9 @@ macro_rules! register_tiles {
     ($(#[$doc:meta])* $choose:ident, $run:ident, $tiles:ident, $var:literal,
      $kernel:ident($($arg:ident: $ty:ty),* $(,)?),
      avx2: [$(($a2:literal, $b2:literal)),*], avx512: [$(($a5:literal, $b5:literal)),*]) => {
-        /// The compiled tiles of [`$choose`]: AVX2's, then AVX-512's.
+        #[doc = concat!(
+            "The compiled tiles of [`", stringify!($choose), "`]: AVX2's, then AVX-512's."
+        )]
         const $tiles: [&[(usize, usize)]; 2] = [&[$(($a2, $b2)),*], &[$(($a5, $b5)),*]];
 
         $(#[$doc])*
@@ -1084,7 +1086,7 @@ register_tiles!(
 
 /// Weight gradient of a stride-1 3×3 convolution through F(2×2, 3×3) or F(4×4, 3×3)
 /// (`dw_tile_size`): with V = Bᵀ·x·B (the forward's input transform) and dM = A·dy·Aᵀ per
-/// tile, dw[co][ci] = Gᵀ · (Σ_tiles dM[co] ⊙ V[ci]) · G. The sums over tiles are 16 (or 36)
+/// tile, `dw[co][ci] = Gᵀ · (Σ_tiles dM[co] ⊙ V[ci]) · G`. The sums over tiles are 16 (or 36)
 /// GEMMs (Cout × tiles) · (tiles × Cin); `dw` (cout, cin, 3, 3) is fully overwritten.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_dw(
@@ -1190,8 +1192,8 @@ fn conv_dw_tile(
     }
 }
 
-/// dw[co][ci] = Gᵀ · dU[·][co][ci] · G (the 16 sums of the weight gradient, in `du` as
-/// [ξ][co][ci]) into `dw` (cout, cin, 3, 3).
+/// `dw[co][ci] = Gᵀ · dU[·][co][ci] · G` (the 16 sums of the weight gradient, in `du` as
+/// `[ξ][co][ci]`) into `dw` (cout, cin, 3, 3).
 fn weight_grad_from_sums(du: &[f32], cout: usize, cin: usize, dw: &mut [f32]) {
     // dw = Gᵀ·dU·G, with G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
     for co in 0..cout {

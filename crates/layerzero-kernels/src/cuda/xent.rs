@@ -20,7 +20,7 @@ const FWD_THREADS: u32 = 256;
 /// Threads per block of the backward kernel, one row each.
 const BWD_THREADS: u32 = 128;
 
-/// Per row i of the (n, k) logits x with label t = y[i]: lse = log Σⱼ exp(xᵢⱼ), and the loss
+/// Per row i of the (n, k) logits x with label t = `y[i]`: lse = log Σⱼ exp(xᵢⱼ), and the loss
 /// (1 − s)·(lse − xᵢₜ) + s·(lse − mean(xᵢ)), the trainer's `cross_entropy`. The forward kernel
 /// writes the rows' mean loss and their count of correct predictions (argmax, the first of
 /// equal maxima, equal to t); the backward kernel writes g/n · (softmax(xᵢ)ⱼ − (1 − s)·[j = t]

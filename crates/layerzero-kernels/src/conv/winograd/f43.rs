@@ -32,8 +32,8 @@ const G: [[f64; 3]; 6] = [
     [0.0, 0.0, 1.0],
 ];
 
-/// U[ξ][co][ci] = (G · w[co][ci] · Gᵀ)[ξ], computed in f64, packed for the GEMM tile as
-/// upack[ξ][cb][ci][c] (the parent's layout with 36 points).
+/// `U[ξ][co][ci] = (G · w[co][ci] · Gᵀ)[ξ]`, computed in f64, packed for the GEMM tile as
+/// `upack[ξ][cb][ci][c]` (the parent's layout with 36 points).
 pub(super) fn transform_weights(w: &[f32], cout: usize, cin: usize, cob: usize) -> Vec<f32> {
     const XI: usize = 36;
     let nblk = cout.div_ceil(cob);
@@ -58,8 +58,8 @@ pub(super) fn transform_weights(w: &[f32], cout: usize, cin: usize, cob: usize) 
     u
 }
 
-/// dw[co][ci] = Gᵀ · dU[·][co][ci] · G (the 36 sums of the weight gradient, in `du` as
-/// [ξ][co][ci]) into `dw` (cout, cin, 3, 3), computed in f64.
+/// `dw[co][ci] = Gᵀ · dU[·][co][ci] · G` (the 36 sums of the weight gradient, in `du` as
+/// `[ξ][co][ci]`) into `dw` (cout, cin, 3, 3), computed in f64.
 pub(super) fn weight_grad_from_sums(du: &[f32], cout: usize, cin: usize, dw: &mut [f32]) {
     for co in 0..cout {
         for ci in 0..cin {
@@ -107,7 +107,7 @@ macro_rules! f43_kernels {
             }
 
             /// 32 consecutive floats (a, b, c, d) split by index mod 4: phase q holds
-            /// x[q], x[q + 4], …, x[q + 28].
+            /// `x[q]`, `x[q + 4]`, …, `x[q + 28]`.
             #[inline]
             #[target_feature(enable = $feat)]
             fn split4(a: __m256, b: __m256, c: __m256, d: __m256) -> [__m256; 4] {
@@ -238,7 +238,7 @@ macro_rules! f43_kernels {
                 }
             }
 
-            /// V[ci][ξ][p0 + l] (ξ = 6·i + j) for the 8 tiles of every vector of every tile row
+            /// `V[ci][ξ][p0 + l]` (ξ = 6·i + j) for the 8 tiles of every vector of every tile row
             /// of one channel (already in `buf`). Writes run up to 7 floats past the row's last
             /// tile; later rows (and the slack) absorb them.
             ///
@@ -330,7 +330,7 @@ macro_rules! f43_kernels {
                 ]
             }
 
-            /// dM[co][ξ] = (A·dy·Aᵀ)[ξ] for the 4×4 output-gradient blocks of the 8 tiles of
+            /// `dM[co][ξ] = (A·dy·Aᵀ)[ξ]` for the 4×4 output-gradient blocks of the 8 tiles of
             /// every vector of every tile row of channel `co` (the (ho, wo) plane `dyc`);
             /// outputs past the plane's edge count as zero. Like the input transform, writes
             /// run up to 7 floats past a row's last tile.
