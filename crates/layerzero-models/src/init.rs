@@ -71,8 +71,8 @@ pub(crate) fn layer_seed(seed: u64, layer_name: &str) -> u64 {
     mix.next_u64()
 }
 
-/// Initial values of every tensor of one layer, in the order of [`TensorRole`]s given by
-/// [`roles_of`]. Running statistics and the batch counter are included for batch norms.
+/// Initial values of every tensor of one layer, in PyTorch's `state_dict()` order: weight then
+/// bias; for batch norms γ, β, the running mean and variance and the batch counter.
 pub(crate) fn layer_tensors(
     info: &LayerInfo,
     init: Init,
