@@ -32,10 +32,15 @@ pub fn pp(fraction: f64) -> String {
 /// Why up: the verdict compares |Δ| with a threshold of whole hundredths of a point (1.00 pp by
 /// default), and a magnitude rounded up is at most such a threshold exactly when the true one
 /// is. Rounded to nearest, a Δ of −1.0001 pp (9,999 test images) read "−1.00" beside a
-/// non-trivial verdict. Over 10,000 images every Δ is a whole hundredth of a point and prints
-/// as it is (the tolerance absorbs the float noise of `x / 10_000 * 100`).
+/// non-trivial verdict. On CIFAR's 10,000 test images every Δ is a whole hundredth of a point
+/// and prints as it is. The tolerance absorbs the float error of `k / n * 100 * 100` (a few
+/// 1e-12) and is exact for any image count below about 10⁹: a Δ that is not a whole hundredth
+/// lies at least 1/n hundredths past one.
 pub fn pp_delta(fraction: f64) -> String {
     let v = fraction * 100.0;
+    if !v.is_finite() {
+        return format!("{v}");
+    }
     let hundredths = (v.abs() * 100.0 - 1e-9).ceil().max(0.0);
     if hundredths == 0.0 {
         "+0.00".to_string()
@@ -127,9 +132,11 @@ pub fn render_markdown(summary: &Summary) -> String {
         "Question (after \"Is Each Layer Non-trivial in CNN?\", Liang et al., arXiv 2009.09938): \
          when one layer's kernel is replaced by zeros and the network is evaluated again, does its \
          accuracy change? Accuracies are percentages of the evaluated images; **Δtop-1 = ablated − \
-         baseline top-1 in percentage points (pp)**, negative when the ablation hurts; a Δ is shown \
+         baseline top-1 in percentage points (pp)**, negative when the ablation hurts. One measurement's Δ is shown \
          with its magnitude rounded up to the hundredth, so that it lies on its verdict's side \
-         of the threshold (exact over 10,000 images). The 95 % \
+         of a threshold in whole hundredths such as the default 1.00 pp (on CIFAR's 10,000 test \
+         images every Δ is a whole hundredth and shown exactly); means over seeds and interval \
+         bounds are rounded to nearest. The 95 % \
          interval of Δtop-1 is the Wald interval of the paired difference; the McNemar p-value is \
          the exact two-sided test on the paired per-image correctness. With few flipped images \
          the Wald interval is the more optimistic of the two: it can exclude 0 where the exact \
@@ -616,7 +623,13 @@ fn fmt_level(level: f64) -> String {
 }
 
 fn sweep_cell(l: &LayerSummary) -> String {
-    let v = pp(l.delta_top1.mean);
+    // One seed: the cell is that seed's Δ beside its verdict (bold when non-trivial), so it
+    // rounds as the per-layer tables do; a mean over seeds rounds to nearest.
+    let v = if l.delta_top1.n == 1 {
+        pp_delta(l.delta_top1.mean)
+    } else {
+        pp(l.delta_top1.mean)
+    };
     match l.consensus {
         Consensus::NonTrivial => format!("**{v}**"),
         Consensus::Mixed => format!("_{v}_"),
@@ -856,6 +869,52 @@ mod tests {
         assert_eq!(pp(-0.00001), "+0.00");
         assert_eq!(pp(0.013), "+1.30");
         assert_eq!(pp(-0.010001), "-1.00");
+        assert_eq!(pvalue(1.0), "1");
+        assert_eq!(pvalue(0.0123), "0.0123");
+        assert_eq!(pvalue(0.009853), "0.00985");
+        assert_eq!(pvalue(0.5), "0.500");
+        assert_eq!(pvalue(0.001), "0.00100");
+        // Never shown at or above a threshold it is below.
+        assert_eq!(pvalue(0.0099996), "0.00999");
+        assert_eq!(pvalue(0.9996), "0.999");
+        assert_eq!(pvalue(0.04999), "0.0499");
+        assert_eq!(pvalue(1.2e-30), "1.2e-30");
+        assert_eq!(fmt_level(0.5), "50");
+        assert_eq!(fmt_level(0.125), "12.5");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("x\"y"), "\"x\"\"y\"");
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(cell("a|b\nc"), "a\\|b c");
+    }
+
+    #[test]
+    fn a_one_seed_sweep_cell_rounds_as_its_verdict_does() {
+        let stat = |v: &[f64]| Stat::of(v).unwrap();
+        let layer = |delta: Stat, consensus| LayerSummary {
+            index: 0,
+            layer: "layer1.0.conv1".into(),
+            kind: "conv".into(),
+            role: "residual-branch".into(),
+            changes_channels: false,
+            params: 0,
+            level: Some(0.5),
+            delta_top1: delta,
+            top1: stat(&[0.9]),
+            trivial: 0,
+            non_trivial: 1,
+            consensus,
+            per_seed: Vec::new(),
+        };
+        let d = -100.0 / 9_999.0;
+        assert_eq!(
+            sweep_cell(&layer(stat(&[d]), Consensus::NonTrivial)),
+            "**-1.01**"
+        );
+        // A mean over seeds is rounded to nearest, like the ± std beside it elsewhere.
+        assert_eq!(
+            sweep_cell(&layer(stat(&[d, d]), Consensus::Mixed)),
+            "_-1.00_"
+        );
     }
 
     #[test]
@@ -893,21 +952,6 @@ mod tests {
             }
         }
         assert_eq!(pp_delta(-100.0 / 9_999.0), "-1.01");
-        assert_eq!(pvalue(1.0), "1");
-        assert_eq!(pvalue(0.0123), "0.0123");
-        assert_eq!(pvalue(0.009853), "0.00985");
-        assert_eq!(pvalue(0.5), "0.500");
-        assert_eq!(pvalue(0.001), "0.00100");
-        // Never shown at or above a threshold it is below.
-        assert_eq!(pvalue(0.0099996), "0.00999");
-        assert_eq!(pvalue(0.9996), "0.999");
-        assert_eq!(pvalue(0.04999), "0.0499");
-        assert_eq!(pvalue(1.2e-30), "1.2e-30");
-        assert_eq!(fmt_level(0.5), "50");
-        assert_eq!(fmt_level(0.125), "12.5");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("x\"y"), "\"x\"\"y\"");
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(cell("a|b\nc"), "a\\|b c");
+        assert_eq!(pp_delta(f64::NAN), "NaN");
     }
 }
