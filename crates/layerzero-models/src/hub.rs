@@ -129,8 +129,8 @@ impl HubOptions {
     /// Options from the environment, as Hugging Face clients read it: the cache is
     /// `$HF_HUB_CACHE`, else `$HUGGINGFACE_HUB_CACHE`, else `$HF_HOME/hub`, else
     /// `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`; offline when
-    /// `HF_HUB_OFFLINE` is `1`, `true`, `yes` or `on`; downloads from `$HF_ENDPOINT`, else
-    /// [`DEFAULT_ENDPOINT`].
+    /// `HF_HUB_OFFLINE` is `1`, `true`, `yes` or `on`; downloads from `$HF_ENDPOINT` (without a
+    /// trailing `/`), else [`DEFAULT_ENDPOINT`].
     pub fn from_env() -> Self {
         let env = |k| {
             std::env::var_os(k)
@@ -153,6 +153,7 @@ impl HubOptions {
             .unwrap_or(false);
         let endpoint = std::env::var("HF_ENDPOINT")
             .ok()
+            .map(|v| v.trim_end_matches('/').to_string())
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
         HubOptions {
@@ -202,15 +203,17 @@ fn resolve_hf(loc: &HfLocation, opts: &HubOptions, uri: &str) -> Result<PathBuf>
     };
     match lookup(true) {
         Ok(p) => Ok(p),
-        Err(hf_hub::HFError::LocalEntryNotFound { .. }) if !opts.offline => lookup(false)
-            .map_err(|e| hub_error(uri, format!("download from {} failed: {e}", opts.endpoint))),
-        Err(e) => Err(hub_error(
+        Err(e) if opts.offline => Err(hub_error(
             uri,
             format!(
                 "not usable from the hub cache {} (offline): {e}",
                 opts.cache_dir.display()
             ),
         )),
+        // Not in the cache, or (EntryNotFound) remembered there as missing from an earlier
+        // 404: ask the hub, which may have the file since.
+        Err(_) => lookup(false)
+            .map_err(|e| hub_error(uri, format!("download from {} failed: {e}", opts.endpoint))),
     }
 }
 

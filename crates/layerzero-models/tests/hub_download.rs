@@ -1,6 +1,11 @@
-//! `hf://` weights downloaded through hf-hub from a loopback server that answers as the
-//! Hugging Face hub does (`HEAD`/`GET /{owner}/{repo}/resolve/{revision}/{path}` with `ETag` and
-//! `X-Repo-Commit`), pointed at through `HF_ENDPOINT`, as a user would point at a mirror.
+//! `hf://` weights downloaded through hf-hub from loopback servers that answer as the Hugging
+//! Face hub's HTTP interface does, pointed at through `HF_ENDPOINT`, as a user would point at
+//! a mirror. What they mimic: `HEAD` then `GET /{owner}/{repo}/resolve/{revision}/{path}`;
+//! a small file answered in place (`ETag`, `X-Repo-Commit`); a large (LFS) file answered with
+//! a redirect to another host, a CDN, carrying `X-Linked-Etag`, `X-Linked-Size` and
+//! `X-Repo-Commit`; a missing file answered 404 with `X-Error-Code: EntryNotFound` and the
+//! commit. What they do not: the Xet storage protocol (`X-Xet-Hash`), which hf-hub takes
+//! through the `hf-xet` crate for files stored that way; no test here covers that path.
 //!
 //! Only with the `hub` feature, whose HTTP stack takes long to build, so CI's
 //! `cargo test --workspace` does not build it:
@@ -26,84 +31,137 @@ use layerzero_models::{
 };
 
 const COMMIT: &str = "89abcdef0123456789abcdef0123456789abcdef";
-const FILE_URL: &str = "/someone/cifar-nets/resolve/main/r20/model.safetensors";
-const SHORT_URL: &str = "/someone/cifar-nets/resolve/main/r20/short.safetensors";
+const RESOLVE: &str = "/someone/cifar-nets/resolve/main/r20/";
+/// A small file, answered in place.
+const FILE: &str = "model.safetensors";
+/// An LFS file, answered with a redirect to the CDN.
+const LFS: &str = "lfs.safetensors";
+/// Announces the whole length, sends half.
+const SHORT: &str = "short.safetensors";
+/// Where the CDN serves the LFS file.
+const CDN_PATH: &str = "/repos/ab/cd/blob-of-lfs";
 
-/// The hub's side: which request lines it saw, and what it serves.
+/// One request as a server saw it: method and path.
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// Accepts connections on a fresh loopback port for 120 s, one request each, and answers what
+/// `reply(method, path)` gives; returns the base URL and the requests seen.
+fn serve(reply: impl Fn(&str, &str) -> Vec<u8> + Send + 'static) -> (String, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let _ = answer(stream, &reply, &log);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    (base, seen)
+}
+
+fn answer(
+    mut stream: TcpStream,
+    reply: &impl Fn(&str, &str) -> Vec<u8>,
+    log: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
+    let Some(head) = layerzero_testkit::http::read_request_head(&mut stream)? else {
+        return Ok(());
+    };
+    let mut parts = head.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_string();
+    let path = parts.next().unwrap_or_default().to_string();
+    log.lock().unwrap().push(format!("{method} {path}"));
+    stream.write_all(&reply(&method, &path))?;
+    stream.flush()?;
+    stream.shutdown(std::net::Shutdown::Both)
+}
+
+/// A response: status line, headers, and the body unless the request was a HEAD.
+fn response(method: &str, status: &str, headers: &[String], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status}\r\n");
+    for h in headers {
+        out.push_str(h);
+        out.push_str("\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    let mut out = out.into_bytes();
+    if method != "HEAD" {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// The hub and its CDN.
 struct Hub {
     endpoint: String,
-    seen: Arc<Mutex<Vec<String>>>,
+    seen: Seen,
+    cdn_seen: Seen,
 }
 
 impl Hub {
-    /// Serves `bytes` at [`FILE_URL`], the same announced length but only half the bytes at
-    /// [`SHORT_URL`], and 404 with the hub's `X-Error-Code` for anything else.
     fn start(bytes: Vec<u8>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
         let bytes = Arc::new(bytes);
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while Instant::now() < deadline {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let _ = answer(stream, &bytes, &log);
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        let cdn_bytes = bytes.clone();
+        let (cdn, cdn_seen) = serve(move |method, path| {
+            if path == CDN_PATH {
+                let len = format!("Content-Length: {}", cdn_bytes.len());
+                response(method, "200 OK", &[len], &cdn_bytes)
+            } else {
+                response(method, "403 Forbidden", &["Content-Length: 0".into()], b"")
+            }
+        });
+        let (endpoint, seen) = serve(move |method, path| {
+            let commit = format!("X-Repo-Commit: {COMMIT}");
+            // The hub's ETag of a file is its content's hash; files differ, so must their
+            // ETags (hf-hub reuses a blob it already has under the same ETag).
+            let etag = |c: &str| format!("ETag: \"{}\"", c.repeat(64));
+            let len = format!("Content-Length: {}", bytes.len());
+            match path.strip_prefix(RESOLVE).unwrap_or_default() {
+                FILE => response(method, "200 OK", &[len, etag("e"), commit], &bytes),
+                SHORT => {
+                    let half = &bytes[..bytes.len() / 2];
+                    response(method, "200 OK", &[len, etag("f"), commit], half)
+                }
+                LFS => {
+                    // As the hub answers an LFS file: a redirect to the CDN whose headers name
+                    // the file's own hash and size (X-Linked-*); its ETag is the pointer's.
+                    let headers = [
+                        format!("Location: {cdn}{CDN_PATH}"),
+                        format!("X-Linked-Etag: \"{}\"", "a".repeat(64)),
+                        format!("X-Linked-Size: {}", bytes.len()),
+                        "ETag: \"pointer-file-etag\"".into(),
+                        "Content-Length: 0".into(),
+                        commit,
+                    ];
+                    response(method, "302 Found", &headers, b"")
+                }
+                _ => {
+                    let headers = [
+                        "X-Error-Code: EntryNotFound".into(),
+                        "Content-Length: 0".into(),
+                        commit,
+                    ];
+                    response(method, "404 Not Found", &headers, b"")
                 }
             }
         });
-        Hub { endpoint, seen }
+        Hub {
+            endpoint,
+            seen,
+            cdn_seen,
+        }
     }
 
     fn requests(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
     }
-}
-
-fn answer(mut stream: TcpStream, bytes: &[u8], log: &Mutex<Vec<String>>) -> std::io::Result<()> {
-    let Some(head) = layerzero_testkit::http::read_request_head(&mut stream)? else {
-        return Ok(());
-    };
-    let line = head.lines().next().unwrap_or_default().to_string();
-    log.lock().unwrap().push(line.clone());
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or_default();
-    let path = parts.next().unwrap_or_default();
-    // The hub's ETag of a file is its content's hash; files differ, so must their ETags
-    // (hf-hub reuses a blob it already has under the same ETag).
-    let etag = format!(
-        "\"{}\"",
-        if path == FILE_URL { "e" } else { "f" }.repeat(64)
-    );
-    let found = |sent: usize| {
-        format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: {etag}\r\nX-Repo-Commit: {COMMIT}\r\n\
-             Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
-            bytes.len()
-        )
-        .into_bytes()
-        .into_iter()
-        .chain(if method == "GET" {
-            bytes[..sent].to_vec()
-        } else {
-            Vec::new()
-        })
-        .collect::<Vec<u8>>()
-    };
-    let reply = match path {
-        FILE_URL => found(bytes.len()),
-        SHORT_URL => found(bytes.len() / 2),
-        _ => b"HTTP/1.1 404 Not Found\r\nX-Error-Code: EntryNotFound\r\nContent-Length: 0\r\n\
-               Connection: close\r\n\r\n"
-            .to_vec(),
-    };
-    stream.write_all(&reply)?;
-    stream.flush()?;
-    stream.shutdown(std::net::Shutdown::Both)
 }
 
 fn hub_error(result: layerzero_models::Result<std::path::PathBuf>, uri: &str) -> String {
@@ -126,9 +184,11 @@ fn hf_locations_download_into_the_cache_through_hf_hub() {
     let bytes = to_safetensors_bytes(net.as_ref(), &meta).unwrap();
     let hub = Hub::start(bytes.clone());
     // Through the environment, as a user points at a mirror; `load_model` below reads it too.
-    std::env::set_var("HF_ENDPOINT", &hub.endpoint);
-    // Nothing of the developer's own hub setup may take part.
+    // A trailing slash is what people type; it must not double in the URLs.
+    std::env::set_var("HF_ENDPOINT", format!("{}/", hub.endpoint));
+    // Nothing of the developer's own hub setup may take part, their token least of all.
     std::env::remove_var("HF_TOKEN");
+    std::env::set_var("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1");
     std::env::remove_var("HF_HUB_OFFLINE");
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("hub");
@@ -164,19 +224,33 @@ fn hf_locations_download_into_the_cache_through_hf_hub() {
             .trim(),
         COMMIT
     );
-    let asked = hub.requests();
-    assert!(
-        asked
-            .iter()
-            .any(|r| r.starts_with("GET ") && r.contains(FILE_URL)),
-        "{asked:?}"
+    assert_eq!(
+        hub.requests(),
+        [
+            format!("HEAD {RESOLVE}{FILE}"),
+            format!("GET {RESOLVE}{FILE}")
+        ]
     );
 
     // Again, online and offline: from the cache, without another request.
-    let n = hub.requests().len();
     assert_eq!(resolve_weights_with(uri, &online).unwrap(), path);
     assert_eq!(resolve_weights_with(uri, &offline).unwrap(), path);
-    assert_eq!(hub.requests().len(), n, "{:?}", hub.requests());
+    assert_eq!(hub.requests().len(), 2, "{:?}", hub.requests());
+
+    // An LFS file: the hub redirects to its CDN, which serves the bytes.
+    let lfs = "hf://someone/cifar-nets/r20/lfs.safetensors";
+    let lfs_path = resolve_weights_with(lfs, &online).unwrap();
+    assert_eq!(std::fs::read(&lfs_path).unwrap(), bytes);
+    assert_eq!(
+        *hub.cdn_seen.lock().unwrap(),
+        [format!("GET {CDN_PATH}")],
+        "the download did not come from the CDN"
+    );
+    // Stored under the file's own hash (X-Linked-Etag), not the pointer's ETag.
+    let blob = cache
+        .join("models--someone--cifar-nets/blobs")
+        .join("a".repeat(64));
+    assert_eq!(std::fs::read(blob).unwrap(), bytes);
 
     // As users run it: `load_model` by hf:// name with the cache from the environment.
     std::env::set_var("HF_HUB_CACHE", dir.path().join("other-cache"));
@@ -187,26 +261,33 @@ fn hf_locations_download_into_the_cache_through_hf_hub() {
         .unwrap()
         .starts_with(dir.path().join("other-cache")));
 
-    // A file the hub does not have: an error naming the location.
+    // A file the hub does not have: an error naming the location and the server.
     let missing = "hf://someone/cifar-nets/r20/absent.safetensors";
     let msg = hub_error(resolve_weights_with(missing, &online), missing);
-    assert!(
-        msg.contains(&format!("download from {} failed", hub.endpoint)),
-        "{msg}"
-    );
+    let from = format!("download from {} failed", hub.endpoint);
+    assert!(msg.contains(&from) && msg.contains("not found"), "{msg}");
     assert!(HfLocation::parse(missing)
         .unwrap()
         .unwrap()
         .find_in_cache(&cache)
         .is_none());
+    // hf-hub remembers the 404 in the cache (`.no_exist/`). Online, the hub is asked again, so
+    // a file uploaded since is found; offline, the error says it is offline.
+    let n = hub.requests().len();
+    let msg = hub_error(resolve_weights_with(missing, &online), missing);
+    assert!(msg.contains(&from), "{msg}");
+    assert_eq!(
+        hub.requests()[n..],
+        [format!("HEAD {RESOLVE}absent.safetensors")]
+    );
+    let msg = hub_error(resolve_weights_with(missing, &offline), missing);
+    assert!(msg.contains("offline"), "{msg}");
 
-    // A transfer cut short: an error, and no truncated file where the weights would be.
+    // A transfer cut short: an error, and no truncated file where the weights would be (hf-hub
+    // keeps the partial bytes as `blobs/<etag>.incomplete`, which no lookup returns).
     let short = "hf://someone/cifar-nets/r20/short.safetensors";
     let msg = hub_error(resolve_weights_with(short, &online), short);
-    assert!(
-        msg.contains(&format!("download from {} failed", hub.endpoint)),
-        "{msg}"
-    );
+    assert!(msg.contains(&from), "{msg}");
     let short_loc = HfLocation::parse(short).unwrap().unwrap();
     assert!(short_loc.find_in_cache(&cache).is_none());
     assert!(
@@ -216,4 +297,5 @@ fn hf_locations_download_into_the_cache_through_hf_hub() {
 
     std::env::remove_var("HF_HUB_CACHE");
     std::env::remove_var("HF_ENDPOINT");
+    std::env::remove_var("HF_HUB_DISABLE_IMPLICIT_TOKEN");
 }

@@ -1,9 +1,9 @@
 //! Harness pieces that the kill-and-resume, disk-full and download tests of several crates
 //! share (`layerzero-train`, `layerzero-ablate`, the CLI and xtask; `layerzero-data` and
-//! `layerzero-models`). A dev-dependency only: no library
-//! or binary of layerzero uses it, and it knows nothing of their types. What each test checks
-//! after a kill or a failed write stays in that test; what is here only produces the kill or
-//! the full disk.
+//! `layerzero-models`). A dev-dependency only: no library or binary of layerzero uses it, and
+//! it knows nothing of their types. What each test checks after a kill, a failed write or a
+//! download stays in that test; what is here only produces the kill or the full disk, or reads
+//! the request a test server answers.
 //!
 //! - [`kill`]: start a child, then SIGKILL it at a [`kill::KillPoint`] (a moment, the start of
 //!   an atomic write, a file appearing), with moments drawn from a seed the test prints so a
