@@ -1,14 +1,18 @@
 //! Records the git commit the binary is built from (`LAYERZERO_GIT_COMMIT`), for the
 //! provenance of `layerzero report`: the commit of the directory the report is run in would
 //! be the user's project, not layerzero's. A build from a checkout with uncommitted changes to
-//! tracked files records `<sha>+uncommitted changes`, as `cargo xtask reproduce` does: the
-//! commit alone would name code that is not what ran.
+//! the binary's sources records `<sha>+uncommitted changes`, as `cargo xtask reproduce` does
+//! (for any tracked file): the commit alone would name code that is not what ran.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 fn git(args: &[&str]) -> Option<String> {
+    // `--no-optional-locks`: `git status` would otherwise refresh and rewrite the index, which
+    // this script watches (a needless re-run on the next build), and take `index.lock`, which
+    // would fail a `git commit` running meanwhile (rust-analyzer runs build scripts on save).
     let out = Command::new("git")
+        .arg("--no-optional-locks")
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
@@ -23,8 +27,16 @@ fn main() {
     let Some(commit) = git(&["rev-parse", "HEAD"]) else {
         return;
     };
-    let dirty =
-        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    // What goes into the binary, and what is watched below: an edited README neither marks
+    // the binary nor re-runs this script.
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let sources: Vec<PathBuf> = ["crates", "vendor", "Cargo.toml", "Cargo.lock"]
+        .iter()
+        .filter_map(|p| workspace.join(p).canonicalize().ok())
+        .collect();
+    let mut status = vec!["status", "--porcelain", "--untracked-files=no", "--"];
+    status.extend(sources.iter().filter_map(|p| p.to_str()));
+    let dirty = git(&status).is_some_and(|s| !s.is_empty());
     if dirty {
         println!("cargo:rustc-env=LAYERZERO_GIT_COMMIT={commit}+uncommitted changes");
     } else {
@@ -48,10 +60,7 @@ fn main() {
         ];
         watched.extend(refs.into_iter().flatten().map(|p| dir.join(p)));
     }
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for p in ["crates", "vendor", "Cargo.toml", "Cargo.lock"] {
-        watched.push(workspace.join(p));
-    }
+    watched.extend(sources);
     for path in watched {
         if path.exists() {
             println!("cargo:rerun-if-changed={}", path.display());

@@ -354,6 +354,8 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
 fn git_commit() -> Option<String> {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
+            // Reading only: no index refresh, no index.lock taken from a concurrent commit.
+            .arg("--no-optional-locks")
             .args(args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
