@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use layerzero_data::{fetch, Checksum, DataError, Dataset, FetchOutcome, Location, Source};
@@ -49,12 +48,12 @@ fn download_with_correct_checksum_installs_and_is_reused_offline() {
         .iter()
         .all(|f| !f.contains(".part") && !f.contains(".extract")));
     assert!(files.contains(&"cifar-10-binary.tar.gz".to_string()));
-    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(server.requests(), 1);
 
     // A second fetch finds the valid data set and does not touch the network.
     let again = fetch(&data, &src).unwrap();
     assert!(matches!(again, FetchOutcome::AlreadyPresent(_)));
-    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(server.requests(), 1);
 }
 
 #[test]

@@ -18,10 +18,7 @@
 //! tests of the same binary.
 #![cfg(feature = "hub")]
 
-use std::io::Write;
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use candle_core::Device;
 use layerzero_models::hub::{resolve_weights, resolve_weights_with, HfLocation, HubOptions};
@@ -29,6 +26,7 @@ use layerzero_models::weights::to_safetensors_bytes;
 use layerzero_models::{
     create_model, load_model, ModelConfig, ModelError, ModelRegistry, WeightsMetadata,
 };
+use layerzero_testkit::http::Server;
 
 const COMMIT: &str = "89abcdef0123456789abcdef0123456789abcdef";
 const RESOLVE: &str = "/someone/cifar-nets/resolve/main/r20/";
@@ -40,48 +38,6 @@ const LFS: &str = "lfs.safetensors";
 const SHORT: &str = "short.safetensors";
 /// Where the CDN serves the LFS file.
 const CDN_PATH: &str = "/repos/ab/cd/blob-of-lfs";
-
-/// One request as a server saw it: method and path.
-type Seen = Arc<Mutex<Vec<String>>>;
-
-/// Accepts connections on a fresh loopback port for 120 s, one request each, and answers what
-/// `reply(method, path)` gives; returns the base URL and the requests seen.
-fn serve(reply: impl Fn(&str, &str) -> Vec<u8> + Send + 'static) -> (String, Seen) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let seen: Seen = Arc::default();
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < deadline {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    let _ = answer(stream, &reply, &log);
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    });
-    (base, seen)
-}
-
-fn answer(
-    mut stream: TcpStream,
-    reply: &impl Fn(&str, &str) -> Vec<u8>,
-    log: &Mutex<Vec<String>>,
-) -> std::io::Result<()> {
-    let Some(head) = layerzero_testkit::http::read_request_head(&mut stream)? else {
-        return Ok(());
-    };
-    let mut parts = head.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_string();
-    let path = parts.next().unwrap_or_default().to_string();
-    log.lock().unwrap().push(format!("{method} {path}"));
-    stream.write_all(&reply(&method, &path))?;
-    stream.flush()?;
-    stream.shutdown(std::net::Shutdown::Both)
-}
 
 /// A response: status line, headers, and the body unless the request was a HEAD.
 fn response(method: &str, status: &str, headers: &[String], body: &[u8]) -> Vec<u8> {
@@ -101,15 +57,15 @@ fn response(method: &str, status: &str, headers: &[String], body: &[u8]) -> Vec<
 /// The hub and its CDN.
 struct Hub {
     endpoint: String,
-    seen: Seen,
-    cdn_seen: Seen,
+    hub: Server,
+    cdn: Server,
 }
 
 impl Hub {
     fn start(bytes: Vec<u8>) -> Self {
         let bytes = Arc::new(bytes);
         let cdn_bytes = bytes.clone();
-        let (cdn, cdn_seen) = serve(move |method, path| {
+        let cdn = Server::start(usize::MAX, move |method, path| {
             if path == CDN_PATH {
                 let len = format!("Content-Length: {}", cdn_bytes.len());
                 response(method, "200 OK", &[len], &cdn_bytes)
@@ -117,7 +73,8 @@ impl Hub {
                 response(method, "403 Forbidden", &["Content-Length: 0".into()], b"")
             }
         });
-        let (endpoint, seen) = serve(move |method, path| {
+        let cdn_base = cdn.base.clone();
+        let hub = Server::start(usize::MAX, move |method, path| {
             let commit = format!("X-Repo-Commit: {COMMIT}");
             // The hub's ETag of a file is its content's hash; files differ, so must their
             // ETags (hf-hub reuses a blob it already has under the same ETag).
@@ -133,7 +90,7 @@ impl Hub {
                     // As the hub answers an LFS file: a redirect to the CDN whose headers name
                     // the file's own hash and size (X-Linked-*); its ETag is the pointer's.
                     let headers = [
-                        format!("Location: {cdn}{CDN_PATH}"),
+                        format!("Location: {cdn_base}{CDN_PATH}"),
                         format!("X-Linked-Etag: \"{}\"", "a".repeat(64)),
                         format!("X-Linked-Size: {}", bytes.len()),
                         "ETag: \"pointer-file-etag\"".into(),
@@ -153,23 +110,20 @@ impl Hub {
             }
         });
         Hub {
-            endpoint,
-            seen,
-            cdn_seen,
+            endpoint: hub.base.clone(),
+            hub,
+            cdn,
         }
     }
 
     fn requests(&self) -> Vec<String> {
-        self.seen.lock().unwrap().clone()
+        self.hub.requests()
     }
 }
 
 fn hub_error(result: layerzero_models::Result<std::path::PathBuf>, uri: &str) -> String {
-    match result {
-        Err(e @ ModelError::Hub { .. }) => {
-            let ModelError::Hub { uri: u, .. } = &e else {
-                unreachable!()
-            };
+    match &result {
+        Err(e @ ModelError::Hub { uri: u, .. }) => {
             assert_eq!(u, uri);
             e.to_string()
         }
@@ -242,7 +196,7 @@ fn hf_locations_download_into_the_cache_through_hf_hub() {
     let lfs_path = resolve_weights_with(lfs, &online).unwrap();
     assert_eq!(std::fs::read(&lfs_path).unwrap(), bytes);
     assert_eq!(
-        *hub.cdn_seen.lock().unwrap(),
+        hub.cdn.requests(),
         [format!("GET {CDN_PATH}")],
         "the download did not come from the CDN"
     );

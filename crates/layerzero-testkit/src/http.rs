@@ -1,12 +1,75 @@
-//! The part every loopback HTTP test server here needs: reading one request's head.
+//! Loopback HTTP test servers: [`Server`] accepts connections and answers each request with
+//! what the test's reply function gives; [`read_request_head`] reads one request.
 //!
 //! The CIFAR-10 downloader's tests (`layerzero-data`) and the `hf://` download test
-//! (`layerzero-models`, feature `hub`) each answer with their own replies; both read the
-//! request the same way, one connection per request (they answer `Connection: close`).
+//! (`layerzero-models`, feature `hub`) each answer with their own replies; both serve one
+//! request per connection (their replies say `Connection: close`).
 
-use std::io::Read;
-use std::net::TcpStream;
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A server on a fresh loopback port, answering in a thread of its own until it has accepted
+/// `max_connections` connections or 120 s have passed, whichever comes first.
+#[derive(Debug)]
+pub struct Server {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Answers each request with the bytes `reply(method, path)` gives (status line, headers
+    /// and body, written as they are: a test can announce more than it sends), then closes the
+    /// connection.
+    pub fn start(
+        max_connections: usize,
+        reply: impl Fn(&str, &str) -> Vec<u8> + Send + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut accepted = 0;
+            while accepted < max_connections && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        accepted += 1;
+                        let _ = answer(stream, &reply, &log);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Server { base, seen }
+    }
+
+    /// The requests answered so far, as `METHOD path`, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn answer(
+    mut stream: TcpStream,
+    reply: &impl Fn(&str, &str) -> Vec<u8>,
+    log: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
+    let Some(head) = read_request_head(&mut stream)? else {
+        return Ok(());
+    };
+    let mut parts = head.split_whitespace();
+    let method = parts.next().unwrap_or_default();
+    let path = parts.next().unwrap_or_default();
+    log.lock().unwrap().push(format!("{method} {path}"));
+    stream.write_all(&reply(method, path))?;
+    stream.flush()?;
+    stream.shutdown(std::net::Shutdown::Both)
+}
 
 /// Reads `stream` up to the blank line that ends an HTTP request's head, and returns the head
 /// (request line and headers, lossily decoded); `None` if the client closed the connection
@@ -30,8 +93,23 @@ pub fn read_request_head(stream: &mut TcpStream) -> std::io::Result<Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-    use std::net::TcpListener;
+
+    #[test]
+    fn a_server_answers_with_the_reply_and_logs_the_request() {
+        let server = Server::start(2, |method, path| {
+            format!("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Seen: {method} {path}\r\n\r\n")
+                .into_bytes()
+        });
+        let addr = server.base.strip_prefix("http://").unwrap();
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(b"GET /x/y HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap();
+        let mut got = String::new();
+        c.read_to_string(&mut got).unwrap();
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(got.contains("X-Seen: GET /x/y\r\n"), "{got}");
+        assert_eq!(server.requests(), ["GET /x/y"]);
+    }
 
     #[test]
     fn reads_the_head_and_stops_at_the_blank_line() {

@@ -2,16 +2,16 @@
 //! share (`layerzero-train`, `layerzero-ablate`, the CLI and xtask; `layerzero-data` and
 //! `layerzero-models`). A dev-dependency only: no library or binary of layerzero uses it, and
 //! it knows nothing of their types. What each test checks after a kill, a failed write or a
-//! download stays in that test; what is here only produces the kill or the full disk, or reads
-//! the request a test server answers.
+//! download stays in that test; what is here only produces the kill or the full disk, or
+//! serves the replies a test chose.
 //!
 //! - [`kill`]: start a child, then SIGKILL it at a [`kill::KillPoint`] (a moment, the start of
 //!   an atomic write, a file appearing), with moments drawn from a seed the test prints so a
 //!   failure can be replayed.
 //! - [`disk_full`]: run one `#[ignore]`d test of the same test binary as a child process whose
 //!   files are limited to some bytes, so its next write fails with `EFBIG` as on a full disk.
-//! - [`http`]: read a request's head in a loopback HTTP server (the CIFAR-10 downloader's and
-//!   the `hf://` download's tests).
+//! - [`http`]: a loopback HTTP server answering with the test's reply function (the CIFAR-10
+//!   downloader's and the `hf://` download's tests).
 //!
 //! ```no_run
 //! use std::process::Command;

@@ -1,12 +1,8 @@
 //! Test helpers: synthetic CIFAR files and archives, and a loopback HTTP server.
 #![allow(dead_code)]
 
-use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 pub const CLASS_NAMES: [&str; 10] = [
     "airplane",
@@ -107,70 +103,53 @@ pub enum Reply {
 /// It stops by itself after `max_requests` connections or 120 s.
 pub struct TestServer {
     pub url: String,
-    pub requests: Arc<AtomicUsize>,
+    server: layerzero_testkit::http::Server,
 }
 
 impl TestServer {
     pub fn start(reply: Reply, max_requests: usize) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(AtomicUsize::new(0));
-        let counter = requests.clone();
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            let mut served = 0;
-            while served < max_requests && Instant::now() < deadline {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        served += 1;
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        let _ = answer(stream, &reply);
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
+        let server =
+            layerzero_testkit::http::Server::start(max_requests, move |_, _| response(&reply));
         TestServer {
-            url: format!("http://127.0.0.1:{port}/cifar-10-binary.tar.gz"),
-            requests,
+            url: format!("{}/cifar-10-binary.tar.gz", server.base),
+            server,
         }
+    }
+
+    /// How many requests it has answered.
+    pub fn requests(&self) -> usize {
+        self.server.requests().len()
     }
 }
 
-fn answer(mut stream: TcpStream, reply: &Reply) -> std::io::Result<()> {
-    if layerzero_testkit::http::read_request_head(&mut stream)?.is_none() {
-        return Ok(());
-    }
-    match reply {
-        Reply::Body(body) => {
-            write!(
-                stream,
+fn response(reply: &Reply) -> Vec<u8> {
+    let (head, body): (String, &[u8]) = match reply {
+        Reply::Body(body) => (
+            format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/gzip\r\nConnection: close\r\n\r\n",
                 body.len()
-            )?;
-            stream.write_all(body)?;
-        }
-        Reply::CutShort(body, sent) => {
-            write!(
-                stream,
+            ),
+            body,
+        ),
+        Reply::CutShort(body, sent) => (
+            format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
-            )?;
-            stream.write_all(&body[..*sent])?;
-        }
+            ),
+            &body[..*sent],
+        ),
         Reply::NotFound => {
             let msg = b"no such file";
-            write!(
-                stream,
-                "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                msg.len()
-            )?;
-            stream.write_all(msg)?;
+            (
+                format!(
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    msg.len()
+                ),
+                msg,
+            )
         }
-    }
-    stream.flush()?;
-    stream.shutdown(std::net::Shutdown::Both)
+    };
+    [head.as_bytes(), body].concat()
 }
 
 /// Every entry under `dir`, relative, sorted (empty if `dir` does not exist).
