@@ -54,8 +54,17 @@ fn smoke_pipeline_runs_and_a_rerun_skips_every_stage() {
         let r = layerzero_ablate::ResultsFile::read(out.join(results)).unwrap();
         // The smoke profile's test subset, as in its training.
         assert_eq!(r.n_images, 1000);
+        assert_eq!(r.selection_images, None);
         assert!(!r.layers.is_empty());
     }
+    // The greedy path is chosen on the first 500 of those images and measured on the others.
+    let cum = layerzero_ablate::ResultsFile::read(
+        out.join("ablate-resnet8-s0-cumulative-skip-branch.json"),
+    )
+    .unwrap();
+    assert_eq!((cum.selection_images, cum.n_images), (Some(500), 500));
+    assert_eq!(cum.layers.len(), 3);
+    assert!(cum.layers.iter().all(|r| r.selection_top1.is_some()));
     let summary = layerzero_report::read_summary(out.join("report").join("summary.json")).unwrap();
     assert_eq!(summary.claims.len(), 3);
     let md = std::fs::read_to_string(out.join("report").join("report.md")).unwrap();

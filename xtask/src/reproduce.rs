@@ -282,8 +282,16 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
                         create_model(arch, &ModelConfig::new(10).with_device(device.clone()))?;
                     load_safetensors(net.as_ref(), &dir.weights(), &LoadOptions::default())?;
                     let mut cfg = EngineConfig::new(mode);
-                    if mode.is_cumulative() && profile == Profile::Smoke {
-                        cfg.max_cumulative_steps = Some(3);
+                    if mode.is_cumulative() {
+                        if profile == Profile::Smoke {
+                            cfg.max_cumulative_steps = Some(3);
+                        }
+                        // Choose the greedy path on the first half of the test images and
+                        // measure it on the second, so that its curve is not flattered by
+                        // the choice (a set of one image is chosen and measured on itself).
+                        if test_set.len() >= 2 {
+                            cfg.selection_images = Some(test_set.len() / 2);
+                        }
                     }
                     let ctx = RunContext {
                         net: net.as_ref(),

@@ -4,8 +4,9 @@
 //! Columns, always all present in this order ([`CSV_COLUMNS`]):
 //! `index, layer, kind, role, changes_channels, params, level, step, top1, top5, loss,
 //! delta_top1, ci95_top1_lo, ci95_top1_hi, ci95_delta_top1_lo, ci95_delta_top1_hi, mcnemar_p,
-//! flips_right_to_wrong, flips_wrong_to_right, verdict`.
-//! `level` and `step` are empty when absent. Numbers are written exactly as in the JSON
+//! flips_right_to_wrong, flips_wrong_to_right, verdict, selection_top1`.
+//! `level`, `step` and `selection_top1` are empty when absent (`selection_top1`, the last
+//! column, came later: a reader that takes the first 20 columns by position still works). Numbers are written exactly as in the JSON
 //! (shortest round-trip form, e.g. `0.9312`, `1e-30`), booleans as `true`/`false`.
 //! Quoting follows RFC 4180: a field containing `,`, `"`, CR or LF is enclosed in double
 //! quotes with inner quotes doubled. Lines end with `\n`.
@@ -13,7 +14,7 @@
 use crate::schema::{LayerRecord, ResultsFile};
 
 /// The header of the CSV, in order.
-pub const CSV_COLUMNS: [&str; 20] = [
+pub const CSV_COLUMNS: [&str; 21] = [
     "index",
     "layer",
     "kind",
@@ -34,6 +35,7 @@ pub const CSV_COLUMNS: [&str; 20] = [
     "flips_right_to_wrong",
     "flips_wrong_to_right",
     "verdict",
+    "selection_top1",
 ];
 
 /// Renders the layer records as CSV text (header plus one row per record).
@@ -93,6 +95,7 @@ fn record_fields(r: &LayerRecord) -> Vec<String> {
         r.flips_right_to_wrong.to_string(),
         r.flips_wrong_to_right.to_string(),
         r.verdict.to_string(),
+        r.selection_top1.map(num).unwrap_or_default(),
     ]
 }
 

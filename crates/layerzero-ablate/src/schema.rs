@@ -8,6 +8,8 @@
 //!   "dataset": "cifar10",
 //!   "split": "test",
 //!   "n_images": 10000,
+//!   "selection_images": 5000,                  // optional, cumulative modes (see below)
+//!   "selection_baseline": {"top1": 0.9301, "top5": 0.997, "loss": 0.3}, // with it
 //!   "mode": "zero-kernel",                     // an AblationMode CLI name
 //!   "seed": 7,                                 // optional: rerandomize's seed
 //!   "baseline": {"top1": 0.9312, "top5": 0.998, "loss": 0.29},
@@ -21,6 +23,7 @@
 //!     "changes_channels": false, "params": 2304,
 //!     "level": 0.5,                            // only for zero-filters / prune sweeps
 //!     "step": 2,                               // only for cumulative modes (1-based)
+//!     "selection_top1": 0.9188,                // only with "selection_images"
 //!     "top1": 0.9101, "top5": 0.997, "loss": 0.35,
 //!     "delta_top1": -0.0211,                   // ablated - baseline, a fraction
 //!     "ci95": {"top1": [0.9043, 0.9155], "delta_top1": [-0.0245, -0.0177]},
@@ -39,9 +42,17 @@
 //! `index` (network order), then `level` ascending.
 //!
 //! In the cumulative modes each step's `mcnemar_p`, intervals and verdict are computed as if
-//! its layer had been chosen in advance. It was not: the greedy path picks, at each step, the
-//! best of the remaining candidates on the same images it is scored on, so these statistics
-//! are optimistic, and a step's verdict is not a test of that layer.
+//! its layer had been chosen in advance. Without `selection_images` it was not: the greedy
+//! path picks, at each step, the best of the remaining candidates on the same images it is
+//! scored on, so these statistics are optimistic, and a step's verdict is not a test of that
+//! layer. With `selection_images: k` the path was chosen on the first `k` images of the split
+//! and everything else in the file (`n_images`, `baseline`, every record) was measured on the
+//! `n_images` images after them, which the choice never saw: there a step's statistics are
+//! those of a set of layers fixed in advance. Each record's `selection_top1` is then the top-1
+//! on the `k` selection images that chose it and `selection_baseline` the unablated network's
+//! metrics on them: `selection_top1 − selection_baseline.top1`, the Δ the choice saw, against
+//! `delta_top1` shows how much the choice flattered the path (the two parts of the split also
+//! differ by chance).
 //!
 //! **Compatibility.** Readers reject any `schema` other than 1. Version 1 may gain new
 //! optional fields (readers ignore fields they do not know); renaming or removing a field,
@@ -102,6 +113,10 @@ pub struct LayerRecord {
     /// Step (1-based) for cumulative modes: this many layers are ablated, this one last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<usize>,
+    /// Top-1 on the selection images (a fraction) with this step's layers ablated: the score
+    /// that chose this step. Only in cumulative files with `selection_images`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection_top1: Option<f64>,
     /// Top-1 accuracy after the ablation, a fraction.
     pub top1: f64,
     /// Top-5 accuracy after the ablation, a fraction.
@@ -134,6 +149,7 @@ impl LayerRecord {
             params: info.params,
             level: None,
             step: None,
+            selection_top1: None,
             top1: m.metrics.top1,
             top5: m.metrics.top5,
             loss: m.metrics.loss,
@@ -155,6 +171,12 @@ impl LayerRecord {
     /// Sets the cumulative step.
     pub fn with_step(mut self, step: usize) -> Self {
         self.step = Some(step);
+        self
+    }
+
+    /// Sets the top-1 on the selection images that chose this cumulative step.
+    pub fn with_selection_top1(mut self, top1: f64) -> Self {
+        self.selection_top1 = Some(top1);
         self
     }
 
@@ -221,8 +243,17 @@ pub struct ResultsFile {
     pub dataset: String,
     /// Split evaluated, e.g. `test`.
     pub split: String,
-    /// Number of images evaluated.
+    /// Number of images evaluated (every statistic in the file is over these).
     pub n_images: u64,
+    /// Cumulative modes only: the greedy path was chosen on the first `selection_images`
+    /// images of the split, and `n_images` counts the images after them, on which the baseline
+    /// and every record were measured. Absent: chosen and measured on the same images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection_images: Option<u64>,
+    /// With `selection_images`: the unablated network's metrics on the selection images (the
+    /// baseline of each record's `selection_top1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection_baseline: Option<Metrics>,
     /// The intervention.
     pub mode: AblationMode,
     /// Seed of `rerandomize` (or other seeded modes); absent otherwise.
@@ -333,6 +364,36 @@ impl ResultsFile {
                 ));
             }
         }
+        if let Some(k) = self.selection_images {
+            if !self.mode.is_cumulative() {
+                return Err(err(
+                    "selection_images".into(),
+                    &format!("absent for mode {} (cumulative modes only)", self.mode),
+                    k.to_string(),
+                ));
+            }
+            if k == 0 {
+                return Err(err("selection_images".into(), "at least 1", "0".into()));
+            }
+        }
+        match (self.selection_images.is_some(), &self.selection_baseline) {
+            (true, None) => {
+                return Err(err(
+                    "selection_baseline".into(),
+                    "the baseline on the selection images (the file has selection_images)",
+                    "absent".into(),
+                ))
+            }
+            (false, Some(m)) => {
+                return Err(err(
+                    "selection_baseline".into(),
+                    "absent (the file has no selection_images)",
+                    format!("{m:?}"),
+                ))
+            }
+            (true, Some(m)) => check_metrics(origin, "selection_baseline", m)?,
+            (false, None) => {}
+        }
         let expected_len = match self.shard {
             Some(shard) => shard.len_of(self.n_ablations),
             None => self.n_ablations,
@@ -432,6 +493,26 @@ impl ResultsFile {
                     &format!("absent for mode {}", self.mode),
                     s.to_string(),
                 ))
+            }
+            _ => {}
+        }
+        match (self.selection_images.is_some(), r.selection_top1) {
+            (true, None) => {
+                return Err(err(
+                    "selection_top1",
+                    "a fraction in [0, 1] (the file has selection_images)",
+                    "absent".into(),
+                ))
+            }
+            (false, Some(t)) => {
+                return Err(err(
+                    "selection_top1",
+                    "absent (the file has no selection_images)",
+                    t.to_string(),
+                ))
+            }
+            (true, Some(t)) if !(t.is_finite() && (0.0..=1.0).contains(&t)) => {
+                return Err(err("selection_top1", "a fraction in [0, 1]", t.to_string()))
             }
             _ => {}
         }

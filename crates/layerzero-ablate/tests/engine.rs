@@ -747,6 +747,94 @@ fn cumulative_steps_agree_with_single_ablations_and_full_forwards() {
 }
 
 #[test]
+fn held_out_selection_chooses_on_the_first_images_and_measures_on_the_rest() {
+    let net = random_net("resnet8", 12);
+    let set = synthetic_set(48, 19);
+    let (choose, held) = (set.subset(0..20), set.subset(20..48));
+    let mut cfg = config(AblationMode::CumulativeZeroKernel, 25);
+    cfg.max_cumulative_steps = Some(3);
+    // The path alone, chosen on the first 20 images as a plain cumulative run on them.
+    let on_choice = run(&context(net.as_ref(), &choose, 2), &cfg, None).unwrap();
+    assert_eq!(on_choice.selection_images, None);
+    assert!(on_choice.layers.iter().all(|r| r.selection_top1.is_none()));
+
+    cfg.selection_images = Some(20);
+    let calls = std::cell::Cell::new((0, 0));
+    let progress = |done, total| calls.set((done, total));
+    let cum = run(&context(net.as_ref(), &set, 2), &cfg, Some(&progress)).unwrap();
+    assert_eq!((cum.n_images, cum.selection_images), (28, Some(20)));
+    // Choosing: one chunk of 20 per candidate and step; measuring: two chunks (25 + 3) a step.
+    let m = plan(net.as_ref(), &config(AblationMode::ZeroKernel, 25))
+        .unwrap()
+        .jobs
+        .len();
+    let total = (m + (m - 1) + (m - 2)) + 2 * 3;
+    assert_eq!(calls.get(), (total, total));
+    let path: Vec<&str> = cum.layers.iter().map(|r| r.layer.as_str()).collect();
+    let chosen: Vec<&str> = on_choice.layers.iter().map(|r| r.layer.as_str()).collect();
+    assert_eq!(path, chosen, "the path is chosen on the first 20 images");
+    for (r, c) in cum.layers.iter().zip(&on_choice.layers) {
+        assert_eq!(r.selection_top1, Some(c.top1), "step {:?}", r.step);
+    }
+    assert_eq!(cum.selection_baseline, Some(on_choice.baseline));
+
+    // Everything recorded is measured on the other 28: the baseline, and each step as a full
+    // forward with every layer of the steps so far zeroed together.
+    assert_eq!(
+        cum.baseline,
+        evaluate_baseline(net.as_ref(), &held, 7, 1)
+            .unwrap()
+            .metrics()
+    );
+    let base = layerzero_train::evaluate(net.as_ref(), &held, 28, Interventions::none()).unwrap();
+    let mut ivs = Interventions::new();
+    for r in &cum.layers {
+        ivs.insert(Intervention::ZeroKernel(
+            net.inventory().by_name(&r.layer).unwrap().id,
+        ));
+        let full = layerzero_train::evaluate(net.as_ref(), &held, 28, &ivs).unwrap();
+        let correct = full.top1.iter().filter(|&&c| c).count();
+        assert_eq!(r.top1, correct as f64 / 28.0, "step {:?}", r.step);
+        let loss = full.loss.iter().sum::<f64>() / 28.0;
+        assert!((r.loss - loss).abs() < 1e-6, "step {:?}", r.step);
+        let r2w = (0..28).filter(|&i| base.top1[i] && !full.top1[i]).count();
+        let w2r = (0..28).filter(|&i| !base.top1[i] && full.top1[i]).count();
+        assert_eq!(
+            (r.flips_right_to_wrong, r.flips_wrong_to_right),
+            (r2w as u64, w2r as u64),
+            "step {:?}",
+            r.step
+        );
+    }
+    let text = cum.to_json_string().unwrap();
+    assert!(text.contains("\"selection_images\": 20"), "{text}");
+    assert_eq!(ResultsFile::from_json_str(&text, "held-out").unwrap(), cum);
+    let csv = layerzero_ablate::csv::to_csv(&cum);
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!(header.last(), Some(&"selection_top1"));
+    assert_eq!(
+        row.last().unwrap().parse::<f64>().unwrap(),
+        cum.layers[0].selection_top1.unwrap()
+    );
+
+    // Refused: a selection in a mode that chooses nothing, none at all, or no image left.
+    let mut single = config(AblationMode::ZeroKernel, 25);
+    single.selection_images = Some(20);
+    let err = run(&context(net.as_ref(), &set, 1), &single, None).unwrap_err();
+    assert!(err.to_string().contains("selection_images"), "{err}");
+    for k in [0, 48, 100] {
+        cfg.selection_images = Some(k);
+        let err = run(&context(net.as_ref(), &set, 1), &cfg, None).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("selection_images"), "{k}: {text}");
+        if k > 0 {
+            assert!(text.contains("48 evaluation images"), "{k}: {text}");
+        }
+    }
+}
+
+#[test]
 fn prefix_cache_memory_follows_the_documented_formula() {
     let resnet20 = create_model("resnet20", &ModelConfig::new(10).with_init(Init::Zeros)).unwrap();
     assert_eq!(

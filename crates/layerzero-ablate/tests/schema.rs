@@ -112,7 +112,8 @@ fn writes_json_and_csv_atomically_and_reads_back_identically() {
     assert!(lines[0].contains("ci95_top1_lo,ci95_top1_hi,ci95_delta_top1_lo,ci95_delta_top1_hi"));
     let r = &full.layers[0];
     let expected_first = format!(
-        "0,conv1,conv,stem,true,2304,0.1,,{},{},{},{},{},{},{},{},{},3,1,{}",
+        // The last field, selection_top1, is empty: no held-out selection.
+        "0,conv1,conv,stem,true,2304,0.1,,{},{},{},{},{},{},{},{},{},3,1,{},",
         r.top1,
         r.top5,
         r.loss,
@@ -273,6 +274,65 @@ fn inconsistent_files_are_rejected_naming_the_field() {
     let (_, field, expected, _) = schema_error(&serde_json::to_string(&cumulative).unwrap());
     assert_eq!(field, "shard");
     assert!(expected.contains("cannot be sharded"), "{expected}");
+}
+
+#[test]
+fn a_held_out_selection_goes_with_cumulative_modes_and_every_records_selection_top1() {
+    let mut held = common::unsharded(AblationMode::CumulativeSkipBranch, &[]);
+    held.selection_images = Some(5000);
+    held.selection_baseline = Some(held.baseline);
+    for (i, r) in held.layers.iter_mut().enumerate() {
+        r.step = Some(i + 1);
+        r.selection_top1 = Some(0.9 - 0.01 * i as f64);
+    }
+    held.validate("ok").unwrap();
+    let tamper = |f: &dyn Fn(&mut ResultsFile)| {
+        let mut t = held.clone();
+        f(&mut t);
+        schema_error(&serde_json::to_string(&t).unwrap())
+    };
+    let (_, field, expected, found) = tamper(&|t| t.layers[1].selection_top1 = None);
+    assert_eq!(field, "layers[1].selection_top1");
+    assert!(expected.contains("selection_images"), "{expected}");
+    assert_eq!(found, "absent");
+    let (_, field, _, found) = tamper(&|t| t.layers[0].selection_top1 = Some(1.5));
+    assert_eq!(
+        (field.as_str(), found.as_str()),
+        ("layers[0].selection_top1", "1.5")
+    );
+    let (_, field, _, found) = tamper(&|t| t.selection_images = Some(0));
+    assert_eq!((field.as_str(), found.as_str()), ("selection_images", "0"));
+    let (_, field, expected, _) = tamper(&|t| {
+        t.selection_images = None;
+        t.selection_baseline = None;
+    });
+    assert_eq!(field, "layers[0].selection_top1");
+    assert!(expected.contains("absent"), "{expected}");
+    let (_, field, _, found) = tamper(&|t| t.selection_baseline = None);
+    assert_eq!(
+        (field.as_str(), found.as_str()),
+        ("selection_baseline", "absent")
+    );
+    let (_, field, _, _) = tamper(&|t| t.selection_images = None);
+    assert_eq!(field, "selection_baseline");
+    let (_, field, _, _) = tamper(&|t| {
+        if let Some(m) = &mut t.selection_baseline {
+            m.top1 = -0.1;
+        }
+    });
+    assert_eq!(field, "selection_baseline.top1");
+
+    // Not in a mode that chooses no path.
+    let mut single = common::unsharded(AblationMode::ZeroKernel, &[]);
+    single.selection_images = Some(5000);
+    let (_, field, expected, _) = schema_error(&serde_json::to_string(&single).unwrap());
+    assert_eq!(field, "selection_images");
+    assert!(expected.contains("cumulative modes only"), "{expected}");
+    // A file without the field (every file before it) still reads.
+    let mut old = json_of(&common::unsharded(AblationMode::ZeroKernel, &[]));
+    assert!(old.get("selection_images").is_none());
+    old.as_object_mut().unwrap().remove("selection_images");
+    ResultsFile::from_json_str(&old.to_string(), "old").unwrap();
 }
 
 #[test]

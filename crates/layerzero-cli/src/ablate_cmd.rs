@@ -81,6 +81,11 @@ pub struct AblateRunArgs {
     /// Most greedy steps of the cumulative modes.
     #[arg(long, value_parser = at_least_one)]
     pub max_steps: Option<usize>,
+    /// Cumulative modes: choose each greedy step on the first N test images (after --limit)
+    /// and measure the path on the others, which the choice never saw. Without it the path is
+    /// chosen and measured on the same images, and its statistics are optimistic.
+    #[arg(long, value_parser = at_least_one, value_name = "N")]
+    pub selection_images: Option<usize>,
     /// A layer is trivial when |Δtop-1| ≤ this (a fraction) …
     #[arg(long, default_value_t = 0.01)]
     pub max_abs_delta: f64,
@@ -135,11 +140,30 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
             args.mode
         )));
     }
+    if let (Some(_), false) = (args.selection_images, args.mode.is_cumulative()) {
+        return Err(usage(format!(
+            "--selection-images: {} chooses no path; it goes with cumulative-zero-kernel and \
+             cumulative-skip-branch",
+            args.mode
+        )));
+    }
     let device = device(&args.common.device)?;
     let net = load_network(args.arch.as_deref(), &weights, args.common.dataset, &device)?;
     let mut test = CifarSet::load(&args.common.data_dir, args.common.dataset, Split::Test)?;
     if let Some(n) = args.limit {
         test = test.truncate(n);
+    }
+    if let Some(k) = args.selection_images.filter(|&k| k >= test.len()) {
+        return Err(usage(format!(
+            "--selection-images {k}: must be fewer than the {} test images{}, so that some are \
+             left to measure the path on",
+            test.len(),
+            if args.limit.is_some() {
+                " (after --limit)"
+            } else {
+                ""
+            }
+        )));
     }
     let path = layerzero_models::hub::resolve_weights(&weights)?;
     let mut cfg = EngineConfig::new(args.mode);
@@ -151,6 +175,7 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
     cfg.seed = args.seed;
     cfg.init_weights = args.init_weights;
     cfg.max_cumulative_steps = args.max_steps;
+    cfg.selection_images = args.selection_images;
     let ctx = RunContext {
         net: net.as_ref(),
         test: &test,
@@ -194,11 +219,16 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
         .iter()
         .filter(|l| l.verdict == layerzero_ablate::Verdict::Trivial)
         .count();
+    let chosen_on = match results.selection_images {
+        Some(k) => format!(" (the path chosen on the {k} before them)"),
+        None => String::new(),
+    };
     out!(
-        "{} {} on {} images: baseline top-1 {:.2}%, {} of {} ablations trivial ({}); {} and {}",
+        "{} {} on {} images{}: baseline top-1 {:.2}%, {} of {} ablations trivial ({}); {} and {}",
         results.arch,
         results.mode,
         results.n_images,
+        chosen_on,
         100.0 * results.baseline.top1,
         trivial,
         results.layers.len(),

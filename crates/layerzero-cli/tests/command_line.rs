@@ -24,6 +24,19 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
+/// `dir/w.safetensors`: an untrained ResNet-8 (seed `seed`), saved as `layerzero train` would.
+fn random_resnet8(dir: &Path, seed: u64) -> PathBuf {
+    let weights = dir.join("w.safetensors");
+    let net = create_model("resnet8", &ModelConfig::new(10).with_seed(seed)).unwrap();
+    save_safetensors(
+        net.as_ref(),
+        &weights,
+        &WeightsMetadata::for_network(net.as_ref()),
+    )
+    .unwrap();
+    weights
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -52,6 +65,11 @@ fn usage_mistakes_exit_2_and_say_what_was_expected() {
         (
             vec!["ablate", "--weights", w, "--mode", "reinit"],
             "--init-weights is required",
+        ),
+        // Only a greedy path is chosen on some images and measured on others.
+        (
+            vec!["ablate", "--weights", w, "--selection-images", "5000"],
+            "--selection-images: zero-kernel chooses no path",
         ),
         (vec!["eval", "--weights", w, "--device", "gpu"], "gpu"),
         (vec!["eval", "--weights", w, "--batch-size", "0"], "≥ 1"),
@@ -124,14 +142,7 @@ fn a_reader_that_stops_early_ends_the_output_quietly() {
 fn ablate_makes_the_folder_of_out_and_report_records_commit_and_time() {
     let Some(data) = real_data() else { return };
     let dir = tmp("out-folder");
-    let weights = dir.join("w.safetensors");
-    let net = create_model("resnet8", &ModelConfig::new(10).with_seed(3)).unwrap();
-    save_safetensors(
-        net.as_ref(),
-        &weights,
-        &WeightsMetadata::for_network(net.as_ref()),
-    )
-    .unwrap();
+    let weights = random_resnet8(&dir, 3);
     let results = dir.join("not/yet/there/zk.json");
     let o = layerzero()
         .args(["ablate", "--device", "cpu", "--threads", "1"])
@@ -209,6 +220,57 @@ fn ablate_makes_the_folder_of_out_and_report_records_commit_and_time() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("SOURCE_DATE_EPOCH"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_held_out_cumulative_run_says_where_its_path_was_chosen() {
+    let Some(data) = real_data() else { return };
+    let dir = tmp("held-out");
+    let weights = random_resnet8(&dir, 5);
+    let ablate = |selection: &str| {
+        layerzero()
+            .args([
+                "ablate",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--limit",
+                "50",
+            ])
+            .args(["--mode", "cumulative-skip-branch", "--max-steps", "2"])
+            .args(["--selection-images", selection])
+            .arg("--weights")
+            .arg(&weights)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--out")
+            .arg(dir.join("cum.json"))
+            .output()
+            .unwrap()
+    };
+    let o = ablate("20");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(
+            "cumulative-skip-branch on 30 images (the path chosen on the 20 before them)"
+        ),
+        "{stdout}"
+    );
+    let r = layerzero_ablate::ResultsFile::read(dir.join("cum.json")).unwrap();
+    assert_eq!((r.n_images, r.selection_images), (30, Some(20)));
+    assert_eq!(r.layers.len(), 2);
+    // None left to measure on: a mistake in the command line, named before any work.
+    let o = ablate("50");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "--selection-images 50: must be fewer than the 50 test images (after --limit)"
+        ),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// A file of an architecture the binary does not have (a user's own, registered in their

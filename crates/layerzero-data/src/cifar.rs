@@ -394,6 +394,24 @@ impl CifarSet {
         self
     }
 
+    /// A copy of images `range` (in order), with the same data set, split, folder and class
+    /// names: e.g. the first half of the test set to choose something on and the second half
+    /// to measure it on. The range is clamped to the set (so `5000..` of a 3,000-image set is
+    /// empty).
+    pub fn subset(&self, range: std::ops::Range<usize>) -> Self {
+        let end = range.end.min(self.len());
+        let start = range.start.min(end);
+        CifarSet {
+            dataset: self.dataset,
+            split: self.split,
+            dir: self.dir.clone(),
+            pixels: self.pixels[start * PIXELS_PER_IMAGE..end * PIXELS_PER_IMAGE].to_vec(),
+            labels: self.labels[start..end].to_vec(),
+            coarse_labels: self.coarse_labels.as_ref().map(|c| c[start..end].to_vec()),
+            class_names: self.class_names.clone(),
+        }
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()

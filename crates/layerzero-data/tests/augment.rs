@@ -307,3 +307,28 @@ fn batches_at_a_smaller_side_and_bad_sides_refused() {
         assert!(err.to_string().contains(&side.to_string()), "{err}");
     }
 }
+
+#[test]
+fn subset_copies_the_images_of_a_range_in_order() {
+    let set = varied_set();
+    let second = set.subset(40..64);
+    assert_eq!(second.len(), 24);
+    assert_eq!(
+        (second.dataset(), second.split()),
+        (set.dataset(), set.split())
+    );
+    assert_eq!(second.class_names(), set.class_names());
+    for i in 0..24 {
+        assert_eq!(second.image(i), set.image(40 + i), "image {i}");
+        assert_eq!(second.labels()[i], set.labels()[40 + i]);
+    }
+    // The two halves of a split are the whole set.
+    let first = set.subset(0..40);
+    assert_eq!(first.labels(), &set.labels()[..40]);
+    assert_eq!(first.image(39), set.image(39));
+    // Clamped to the set.
+    assert_eq!(set.subset(60..100).len(), 4);
+    assert!(set.subset(70..100).is_empty());
+    let (start, end) = (10, 5);
+    assert!(set.subset(start..end).is_empty());
+}

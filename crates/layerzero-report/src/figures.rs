@@ -576,8 +576,28 @@ fn cumulative_figure(file: &str, summary: &Summary) -> Result<String> {
         .first()
         .and_then(|n| chance_level(&n.dataset));
     let title = "Cumulative ablation: top-1 as more layers are ablated";
-    let subtitle = "greedy multiple deletion: each step ablates, in addition, the layer whose \
-                    ablation hurts least; step 0 = baseline";
+    let curves = || {
+        summary
+            .networks
+            .iter()
+            .flat_map(|n| &n.modes)
+            .flat_map(|m| &m.cumulative)
+    };
+    let held = curves().filter(|c| c.selection_images.is_some()).count();
+    let subtitle = match (held, curves().count() - held) {
+        (0, _) => {
+            "greedy multiple deletion: each step ablates, in addition, the layer whose \
+             ablation hurts least on the plotted images; step 0 = baseline"
+        }
+        (_, 0) => {
+            "greedy multiple deletion: each step ablates, in addition, the layer whose \
+             ablation hurts least on the selection images; plotted: held-out images"
+        }
+        _ => {
+            "greedy multiple deletion: each step ablates, in addition, the least harmful \
+             layer; some curves measured on held-out images, see the report"
+        }
+    };
     let legend: Vec<(Key, String)> = Vec::new();
     let header = Header::new(width, title, subtitle, legend);
     let header_h = header.height();

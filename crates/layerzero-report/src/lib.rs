@@ -56,6 +56,8 @@
 //!     dataset: "cifar10".into(),
 //!     split: "test".into(),
 //!     n_images: 10,
+//!     selection_images: None,
+//!     selection_baseline: None,
 //!     mode: AblationMode::ZeroKernel,
 //!     seed: None,
 //!     baseline: baseline.metrics(),

@@ -443,12 +443,7 @@ fn network_section(md: &mut String, net: &NetworkSummary) {
                 .join(", ")
         );
         if m.mode.is_cumulative() {
-            let _ = writeln!(
-                md,
-                "Each step keeps the ablation that costs least on the evaluated images \
-                 themselves, so the path is chosen and scored on the same images: its accuracies \
-                 are optimistic for images it did not see.\n"
-            );
+            cumulative_intro(md, m);
             cumulative_tables(md, m);
         } else if m.mode.is_swept() {
             sweep_table(md, m);
@@ -637,21 +632,108 @@ fn sweep_cell(l: &LayerSummary) -> String {
     }
 }
 
+/// How the path of a cumulative mode was chosen, and so what its numbers are worth.
+fn cumulative_intro(md: &mut String, m: &ModeSummary) {
+    let held = m
+        .cumulative
+        .iter()
+        .filter(|c| c.selection_images.is_some())
+        .count();
+    let same = m.cumulative.len() - held;
+    if same > 0 {
+        let which = if held > 0 {
+            "Where a table says it was chosen and measured on the same images, each step"
+        } else {
+            "Each step"
+        };
+        let _ = writeln!(
+            md,
+            "{which} keeps the ablation that costs least on the evaluated images themselves, so \
+             the path is chosen and scored on the same images: its accuracies are optimistic \
+             for images it did not see (`layerzero ablate --selection-images N` chooses on the \
+             first N images and measures on the others).\n"
+        );
+    }
+    if held > 0 {
+        let which = if same > 0 {
+            "Where a table says \"Held out\", each step"
+        } else {
+            "Each step"
+        };
+        let _ = writeln!(
+            md,
+            "{which} keeps the ablation that costs least on the first images of the split (the \
+             selection images); its top-1, Δ and verdict are measured on the images after them, \
+             which the choice never saw, so they are those of a set of layers fixed in advance. \
+             \"Δtop-1 on the selection images\" is what the choice saw; where the measured Δ \
+             falls short of it, choosing and scoring on the same images would have flattered \
+             the path (the two parts of the split also differ by chance).\n"
+        );
+    }
+}
+
 fn cumulative_tables(md: &mut String, m: &ModeSummary) {
+    let mixed = {
+        let held = m.cumulative.iter().filter(|c| c.selection_images.is_some());
+        let held = held.count();
+        held > 0 && held < m.cumulative.len()
+    };
     for c in &m.cumulative {
         if m.cumulative.len() > 1 {
             let _ = writeln!(md, "Seed {} (`{}`):\n", seed_label(c.seed), c.source);
         }
-        let _ = writeln!(
-            md,
-            "| step | layer ablated (in addition) | role | top-1 (%) | Δtop-1 vs baseline (pp) |"
-        );
-        let _ = writeln!(md, "|---:|---|---|---:|---:|");
-        let _ = writeln!(md, "| 0 | (none) | | {} | +0.00 |", pct(c.baseline_top1));
+        match c.selection_images {
+            Some(k) => {
+                let there = c
+                    .selection_baseline_top1
+                    .map(|t| format!(" (baseline top-1 there {} %)", pct(t)))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    md,
+                    "Held out: the path chosen on the first {k} images{there}, measured on the {} \
+                     after them.\n",
+                    c.n_images
+                );
+                let _ = writeln!(
+                    md,
+                    "| step | layer ablated (in addition) | role | top-1 (%) | Δtop-1 vs baseline (pp) | Δtop-1 on the selection images (pp) |"
+                );
+                let _ = writeln!(md, "|---:|---|---|---:|---:|---:|");
+                let _ = writeln!(
+                    md,
+                    "| 0 | (none) | | {} | +0.00 | +0.00 |",
+                    pct(c.baseline_top1)
+                );
+            }
+            None => {
+                if mixed {
+                    let _ = writeln!(
+                        md,
+                        "Chosen and measured on the same {} images.\n",
+                        c.n_images
+                    );
+                }
+                let _ = writeln!(
+                    md,
+                    "| step | layer ablated (in addition) | role | top-1 (%) | Δtop-1 vs baseline (pp) |"
+                );
+                let _ = writeln!(md, "|---:|---|---|---:|---:|");
+                let _ = writeln!(md, "| 0 | (none) | | {} | +0.00 |", pct(c.baseline_top1));
+            }
+        }
         for r in &c.steps {
+            let chose = match (
+                c.selection_images,
+                r.selection_top1,
+                c.selection_baseline_top1,
+            ) {
+                (Some(_), Some(t), Some(b)) => format!(" {} |", pp(t - b)),
+                (Some(_), _, _) => " |".to_string(),
+                (None, _, _) => String::new(),
+            };
             let _ = writeln!(
                 md,
-                "| {} | `{}` | {} | {} | {} |",
+                "| {} | `{}` | {} | {} | {} |{chose}",
                 r.step.unwrap_or(0),
                 cell(&r.layer),
                 cell(&r.role),
@@ -798,10 +880,12 @@ fn reproducibility_section(md: &mut String, summary: &Summary) {
 }
 
 /// The CSV header of `layers.csv`.
-pub const CSV_HEADER: &str = "arch,mode,seed,index,layer,kind,role,changes_channels,params,level,step,top1,top5,loss,delta_top1,ci95_delta_top1_lo,ci95_delta_top1_hi,mcnemar_p,flips_right_to_wrong,flips_wrong_to_right,verdict,source";
+pub const CSV_HEADER: &str = "arch,mode,seed,index,layer,kind,role,changes_channels,params,level,step,top1,top5,loss,delta_top1,ci95_delta_top1_lo,ci95_delta_top1_hi,mcnemar_p,flips_right_to_wrong,flips_wrong_to_right,verdict,source,selection_top1";
 
 /// `layers.csv`: one row per record of every results file, in report order, accuracies as
-/// fractions; empty `seed`, `level`, `step` when absent.
+/// fractions; empty `seed`, `level`, `step`, `selection_top1` when absent (`selection_top1`, a
+/// held-out cumulative step's top-1 on the images that chose it, came last so that columns
+/// read by position before it stay where they were).
 pub fn render_csv(summary: &Summary) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{CSV_HEADER}");
@@ -840,6 +924,7 @@ pub fn render_csv(summary: &Summary) -> String {
                     r.flips_wrong_to_right.to_string(),
                     r.verdict.to_string(),
                     csv_field(source),
+                    r.selection_top1.map(|t| t.to_string()).unwrap_or_default(),
                 ];
                 let _ = writeln!(out, "{}", fields.join(","));
             }

@@ -296,6 +296,16 @@ pub struct CumulativeCurve {
     pub source: String,
     /// Top-1 with nothing ablated (step 0), a fraction.
     pub baseline_top1: f64,
+    /// The images every number of the curve was measured on.
+    #[serde(default)]
+    pub n_images: u64,
+    /// With a held-out selection: the images before them, on which the path was chosen (the
+    /// steps' `selection_top1`). Absent: chosen on the measured images themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection_images: Option<u64>,
+    /// With a held-out selection: top-1 with nothing ablated on the selection images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection_baseline_top1: Option<f64>,
     /// The steps in order: record `k` has the first `k + 1` layers ablated.
     pub steps: Vec<LayerRecord>,
 }
@@ -403,6 +413,8 @@ pub fn analyze(input: &ReportInput) -> Result<Summary> {
     for (&arch, modes) in &by_arch {
         let family = family_of(modes.values().flat_map(|f| f.values()).map(|(_, rf)| *rf));
         let mut baselines: Vec<Baseline> = Vec::new();
+        // Per baseline: whether it was measured on a held-out part only (see below).
+        let mut partial_baselines: Vec<bool> = Vec::new();
         let mut mode_summaries = Vec::new();
         let mut first: Option<&ResultsFile> = None;
         for (&mode, files) in modes {
@@ -440,14 +452,23 @@ pub fn analyze(input: &ReportInput) -> Result<Summary> {
                     records: rf.layers.len(),
                     elapsed_s: rf.elapsed_s,
                 });
+                // A held-out cumulative run measures its baseline on part of the images only:
+                // the weights' baseline comes from a file that saw them all, if one was given.
+                let partial = rf.selection_images.is_some();
                 match baselines
                     .iter_mut()
-                    .find(|b| b.weights.sha256 == rf.weights.sha256)
+                    .zip(&mut partial_baselines)
+                    .find(|(b, _)| b.weights.sha256 == rf.weights.sha256)
                 {
-                    Some(b) => {
+                    Some((b, was_partial)) => {
                         if !b.seeds.contains(&seed) {
                             b.seeds.push(seed);
                             b.seeds.sort();
+                        }
+                        if *was_partial && !partial {
+                            b.n_images = rf.n_images;
+                            b.metrics = rf.baseline;
+                            *was_partial = false;
                         }
                     }
                     None => baselines.push(Baseline {
@@ -459,6 +480,9 @@ pub fn analyze(input: &ReportInput) -> Result<Summary> {
                         n_images: rf.n_images,
                         metrics: rf.baseline,
                     }),
+                }
+                if partial_baselines.len() < baselines.len() {
+                    partial_baselines.push(partial);
                 }
             }
             // `files` is non-empty, so `rule` is set.
@@ -561,6 +585,9 @@ fn summarise_mode(
                 seed,
                 source: origin.to_string(),
                 baseline_top1: rf.baseline.top1,
+                n_images: rf.n_images,
+                selection_images: rf.selection_images,
+                selection_baseline_top1: rf.selection_baseline.map(|m| m.top1),
                 steps,
             });
         }

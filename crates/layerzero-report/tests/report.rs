@@ -910,3 +910,153 @@ fn the_plain_net_and_the_cumulative_path_say_how_to_read_them() {
     assert!(section("### plain20 — zero-kernel").contains("every image gets the same class"));
     assert!(!section("### resnet20 — zero-kernel").contains("every image gets the same class"));
 }
+
+/// A cumulative run held out as `layerzero ablate --selection-images 500` writes it: the path
+/// chosen on other images (`selection_top1`), the baseline (95.00 %, not the zero-kernel
+/// file's 90.00 %) and the steps measured on the file's own images.
+fn held_out_cumulative(steps: &[(usize, usize, f64)]) -> ResultsFile {
+    let layers = resnet20_layers(false);
+    let base = evaluation((0, 50));
+    let rule = layerzero_ablate::VerdictRule::default();
+    let records = steps
+        .iter()
+        .enumerate()
+        .map(|(k, &(layer, hurt, _))| {
+            let l = &layers[layer];
+            let info = layerzero_ablate::LayerInfo {
+                index: layer,
+                name: l.name.clone(),
+                kind: l.kind.into(),
+                role: l.role.into(),
+                changes_channels: l.changes_channels,
+                params: l.params,
+            };
+            let m = layerzero_ablate::measure(&base, &evaluation((hurt, 50)), &rule).unwrap();
+            LayerRecord::new(&info, &m).with_step(k + 1)
+        })
+        .collect();
+    let mut rf = file(
+        "resnet20",
+        AblationMode::CumulativeZeroKernel,
+        None,
+        Vec::new(),
+    );
+    rf.n_ablations = steps.len();
+    rf.layers = records;
+    rf.baseline = base.metrics();
+    rf.selection_images = Some(500);
+    rf.selection_baseline = Some(evaluation((0, 50)).metrics());
+    for (r, &(_, _, chose)) in rf.layers.iter_mut().zip(steps) {
+        r.selection_top1 = Some(chose);
+    }
+    rf.validate("held-out fixture").unwrap();
+    rf
+}
+
+#[test]
+fn a_held_out_cumulative_run_shows_what_chose_each_step_and_keeps_the_full_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut study = standard();
+    study.results.push(source(
+        "runs/resnet20/cumulative-held-out.json",
+        held_out_cumulative(&[(3, 2, 0.949), (5, 30, 0.935)]),
+    ));
+    let files = write_report(dir.path(), &study).unwrap();
+    let md = std::fs::read_to_string(&files.report_md).unwrap();
+    assert!(md.contains("which the choice never saw"), "{md}");
+    assert!(!md.contains("optimistic for images it did not see"), "{md}");
+    assert!(
+        md.contains(
+            "Held out: the path chosen on the first 500 images (baseline top-1 there 95.00 %), measured on the 1000 after them."
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 0 | (none) | | 95.00 | +0.00 | +0.00 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 1 | `layer1.1.conv1` | residual-branch | 94.80 | -0.20 | -0.10 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 2 | `layer1.2.conv1` | residual-branch | 92.00 | -3.00 | -1.50 |"),
+        "{md}"
+    );
+    let csv = std::fs::read_to_string(&files.layers_csv).unwrap();
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with("resnet20,cumulative-zero-kernel,,5,layer1.2.conv1,"))
+        .unwrap();
+    assert!(
+        row.ends_with(",runs/resnet20/cumulative-held-out.json,0.935"),
+        "{row}"
+    );
+    // ResNet-20's baseline is the zero-kernel file's, measured on every image.
+    let summary = layerzero_report::analyze(&study).unwrap();
+    let net = summary
+        .networks
+        .iter()
+        .find(|n| n.arch == "resnet20")
+        .unwrap();
+    assert_eq!(net.baselines.len(), 1);
+    assert_eq!(net.baselines[0].metrics.top1, 0.9);
+    assert_eq!(net.baseline_top1.mean, 0.9);
+    let curve = &net
+        .mode(AblationMode::CumulativeZeroKernel)
+        .unwrap()
+        .cumulative[0];
+    assert_eq!((curve.n_images, curve.selection_images), (1000, Some(500)));
+    assert_eq!(curve.baseline_top1, 0.95);
+    // Also when the held-out file is read first (modes are read in their order, and
+    // cumulative-zero-kernel comes before cumulative-skip-branch): a later full file's
+    // baseline replaces it.
+    let mut full_later = cumulative("resnet20", &resnet20_layers(false), &[3], &resnet20_flips());
+    full_later.mode = AblationMode::CumulativeSkipBranch;
+    full_later.validate("fixture").unwrap();
+    let both = input(vec![
+        source("runs/resnet20/cumulative-skip-branch.json", full_later),
+        source(
+            "runs/resnet20/cumulative-held-out.json",
+            held_out_cumulative(&[(3, 2, 0.952)]),
+        ),
+    ]);
+    let summary = layerzero_report::analyze(&both).unwrap();
+    let net = &summary.networks[0];
+    assert_eq!(net.baselines.len(), 1);
+    assert_eq!(
+        (net.baselines[0].metrics.top1, net.baselines[0].n_images),
+        (0.9, 1000)
+    );
+    // Alone, the held-out file gives its own baseline (the only one there is).
+    let alone = input(vec![source(
+        "runs/resnet20/cumulative-held-out.json",
+        held_out_cumulative(&[(3, 2, 0.952)]),
+    )]);
+    let summary = layerzero_report::analyze(&alone).unwrap();
+    assert_eq!(summary.networks[0].baselines[0].metrics.top1, 0.95);
+
+    // Beside a curve chosen on its own images, each table says which it is.
+    let mut other_seed = cumulative(
+        "resnet20",
+        &resnet20_layers(false),
+        &[3, 5],
+        &resnet20_flips(),
+    );
+    other_seed.seed = Some(1);
+    study
+        .results
+        .push(source("runs/resnet20/cumulative.json", other_seed));
+    let files = write_report(dir.path(), &study).unwrap();
+    let md = std::fs::read_to_string(&files.report_md).unwrap();
+    assert!(md.contains("optimistic for images it did not see"), "{md}");
+    assert!(md.contains("which the choice never saw"), "{md}");
+    assert!(
+        md.contains("Chosen and measured on the same 1000 images."),
+        "{md}"
+    );
+    assert!(
+        md.contains("Held out: the path chosen on the first 500"),
+        "{md}"
+    );
+}

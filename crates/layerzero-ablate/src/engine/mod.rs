@@ -52,6 +52,14 @@
 //! `r` restarts at its own segment (what precedes `r` is the same with or without it). That is
 //! `m + (m − 1) + …` partial evaluations for `m` candidates, O(m²), bounded by
 //! `max_cumulative_steps`. Records carry `step`; `n_ablations` is the number of steps.
+//!
+//! Chosen and scored on the same images, each step is the best of the remaining candidates
+//! *on those images*, so the curve flatters itself. With `selection_images: Some(k)` the path
+//! is chosen on the first `k` evaluation images only; the baseline and each step's set of
+//! layers are then evaluated on the images after them (one pass per step: the earlier steps
+//! as the base, the new layer as the job), and the records hold those held-out measurements,
+//! each with the `selection_top1` that chose it. The file's `n_images` counts the held-out
+//! images and `selection_images` the others.
 
 mod cache;
 mod plan;
@@ -104,11 +112,16 @@ pub struct EngineConfig {
     /// Most steps of the cumulative modes (at least 1); `None`: until every selected
     /// candidate is removed.
     pub max_cumulative_steps: Option<usize>,
+    /// Cumulative modes: choose the greedy path on the first this many evaluation images and
+    /// measure it on the rest (at least 1, fewer than the set). `None`: choose and measure on
+    /// the same images, which flatters the path (see the module docs).
+    pub selection_images: Option<usize>,
 }
 
 impl EngineConfig {
     /// The defaults for `mode`: every candidate, no shard, the default verdict rule, chunks of
-    /// [`DEFAULT_CHUNK_IMAGES`], levels 0.1 … 0.9, seed 0, no init file, no step limit.
+    /// [`DEFAULT_CHUNK_IMAGES`], levels 0.1 … 0.9, seed 0, no init file, no step limit, no
+    /// held-out selection.
     pub fn new(mode: AblationMode) -> Self {
         EngineConfig {
             mode,
@@ -120,6 +133,7 @@ impl EngineConfig {
             seed: 0,
             init_weights: None,
             max_cumulative_steps: None,
+            selection_images: None,
         }
     }
 
@@ -144,6 +158,20 @@ impl EngineConfig {
         }
         if self.max_cumulative_steps == Some(0) {
             return Err(Error::invalid("max_cumulative_steps", "at least 1", 0));
+        }
+        match self.selection_images {
+            Some(0) => return Err(Error::invalid("selection_images", "at least 1", 0)),
+            Some(k) if !self.mode.is_cumulative() => {
+                return Err(Error::invalid(
+                    "selection_images",
+                    format!(
+                        "none for mode {}: only the cumulative modes choose a path",
+                        self.mode
+                    ),
+                    k,
+                ))
+            }
+            _ => {}
         }
         if self.mode.is_swept() {
             let expected = "at least one fraction in [0, 1], strictly ascending";
@@ -203,22 +231,64 @@ pub fn run(
     let started = Instant::now();
     cfg.validate()?;
     let plan = plan::plan(ctx.net, cfg)?;
-    let evaluator = Evaluator::new(ctx.net, ctx.test, cfg.chunk_images, ctx.threads)?;
+    // With a held-out selection the path is chosen on `choose_set` and measured on
+    // `measure_set`; otherwise both are the whole set.
+    let split = match cfg.selection_images {
+        Some(k) if cfg.mode.is_cumulative() => {
+            if k >= ctx.test.len() {
+                return Err(Error::invalid(
+                    "selection_images",
+                    format!(
+                        "fewer than the {} evaluation images, so that some are left to \
+                         measure on",
+                        ctx.test.len()
+                    ),
+                    k,
+                ));
+            }
+            Some((ctx.test.subset(0..k), ctx.test.subset(k..ctx.test.len())))
+        }
+        _ => None,
+    };
+    let (choose_set, measure_set) = match &split {
+        Some((c, m)) => (c, m),
+        None => (ctx.test, ctx.test),
+    };
+    let evaluator = Evaluator::new(ctx.net, choose_set, cfg.chunk_images, ctx.threads)?;
     let chunks = evaluator.chunks();
     let mut done = 0usize;
+    let mut selection_baseline = None;
     let (baseline, layers, n_ablations) = if cfg.mode.is_cumulative() {
         let m = plan.jobs.len();
         let steps = cfg.max_cumulative_steps.unwrap_or(m).min(m);
-        let total = chunks * (0..steps).map(|k| m - k).sum::<usize>();
+        let measuring = match &split {
+            Some((_, held)) => Some(Evaluator::new(
+                ctx.net,
+                held,
+                cfg.chunk_images,
+                ctx.threads,
+            )?),
+            None => None,
+        };
+        let total = chunks * (0..steps).map(|k| m - k).sum::<usize>()
+            + measuring.as_ref().map_or(0, |e| e.chunks() * steps);
         let mut report = |k: usize| {
             done += k;
             if let Some(p) = progress {
                 p(done, total);
             }
         };
-        let (baseline, layers) = run_cumulative(&evaluator, &plan, cfg, steps, &mut report)?;
-        let n = layers.len();
-        (baseline, layers, n)
+        let run = run_cumulative(
+            &evaluator,
+            measuring.as_ref(),
+            &plan,
+            cfg,
+            steps,
+            &mut report,
+        )?;
+        selection_baseline = run.selection_baseline.map(|e| e.metrics());
+        let n = run.records.len();
+        (run.baseline, run.records, n)
     } else {
         let mine: Vec<&Job> = match cfg.shard {
             Some(shard) => shard.select(plan.jobs.iter()),
@@ -247,7 +317,9 @@ pub fn run(
         weights: ctx.weights.clone(),
         dataset: ctx.dataset.clone(),
         split: ctx.split.clone(),
-        n_images: ctx.test.len() as u64,
+        n_images: measure_set.len() as u64,
+        selection_images: split.as_ref().map(|(c, _)| c.len() as u64),
+        selection_baseline,
         mode: cfg.mode,
         seed: (cfg.mode == AblationMode::Rerandomize).then_some(cfg.seed),
         baseline: baseline.metrics(),
@@ -264,14 +336,29 @@ pub fn run(
     Ok(results)
 }
 
-/// The greedy multiple deletion; returns the baseline and one record per step.
+/// What [`run_cumulative`] measured.
+struct CumulativeRun {
+    /// The baseline the records are measured against.
+    baseline: Evaluation,
+    /// One record per step.
+    records: Vec<LayerRecord>,
+    /// With a held-out selection: the baseline on the images the path was chosen on.
+    selection_baseline: Option<Evaluation>,
+}
+
+/// The greedy multiple deletion.
+///
+/// The path is chosen on `evaluator`'s images. With `measuring` (a held-out selection) the
+/// baseline and each step's set of layers are then evaluated again on its images, and the
+/// records hold those measurements, each with the top-1 that chose it.
 fn run_cumulative(
     evaluator: &Evaluator<'_>,
+    measuring: Option<&Evaluator<'_>>,
     plan: &Plan,
     cfg: &EngineConfig,
     steps: usize,
     report: &mut dyn FnMut(usize),
-) -> Result<(Evaluation, Vec<LayerRecord>)> {
+) -> Result<CumulativeRun> {
     // Positions into `plan.jobs` (one single-ablation job per selected candidate).
     let positions: Vec<usize> = (0..plan.jobs.len()).collect();
     let mut baseline: Option<Evaluation> = None;
@@ -354,12 +441,49 @@ fn run_cumulative(
         ));
     }
     let mut records = Vec::with_capacity(greedy.len());
-    for (step, eval) in greedy.iter().zip(&chosen) {
-        let info = &plan.candidates[plan.jobs[step.removed].candidate].info;
-        let m = measure(&baseline, eval, &cfg.rule)?;
-        records.push(LayerRecord::new(info, &m).with_step(step.step));
+    let Some(held) = measuring else {
+        for (step, eval) in greedy.iter().zip(&chosen) {
+            let info = &plan.candidates[plan.jobs[step.removed].candidate].info;
+            let m = measure(&baseline, eval, &cfg.rule)?;
+            records.push(LayerRecord::new(info, &m).with_step(step.step));
+        }
+        return Ok(CumulativeRun {
+            baseline,
+            records,
+            selection_baseline: None,
+        });
+    };
+    // Step k on the held-out images: the first k − 1 removed as the base, the k-th as the one
+    // job on top (so each pass also gives the previous step's set, the baseline at step 1).
+    let mut held_baseline = None;
+    let mut base = Interventions::new();
+    for step in &greedy {
+        let job = &plan.jobs[step.removed];
+        let (before, evals) = held.evaluate(&base, &[job], report)?;
+        let held_baseline: &Evaluation = held_baseline.get_or_insert(before);
+        let eval = evals.into_iter().next().ok_or_else(|| {
+            Error::invalid(
+                "held-out step",
+                "one evaluation",
+                format!("none for {}", job.name),
+            )
+        })?;
+        let info = &plan.candidates[job.candidate].info;
+        let m = measure(held_baseline, &eval, &cfg.rule)?;
+        records.push(
+            LayerRecord::new(info, &m)
+                .with_step(step.step)
+                .with_selection_top1(step.accuracy),
+        );
+        base = cache::combine(&base, &job.interventions()?);
     }
-    Ok((baseline, records))
+    let held_baseline = held_baseline
+        .ok_or_else(|| Error::invalid("cumulative run", "at least one step", "no evaluation"))?;
+    Ok(CumulativeRun {
+        baseline: held_baseline,
+        records,
+        selection_baseline: Some(baseline),
+    })
 }
 
 /// Evaluates the baseline (no intervention) on every image of `test`, chunk by chunk, exactly

@@ -136,6 +136,8 @@ pub fn file(
         dataset: "cifar10".into(),
         split: "test".into(),
         n_images: N as u64,
+        selection_images: None,
+        selection_baseline: None,
         mode,
         seed,
         baseline: baseline().metrics(),
