@@ -418,8 +418,13 @@ fn extract_and_install(
     dataset: Dataset,
     final_dir: &Path,
 ) -> Result<()> {
+    // One folder per call, not per process: two threads of one process (parallel tests, a
+    // program fetching for several jobs) would otherwise extract into the same folder and
+    // each find the other's half-written files.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dest.join(format!(
-        ".extract-{}-{}",
+        ".extract-{}-{}-{call}",
         dataset.cli_name(),
         std::process::id()
     ));

@@ -136,6 +136,31 @@ fn archive_without_the_data_set_is_refused() {
 }
 
 #[test]
+fn threads_fetching_into_one_folder_at_once_all_get_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cifar-10-binary.tar.gz");
+    std::fs::write(&path, support::synthetic_cifar10_archive()).unwrap();
+    let data = dir.path().join("data");
+    // Before, every call of a process extracted into the same `.extract-cifar10-PID` folder.
+    std::thread::scope(|s| {
+        let fetches: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let src = source("unused", None).with_location(Location::Archive(path.clone()));
+                    fetch(&data, &src).map(|set| set.dir().to_path_buf())
+                })
+            })
+            .collect();
+        for f in fetches {
+            let dir = f.join().unwrap().unwrap();
+            assert_eq!(dir, data.join("cifar-10-batches-bin"));
+        }
+    });
+    let left = listing(&data);
+    assert!(left.iter().all(|f| !f.contains(".extract")), "{left:?}");
+}
+
+#[test]
 fn local_archive_with_path_traversal_is_refused() {
     let evil = support::tar_gz(&[("../escaped.txt", b"gotcha".to_vec())]);
     let dir = tempfile::tempdir().unwrap();
