@@ -94,4 +94,36 @@ fn smoke_pipeline_runs_and_a_rerun_skips_every_stage() {
     reproduce(&args).unwrap();
     assert_eq!(before, stamps(out.join("stages")));
     assert_eq!(weights_before, stamps(out.join("train-resnet8-s0")));
+
+    // A study made before reproduce held the cumulative path out: its cumulative file (as the
+    // engine then wrote it: no selection fields) and a manifest that matches it. A re-run
+    // makes that stage again, held out, and leaves the others alone.
+    let stage = "ablate-resnet8-s0-cumulative-skip-branch";
+    let path = out.join(format!("{stage}.json"));
+    let mut old = cum.clone();
+    old.selection_images = None;
+    old.selection_baseline = None;
+    old.layers.iter_mut().for_each(|r| r.selection_top1 = None);
+    old.write(&path).unwrap();
+    let manifest_path = out.join("stages").join(format!("{stage}.json"));
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    for (file, sha) in manifest["outputs"].as_object_mut().unwrap() {
+        *sha = layerzero_ablate::sha256_file(out.join(file))
+            .unwrap()
+            .into();
+    }
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let before = stamps(out.join("stages"));
+    reproduce(&args).unwrap();
+    let redone = layerzero_ablate::ResultsFile::read(&path).unwrap();
+    assert_eq!(redone.selection_images, Some(500));
+    let after = stamps(out.join("stages"));
+    let changed: Vec<&str> = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b != a)
+        .map(|(b, _)| b.0.as_str())
+        .collect();
+    assert_eq!(changed, [format!("{stage}.json")]);
 }

@@ -6,8 +6,9 @@
 //! delta_top1, ci95_top1_lo, ci95_top1_hi, ci95_delta_top1_lo, ci95_delta_top1_hi, mcnemar_p,
 //! flips_right_to_wrong, flips_wrong_to_right, verdict, selection_top1`.
 //! `level`, `step` and `selection_top1` are empty when absent (`selection_top1`, the last
-//! column, came later: a reader that takes the first 20 columns by position still works). Numbers are written exactly as in the JSON
-//! (shortest round-trip form, e.g. `0.9312`, `1e-30`), booleans as `true`/`false`.
+//! column, came later: a reader that takes the first 20 columns by position still works).
+//! Numbers are written exactly as in the JSON (shortest round-trip form, e.g. `0.9312`,
+//! `1e-30`), booleans as `true`/`false`.
 //! Quoting follows RFC 4180: a field containing `,`, `"`, CR or LF is enclosed in double
 //! quotes with inner quotes doubled. Lines end with `\n`.
 

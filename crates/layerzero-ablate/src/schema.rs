@@ -7,9 +7,7 @@
 //!   "weights": {"path": "runs/resnet56/weights.safetensors", "sha256": "<64 lowercase hex>"},
 //!   "dataset": "cifar10",
 //!   "split": "test",
-//!   "n_images": 10000,
-//!   "selection_images": 5000,                  // optional, cumulative modes (see below)
-//!   "selection_baseline": {"top1": 0.9301, "top5": 0.997, "loss": 0.3}, // with it
+//!   "n_images": 10000,                         // the images every number below is over
 //!   "mode": "zero-kernel",                     // an AblationMode CLI name
 //!   "seed": 7,                                 // optional: rerandomize's seed
 //!   "baseline": {"top1": 0.9312, "top5": 0.998, "loss": 0.29},
@@ -23,7 +21,6 @@
 //!     "changes_channels": false, "params": 2304,
 //!     "level": 0.5,                            // only for zero-filters / prune sweeps
 //!     "step": 2,                               // only for cumulative modes (1-based)
-//!     "selection_top1": 0.9188,                // only with "selection_images"
 //!     "top1": 0.9101, "top5": 0.997, "loss": 0.35,
 //!     "delta_top1": -0.0211,                   // ablated - baseline, a fraction
 //!     "ci95": {"top1": [0.9043, 0.9155], "delta_top1": [-0.0245, -0.0177]},
@@ -40,6 +37,16 @@
 //! ablated top-1 and `ci95.delta_top1` the Wald interval of the paired difference (see
 //! [`crate::stats`]). `layers` is in canonical order: by `step` (cumulative modes), then
 //! `index` (network order), then `level` ascending.
+//!
+//! A cumulative file with a held-out selection (see below) also has, beside an `n_images` that
+//! then counts the held-out images only:
+//!
+//! ```text
+//!   "n_images": 5000,
+//!   "selection_images": 5000,
+//!   "selection_baseline": {"top1": 0.9301, "top5": 0.997, "loss": 0.3},
+//!   "layers": [{ ..., "step": 1, "selection_top1": 0.9188, ... }]
+//! ```
 //!
 //! In the cumulative modes each step's `mcnemar_p`, intervals and verdict are computed as if
 //! its layer had been chosen in advance. Without `selection_images` it was not: the greedy

@@ -396,8 +396,8 @@ impl CifarSet {
 
     /// A copy of images `range` (in order), with the same data set, split, folder and class
     /// names: e.g. the first half of the test set to choose something on and the second half
-    /// to measure it on. The range is clamped to the set (so `5000..` of a 3,000-image set is
-    /// empty).
+    /// to measure it on. The range is clamped to the set (so `5000..6000` of a 3,000-image set
+    /// is empty).
     pub fn subset(&self, range: std::ops::Range<usize>) -> Self {
         let end = range.end.min(self.len());
         let start = range.start.min(end);

@@ -49,6 +49,27 @@ pub fn pp_delta(fraction: f64) -> String {
     }
 }
 
+/// One end of a range of Δ over seeds (a fraction) in signed percentage points with two
+/// decimals, rounded outward: down (more negative) for the lower end, up for the upper end, so
+/// that the printed range holds every value in it and the mean printed beside it (rounded to
+/// nearest, it cannot leave a range rounded outward). Same tolerance as [`pp_delta`].
+fn pp_range_end(fraction: f64, upper: bool) -> String {
+    let v = fraction * 100.0;
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    let hundredths = if upper {
+        (v * 100.0 - 1e-9).ceil()
+    } else {
+        (v * 100.0 + 1e-9).floor()
+    };
+    if hundredths == 0.0 {
+        "+0.00".to_string()
+    } else {
+        format!("{:+.2}", hundredths / 100.0)
+    }
+}
+
 /// A p-value: three significant digits, cut rather than rounded, from 0.001 up (`0.0123`,
 /// `0.00985`, `0.500`; `1` exactly for 1), else scientific (`1.2e-30`).
 pub fn pvalue(p: f64) -> String {
@@ -135,8 +156,8 @@ pub fn render_markdown(summary: &Summary) -> String {
          baseline top-1 in percentage points (pp)**, negative when the ablation hurts. One measurement's Δ is shown \
          with its magnitude rounded up to the hundredth, so that it lies on its verdict's side \
          of a threshold in whole hundredths such as the default 1.00 pp (on CIFAR's 10,000 test \
-         images every Δ is a whole hundredth and shown exactly); means over seeds and interval \
-         bounds are rounded to nearest. The 95 % \
+         images every Δ is a whole hundredth and shown exactly); ranges over seeds are rounded \
+         outward, means over seeds and interval bounds to nearest. The 95 % \
          interval of Δtop-1 is the Wald interval of the paired difference; the McNemar p-value is \
          the exact two-sided test on the paired per-image correctness. With few flipped images \
          the Wald interval is the more optimistic of the two: it can exclude 0 where the exact \
@@ -528,8 +549,8 @@ fn layer_table(md: &mut String, m: &ModeSummary) {
                 cell(&l.role),
                 yes_no(l.changes_channels),
                 pp_stat(&l.delta_top1),
-                pp_delta(l.delta_top1.min),
-                pp_delta(l.delta_top1.max),
+                pp_range_end(l.delta_top1.min, false),
+                pp_range_end(l.delta_top1.max, true),
                 pvalue(max_p),
                 l.trivial,
                 l.trivial + l.non_trivial,
@@ -663,11 +684,12 @@ fn cumulative_intro(md: &mut String, m: &ModeSummary) {
         let _ = writeln!(
             md,
             "{which} keeps the ablation that costs least on the first images of the split (the \
-             selection images); its top-1, Δ and verdict are measured on the images after them, \
-             which the choice never saw, so they are those of a set of layers fixed in advance. \
-             \"Δtop-1 on the selection images\" is what the choice saw; where the measured Δ \
-             falls short of it, choosing and scoring on the same images would have flattered \
-             the path (the two parts of the split also differ by chance).\n"
+             selection images); its top-1 and Δ (and in results.json its interval, p-value and \
+             verdict) are measured on the images after them, which the choice never saw, so \
+             they are those of a set of layers fixed in advance. \"Δtop-1 on the selection \
+             images\" is the Δ the choice saw. A measured Δ more negative than it is what \
+             choosing and scoring on the same images hides, but only in part: the two parts of \
+             the split also differ by chance, by about as much as their baselines do.\n"
         );
     }
 }
@@ -694,6 +716,14 @@ fn cumulative_tables(md: &mut String, m: &ModeSummary) {
                      after them.\n",
                     c.n_images
                 );
+                if c.n_images < FEW_IMAGES {
+                    let _ = writeln!(
+                        md,
+                        "**Caution:** only {} images were measured (the 95 % intervals of \
+                         Δtop-1 are a few points wide, against the rule's 1 point).\n",
+                        c.n_images
+                    );
+                }
                 let _ = writeln!(
                     md,
                     "| step | layer ablated (in addition) | role | top-1 (%) | Δtop-1 vs baseline (pp) | Δtop-1 on the selection images (pp) |"
@@ -727,7 +757,8 @@ fn cumulative_tables(md: &mut String, m: &ModeSummary) {
                 r.selection_top1,
                 c.selection_baseline_top1,
             ) {
-                (Some(_), Some(t), Some(b)) => format!(" {} |", pp(t - b)),
+                // Rounded as the measured Δ beside it is, so the two compare fairly.
+                (Some(_), Some(t), Some(b)) => format!(" {} |", pp_delta(t - b)),
                 (Some(_), _, _) => " |".to_string(),
                 (None, _, _) => String::new(),
             };
@@ -1038,5 +1069,51 @@ mod tests {
         }
         assert_eq!(pp_delta(-100.0 / 9_999.0), "-1.01");
         assert_eq!(pp_delta(f64::NAN), "NaN");
+    }
+
+    #[test]
+    fn a_range_over_seeds_holds_its_values_and_their_mean() {
+        // Two seeds at -100/9,999 (-1.0001 pp): the mean prints "-1.00" to nearest, and the
+        // range, its ends each rounded up in magnitude as a single Δ is, read [-1.01, -1.01].
+        let d = -100.0 / 9_999.0;
+        assert_eq!(
+            (pp_range_end(d, false), pp_range_end(d, true)),
+            ("-1.01".into(), "-1.00".into())
+        );
+        assert_eq!(pp(d), "-1.00");
+        // Exact hundredths, float noise and all, print as they are at either end.
+        for k in [
+            -10_000i64, -211, -101, -100, -99, -7, -1, 1, 7, 99, 100, 101, 10_000,
+        ] {
+            let d = k as f64 / 10_000.0;
+            let want = format!("{:+.2}", k as f64 / 100.0);
+            assert_eq!(pp_range_end(d, false), want, "{k}");
+            assert_eq!(pp_range_end(d, true), want, "{k}");
+        }
+        assert_eq!(pp_range_end(0.0, false), "+0.00");
+        // Half a hundredth below zero: outward, not "-0.00".
+        assert_eq!(pp_range_end(-0.5 / 10_000.0, false), "-0.01");
+        assert_eq!(pp_range_end(-0.5 / 10_000.0, true), "+0.00");
+        // Any two values over other counts: lower end ≤ mean (to nearest) ≤ upper end, and the
+        // ends hold the values.
+        for n in [9_999u32, 3_333, 777] {
+            for a in (-(n as i64) / 20..=n as i64 / 20).step_by(7) {
+                for b in (-(n as i64) / 20..=n as i64 / 20).step_by(11) {
+                    let (x, y) = (a as f64 / n as f64, b as f64 / n as f64);
+                    let (lo, hi) = (x.min(y), x.max(y));
+                    let show = |t: String| t.parse::<f64>().unwrap();
+                    let (l, h) = (show(pp_range_end(lo, false)), show(pp_range_end(hi, true)));
+                    let mean = show(pp((x + y) / 2.0));
+                    assert!(
+                        l <= mean && mean <= h,
+                        "{a}/{n}, {b}/{n}: [{l}, {h}] ∌ {mean}"
+                    );
+                    assert!(
+                        l <= lo * 100.0 + 1e-9 && hi * 100.0 - 1e-9 <= h,
+                        "{a}, {b} / {n}"
+                    );
+                }
+            }
+        }
     }
 }

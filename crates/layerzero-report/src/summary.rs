@@ -296,7 +296,8 @@ pub struct CumulativeCurve {
     pub source: String,
     /// Top-1 with nothing ablated (step 0), a fraction.
     pub baseline_top1: f64,
-    /// The images every number of the curve was measured on.
+    /// The images every number of the curve was measured on (0 when read from a
+    /// `summary.json` written before this field).
     #[serde(default)]
     pub n_images: u64,
     /// With a held-out selection: the images before them, on which the path was chosen (the

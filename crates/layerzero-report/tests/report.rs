@@ -975,6 +975,11 @@ fn a_held_out_cumulative_run_shows_what_chose_each_step_and_keeps_the_full_basel
         md.contains("| 0 | (none) | | 95.00 | +0.00 | +0.00 |"),
         "{md}"
     );
+    // 1,000 held-out images: too few for the rule's 1 point, and the table says so.
+    assert!(
+        md.contains("**Caution:** only 1000 images were measured"),
+        "{md}"
+    );
     assert!(
         md.contains("| 1 | `layer1.1.conv1` | residual-branch | 94.80 | -0.20 | -0.10 |"),
         "{md}"

@@ -222,7 +222,8 @@ pub struct RunContext<'a> {
 ///
 /// `progress(done, total)` is called on the calling thread after each chunk, counting job
 /// evaluations on one chunk (jobs × chunks; for cumulative modes the sum over steps of the
-/// remaining candidates × chunks), `done` reaching `total` at the end.
+/// remaining candidates × chunks of the selection images, plus steps × chunks of the held-out
+/// images with `selection_images`), `done` reaching `total` at the end.
 pub fn run(
     ctx: &RunContext<'_>,
     cfg: &EngineConfig,
