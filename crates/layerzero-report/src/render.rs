@@ -687,9 +687,11 @@ fn cumulative_intro(md: &mut String, m: &ModeSummary) {
              selection images); its top-1 and Δ (and in results.json its interval, p-value and \
              verdict) are measured on the images after them, which the choice never saw, so \
              they are those of a set of layers fixed in advance. \"Δtop-1 on the selection \
-             images\" is the Δ the choice saw. A measured Δ more negative than it is what \
-             choosing and scoring on the same images hides, but only in part: the two parts of \
-             the split also differ by chance, by about as much as their baselines do.\n"
+             images\" is the Δ the choice saw. Where the measured Δ is more negative, part of \
+             the difference is what choosing and scoring on the same images would have hidden \
+             and part is chance: the two parts are different images (their baselines differ \
+             too), and each Δ has its own sampling error (its 95 % interval is in \
+             results.json).\n"
         );
     }
 }
