@@ -158,6 +158,10 @@ pub struct ClaimEvaluation {
     pub as_claimed: usize,
     /// The considered layers in network order.
     pub layers: Vec<ClaimLayer>,
+    /// The verdict rule's largest |Δtop-1| still called trivial (a fraction), the bound of
+    /// [`ClaimLayer::within_threshold`].
+    #[serde(default)]
+    pub max_abs_delta_top1: f64,
 }
 
 impl ClaimEvaluation {
@@ -186,6 +190,11 @@ pub struct ClaimLayer {
     pub verdict: Verdict,
     /// Whether the verdict is the one the claim expects.
     pub as_claimed: bool,
+    /// Whether the whole 95 % interval of Δtop-1 lies within ± the verdict rule's
+    /// `max_abs_delta_top1`: the layer is shown to move top-1 by less than the threshold (two
+    /// one-sided tests at 2.5 % each), which a `trivial` verdict alone does not say.
+    #[serde(default)]
+    pub within_threshold: bool,
 }
 
 fn considers(claim: u32, r: &LayerRecord) -> bool {
@@ -242,6 +251,11 @@ pub fn evaluate_claims(networks: &[NetworkSummary]) -> Vec<Claim> {
                             mcnemar_p: r.mcnemar_p,
                             verdict: r.verdict,
                             as_claimed: r.verdict == expected_verdict(id),
+                            within_threshold: {
+                                let t = mode.verdict_thresholds.max_abs_delta_top1;
+                                let [lo, hi] = r.ci95.delta_top1;
+                                -t <= lo && hi <= t
+                            },
                         })
                         .collect();
                     let considered = layers.len();
@@ -261,6 +275,7 @@ pub fn evaluate_claims(networks: &[NetworkSummary]) -> Vec<Claim> {
                         considered,
                         as_claimed,
                         layers,
+                        max_abs_delta_top1: mode.verdict_thresholds.max_abs_delta_top1,
                     });
                 }
                 by_network.push(NetworkClaim {

@@ -389,6 +389,26 @@ fn claims_detail(md: &mut String, summary: &Summary) {
                 e.outcome,
                 eval_count(c.id, e, false)
             );
+            if c.id == 1 && e.as_claimed > 0 {
+                let shown = e
+                    .layers
+                    .iter()
+                    .filter(|l| l.as_claimed && l.within_threshold)
+                    .count();
+                let rest = match e.as_claimed - shown {
+                    0 => String::new(),
+                    1 => " The other one was not shown to differ, nor shown not to.".to_string(),
+                    n => format!(" The other {n} were not shown to differ, nor shown not to."),
+                };
+                let _ = writeln!(
+                    md,
+                    "  Of the {} trivial, {shown} have their whole 95 % interval of Δtop-1 within \
+                     ±{:.2} pp: shown to move top-1 by less than the rule's threshold (on the \
+                     Wald interval, the more optimistic with few flipped images).{rest}",
+                    e.as_claimed,
+                    e.max_abs_delta_top1 * 100.0,
+                );
+            }
             let listed: Vec<_> = if c.id == 2 {
                 // Claim 2 has few layers: list them all.
                 e.layers.iter().collect()

@@ -1065,3 +1065,39 @@ fn a_held_out_cumulative_run_shows_what_chose_each_step_and_keeps_the_full_basel
         "{md}"
     );
 }
+
+#[test]
+fn claim_one_says_how_many_trivial_layers_are_shown_to_change_less_than_the_threshold() {
+    let res = resnet20_layers(false);
+    // layer1.1.conv2: 40 right→wrong, 35 wrong→right of 1,000 images: Δ −0.5 pp, p ≈ 0.64, so
+    // trivial, but its 95 % interval (about ±1.7 pp) reaches past ±1 pp: not shown to be within.
+    let flips = with_flips(&res, resnet20_flips(), &[("layer1.1.conv2", (40, 35))]);
+    let input = input(vec![source(
+        "a/resnet20.json",
+        results("resnet20", AblationMode::ZeroKernel, None, &res, &flips),
+    )]);
+    let rendered = render_report(&input).unwrap();
+    let e = &rendered.summary.claims[0].evaluations[0];
+    assert_eq!((e.considered, e.as_claimed), (16, 15));
+    assert_eq!(e.max_abs_delta_top1, 0.01);
+    let wide = e
+        .layers
+        .iter()
+        .find(|l| l.layer == "layer1.1.conv2")
+        .unwrap();
+    assert!(wide.as_claimed && !wide.within_threshold, "{wide:?}");
+    assert!(wide.ci95_delta_top1[0] < -0.01);
+    // The others trivial at 3/2 flips: Δ −0.1 pp, interval about ±0.45 pp.
+    let shown = e.layers.iter().filter(|l| l.within_threshold).count();
+    assert_eq!(shown, 14);
+    assert!(
+        rendered.markdown.contains(
+            "  Of the 15 trivial, 14 have their whole 95 % interval of Δtop-1 within ±1.00 pp"
+        ),
+        "{}",
+        rendered.markdown
+    );
+    assert!(rendered
+        .markdown
+        .contains("The other one was not shown to differ, nor shown not to."));
+}
