@@ -418,20 +418,18 @@ fn extract_and_install(
     dataset: Dataset,
     final_dir: &Path,
 ) -> Result<()> {
-    // One folder per call, not per process: two threads of one process (parallel tests, a
-    // program fetching for several jobs) would otherwise extract into the same folder and
-    // each find the other's half-written files.
-    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dest.join(format!(
-        ".extract-{}-{}-{call}",
-        dataset.cli_name(),
-        std::process::id()
-    ));
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp).map_err(|e| DataError::io(&tmp, e))?;
+    // A fresh folder of a random name for each call, created exclusively and removed when
+    // `guard` drops (on error and on panic too): two threads of one process, or two containers
+    // sharing the data folder with the same PID, never extract into the same one and find the
+    // other's half-written files.
+    fs::create_dir_all(dest).map_err(|e| DataError::io(dest, e))?;
+    let guard = tempfile::Builder::new()
+        .prefix(&format!(".extract-{}-", dataset.cli_name()))
+        .tempdir_in(dest)
+        .map_err(|e| DataError::io(dest, e))?;
+    let tmp = guard.path();
     let result = (|| {
-        extract_archive(archive, &tmp)?;
+        extract_archive(archive, tmp)?;
         let extracted = tmp.join(dataset.folder_name());
         let missing: Vec<&str> = dataset
             .required_files()
@@ -446,7 +444,7 @@ fn extract_and_install(
                     dataset.folder_name(),
                     dataset.required_files().join(", ")
                 ),
-                found: describe_tree(&tmp),
+                found: describe_tree(tmp),
             });
         }
         validate(&extracted, dataset)?;
@@ -464,7 +462,7 @@ fn extract_and_install(
             Err(e) => Err(DataError::io(final_dir, e)),
         }
     })();
-    let _ = fs::remove_dir_all(&tmp);
+    drop(guard);
     result
 }
 

@@ -159,9 +159,9 @@ pub struct ClaimEvaluation {
     /// The considered layers in network order.
     pub layers: Vec<ClaimLayer>,
     /// The verdict rule's largest |Δtop-1| still called trivial (a fraction), the bound of
-    /// [`ClaimLayer::within_threshold`].
-    #[serde(default)]
-    pub max_abs_delta_top1: f64,
+    /// [`ClaimLayer::within_threshold`]. `None` in a `summary.json` written before this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_abs_delta_top1: Option<f64>,
 }
 
 impl ClaimEvaluation {
@@ -190,11 +190,12 @@ pub struct ClaimLayer {
     pub verdict: Verdict,
     /// Whether the verdict is the one the claim expects.
     pub as_claimed: bool,
-    /// Whether the whole 95 % interval of Δtop-1 lies within ± the verdict rule's
+    /// Whether the whole 95 % interval of Δtop-1 lies strictly within ± the verdict rule's
     /// `max_abs_delta_top1`: the layer is shown to move top-1 by less than the threshold (two
-    /// one-sided tests at 2.5 % each), which a `trivial` verdict alone does not say.
-    #[serde(default)]
-    pub within_threshold: bool,
+    /// one-sided tests at 2.5 % each), which a `trivial` verdict alone does not say. `None` in
+    /// a `summary.json` written before this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_threshold: Option<bool>,
 }
 
 fn considers(claim: u32, r: &LayerRecord) -> bool {
@@ -254,7 +255,7 @@ pub fn evaluate_claims(networks: &[NetworkSummary]) -> Vec<Claim> {
                             within_threshold: {
                                 let t = mode.verdict_thresholds.max_abs_delta_top1;
                                 let [lo, hi] = r.ci95.delta_top1;
-                                -t <= lo && hi <= t
+                                Some(-t < lo && hi < t)
                             },
                         })
                         .collect();
@@ -275,7 +276,7 @@ pub fn evaluate_claims(networks: &[NetworkSummary]) -> Vec<Claim> {
                         considered,
                         as_claimed,
                         layers,
-                        max_abs_delta_top1: mode.verdict_thresholds.max_abs_delta_top1,
+                        max_abs_delta_top1: Some(mode.verdict_thresholds.max_abs_delta_top1),
                     });
                 }
                 by_network.push(NetworkClaim {

@@ -389,24 +389,33 @@ fn claims_detail(md: &mut String, summary: &Summary) {
                 e.outcome,
                 eval_count(c.id, e, false)
             );
-            if c.id == 1 && e.as_claimed > 0 {
+            let threshold = e
+                .max_abs_delta_top1
+                .filter(|_| c.id == 1 && e.as_claimed > 0);
+            if let Some(t) = threshold {
                 let shown = e
                     .layers
                     .iter()
-                    .filter(|l| l.as_claimed && l.within_threshold)
+                    .filter(|l| l.as_claimed && l.within_threshold == Some(true))
                     .count();
                 let rest = match e.as_claimed - shown {
                     0 => String::new(),
-                    1 => " The other one was not shown to differ, nor shown not to.".to_string(),
-                    n => format!(" The other {n} were not shown to differ, nor shown not to."),
+                    1 => " The other one was not shown to differ at the rule's p-value, nor \
+                          shown not to."
+                        .to_string(),
+                    n => format!(
+                        " The other {n} were not shown to differ at the rule's p-value, nor \
+                         shown not to."
+                    ),
                 };
+                let verb = if shown == 1 { "has its" } else { "have their" };
                 let _ = writeln!(
                     md,
-                    "  Of the {} trivial, {shown} have their whole 95 % interval of Δtop-1 within \
+                    "  Of the {} trivial, {shown} {verb} whole 95 % interval of Δtop-1 within \
                      ±{:.2} pp: shown to move top-1 by less than the rule's threshold (on the \
                      Wald interval, the more optimistic with few flipped images).{rest}",
                     e.as_claimed,
-                    e.max_abs_delta_top1 * 100.0,
+                    t * 100.0,
                 );
             }
             let listed: Vec<_> = if c.id == 2 {
@@ -741,9 +750,11 @@ fn cumulative_tables(md: &mut String, m: &ModeSummary) {
                 if c.n_images < FEW_IMAGES {
                     let _ = writeln!(
                         md,
-                        "**Caution:** only {} images were measured (the 95 % intervals of \
-                         Δtop-1 are a few points wide, against the rule's 1 point).\n",
-                        c.n_images
+                        "**Caution:** only {} images were measured: the 95 % interval of a Δtop-1 \
+                         of a few points is about as wide as the rule's {:.2} pp (see \
+                         results.json).\n",
+                        c.n_images,
+                        m.verdict_thresholds.max_abs_delta_top1 * 100.0
                     );
                 }
                 let _ = writeln!(

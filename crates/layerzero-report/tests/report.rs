@@ -1079,16 +1079,23 @@ fn claim_one_says_how_many_trivial_layers_are_shown_to_change_less_than_the_thre
     let rendered = render_report(&input).unwrap();
     let e = &rendered.summary.claims[0].evaluations[0];
     assert_eq!((e.considered, e.as_claimed), (16, 15));
-    assert_eq!(e.max_abs_delta_top1, 0.01);
+    assert_eq!(e.max_abs_delta_top1, Some(0.01));
     let wide = e
         .layers
         .iter()
         .find(|l| l.layer == "layer1.1.conv2")
         .unwrap();
-    assert!(wide.as_claimed && !wide.within_threshold, "{wide:?}");
+    assert!(
+        wide.as_claimed && wide.within_threshold == Some(false),
+        "{wide:?}"
+    );
     assert!(wide.ci95_delta_top1[0] < -0.01);
     // The others trivial at 3/2 flips: Δ −0.1 pp, interval about ±0.45 pp.
-    let shown = e.layers.iter().filter(|l| l.within_threshold).count();
+    let shown = e
+        .layers
+        .iter()
+        .filter(|l| l.within_threshold == Some(true))
+        .count();
     assert_eq!(shown, 14);
     assert!(
         rendered.markdown.contains(
@@ -1097,7 +1104,12 @@ fn claim_one_says_how_many_trivial_layers_are_shown_to_change_less_than_the_thre
         "{}",
         rendered.markdown
     );
-    assert!(rendered
-        .markdown
-        .contains("The other one was not shown to differ, nor shown not to."));
+    assert!(rendered.markdown.contains(
+        "The other one was not shown to differ at the rule's p-value, nor shown not to."
+    ));
+    // A summary.json written before the count had no threshold: no sentence, not "±0.00 pp".
+    let mut old = rendered.summary.clone();
+    old.claims[0].evaluations[0].max_abs_delta_top1 = None;
+    let md = layerzero_report::render_markdown(&old);
+    assert!(!md.contains("Of the 15 trivial"), "{md}");
 }
