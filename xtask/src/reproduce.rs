@@ -164,6 +164,36 @@ impl TrainObserver for Log {
     }
 }
 
+/// An ablation stage's progress as a line at each tenth of its evaluations, so that a long
+/// stage (minutes for ResNet-56 on a CPU) shows it is moving, in a terminal and in a log file
+/// alike.
+struct Deciles {
+    started: Instant,
+    printed: std::cell::Cell<usize>,
+}
+
+impl Deciles {
+    fn new(started: Instant) -> Self {
+        Deciles {
+            started,
+            printed: std::cell::Cell::new(0),
+        }
+    }
+
+    /// The line to print after `done` of `total` evaluations, if a new tenth was reached
+    /// (not the last: the stage's summary line follows it).
+    fn line(&self, done: usize, total: usize) -> Option<String> {
+        let tenth = (done * 10).checked_div(total).unwrap_or(10).min(10);
+        (tenth > self.printed.get() && tenth < 10).then(|| {
+            self.printed.set(tenth);
+            format!(
+                "    {tenth}0 % ({done} of {total} chunk evaluations, {:.0} s)",
+                self.started.elapsed().as_secs_f64()
+            )
+        })
+    }
+}
+
 /// The twin without shortcuts: `resnet20` → `plain20`.
 fn plain_twin(arch: &str) -> Result<String> {
     let depth = arch
@@ -304,9 +334,28 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
                         split: "test".into(),
                         threads: rayon::current_num_threads(),
                     };
-                    let mut file: ResultsFile = run_ablation(&ctx, &cfg, None)?;
+                    let progress = Deciles::new(started);
+                    let report = |done: usize, total: usize| {
+                        if let Some(line) = progress.line(done, total) {
+                            println!("{line}");
+                        }
+                    };
+                    let mut file: ResultsFile = run_ablation(&ctx, &cfg, Some(&report))?;
                     file.seed = Some(seed);
                     let csv = file.write(&path)?;
+                    let trivial = file
+                        .layers
+                        .iter()
+                        .filter(|l| l.verdict == layerzero_ablate::Verdict::Trivial)
+                        .count();
+                    println!(
+                        "    {} ablations on {} images, {trivial} trivial; baseline top-1 \
+                         {:.2} %; {:.0} s",
+                        file.layers.len(),
+                        file.n_images,
+                        100.0 * file.baseline.top1,
+                        started.elapsed().as_secs_f64()
+                    );
                     finish_stage(
                         &out,
                         &stage,
@@ -420,6 +469,31 @@ mod tests {
         // New weights (the network trained again): the ablation's results are stale.
         std::fs::write(&weights, b"retrained").unwrap();
         assert!(!stage_done(&out, "s"));
+    }
+
+    #[test]
+    fn an_ablation_stage_prints_each_tenth_once() {
+        let d = Deciles::new(Instant::now());
+        let lines: Vec<String> = (0..=45).filter_map(|done| d.line(done, 45)).collect();
+        let heads: Vec<&str> = lines
+            .iter()
+            .map(|l| l.split(" (").next().unwrap())
+            .collect();
+        assert_eq!(
+            heads,
+            (1..10).map(|t| format!("    {t}0 %")).collect::<Vec<_>>()
+        );
+        assert!(
+            lines[0].starts_with("    10 % (5 of 45 chunk evaluations, "),
+            "{lines:?}"
+        );
+        // Chunks report several evaluations at once: a jump past two tenths prints one line.
+        let d = Deciles::new(Instant::now());
+        assert_eq!(d.line(0, 10), None);
+        assert!(d.line(3, 10).unwrap().starts_with("    30 %"));
+        assert_eq!(d.line(3, 10), None);
+        assert_eq!(d.line(10, 10), None);
+        assert_eq!(Deciles::new(Instant::now()).line(0, 0), None);
     }
 
     #[test]
