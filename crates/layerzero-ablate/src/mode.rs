@@ -83,7 +83,7 @@ impl AblationMode {
                 "restore the layer's parameters to their epoch-0 values from the initial checkpoint"
             }
             AblationMode::Rerandomize => {
-                "draw fresh parameters for the layer from the init distribution with a given seed"
+                "draw fresh parameters for the layer from the init distribution with a given seed (a stream apart from training's initialisation)"
             }
             AblationMode::ZeroFilters => {
                 "zero a fraction of output filters (smallest L1 norm first), swept over levels"

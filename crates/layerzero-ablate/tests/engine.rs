@@ -499,6 +499,47 @@ fn reinit_with_the_current_weights_changes_nothing() {
     );
 }
 
+/// `rerandomize --seed S` on a network initialised with seed S (both default to 0) draws
+/// fresh values, not the network's epoch-0 ones: before, it gave `reinit`'s results to the
+/// last digit.
+#[test]
+fn rerandomize_with_the_training_seed_is_not_reinit() {
+    let set = synthetic_set(32, 16);
+    let dir = temp_dir();
+    // A network "trained" from seed 3: its epoch-0 weights are those seed 3 builds.
+    let init = create_model("resnet8", &ModelConfig::new(10).with_seed(3)).unwrap();
+    let init_path = dir.path().join("init.safetensors");
+    save(init.as_ref(), &init_path);
+    let trained = random_net("resnet8", 21);
+    let mut reinit = config(AblationMode::Reinit, 32);
+    reinit.init_weights = Some(init_path);
+    let reinit = run(&context(trained.as_ref(), &set, 1), &reinit, None).unwrap();
+    let mut fresh = config(AblationMode::Rerandomize, 32);
+    fresh.seed = 3;
+    let fresh = run(&context(trained.as_ref(), &set, 1), &fresh, None).unwrap();
+    assert_eq!(fresh.seed, Some(3));
+    let differ = reinit
+        .layers
+        .iter()
+        .zip(&fresh.layers)
+        .filter(|(a, b)| a.loss != b.loss)
+        .count();
+    assert_eq!(differ, reinit.layers.len(), "{:?}", fresh.layers);
+    // The stream is the seed's own: the same seed draws the same values again.
+    let again = run(
+        &context(trained.as_ref(), &set, 1),
+        &{
+            let mut c = config(AblationMode::Rerandomize, 32);
+            c.seed = 3;
+            c
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(again.layers, fresh.layers);
+    assert_ne!(layerzero_ablate::engine::rerandomize_stream(3), 3);
+}
+
 #[test]
 fn reinit_names_a_missing_file_or_tensor() {
     let net = random_net("resnet8-b", 8);

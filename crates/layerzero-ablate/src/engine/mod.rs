@@ -74,7 +74,8 @@ use rayon::prelude::*;
 
 pub use cache::{job_logits, prefix_cache_bytes_per_image, PrefixCache};
 pub use plan::{
-    candidates, kind_name, plan, role_name, Candidate, Job, Plan, Target, BLOCK_KIND, BLOCK_ROLE,
+    candidates, kind_name, plan, rerandomize_stream, role_name, Candidate, Job, Plan, Target,
+    BLOCK_KIND, BLOCK_ROLE,
 };
 
 use crate::cumulative::{greedy_cumulative, GreedyOptions};
@@ -105,7 +106,9 @@ pub struct EngineConfig {
     /// Sparsity levels of `zero-filters` / `prune`: fractions in `[0, 1]`, strictly
     /// ascending, at least one. Ignored by the other modes.
     pub levels: Vec<f64>,
-    /// Seed of `rerandomize` (recorded in the results); ignored by the other modes.
+    /// Seed of `rerandomize` (recorded in the results); ignored by the other modes. The fresh
+    /// values come from the stream [`rerandomize_stream`]`(seed)`, never from the stream a
+    /// network built with `seed` was initialised from.
     pub seed: u64,
     /// The epoch-0 weights file (`init.safetensors`, PyTorch names) for `reinit`.
     pub init_weights: Option<PathBuf>,

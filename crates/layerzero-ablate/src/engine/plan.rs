@@ -372,9 +372,11 @@ pub fn plan(net: &dyn Network, cfg: &EngineConfig) -> Result<Plan> {
                 jobs.push(job(None, action));
             }
             AblationMode::Rerandomize => {
-                let values = net.initial_values(layer, cfg.seed).map_err(|e| {
-                    model_ctx(format!("drawing initial values of {}", info.name), e)
-                })?;
+                let values = net
+                    .initial_values(layer, rerandomize_stream(cfg.seed))
+                    .map_err(|e| {
+                        model_ctx(format!("drawing initial values of {}", info.name), e)
+                    })?;
                 let find = |suffix: &str| {
                     let name = format!("{}.{suffix}", info.name);
                     values
@@ -490,4 +492,17 @@ fn file_tensor(
         )));
     }
     Ok(t.clone())
+}
+
+/// The initialisation stream `rerandomize --seed S` draws from: a mix of `S`, not `S` itself.
+/// [`Network::initial_values`] with the seed a network was built with gives its epoch-0
+/// values, so drawing with `S` itself would make `rerandomize --seed 0` on a network trained
+/// with seed 0 (the default of both) exactly `reinit`, not fresh values.
+pub fn rerandomize_stream(seed: u64) -> u64 {
+    // SplitMix64's finaliser over the seed and a constant ("rerandom" in ASCII): a bijection,
+    // so distinct seeds still draw distinct values.
+    let mut z = seed ^ 0x7265_7261_6e64_6f6d;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
