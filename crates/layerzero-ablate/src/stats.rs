@@ -229,6 +229,12 @@ pub fn wilson_interval(successes: u64, n: u64, z: f64) -> Result<[f64; 2]> {
 /// when there are no discordant pairs (b = c = 0), where the exact McNemar test still says
 /// p = 1.
 pub fn paired_difference_wald(counts: &PairedCounts, z: f64) -> Result<[f64; 2]> {
+    let (n, b, c) = discordant(counts, z)?;
+    Ok(wald(n as f64, b as f64, c as f64, z))
+}
+
+/// `(n, b, c)` of `counts` after checking them and `z`.
+fn discordant(counts: &PairedCounts, z: f64) -> Result<(u64, u64, u64)> {
     check_z(z)?;
     let PairedCounts {
         n,
@@ -243,11 +249,31 @@ pub fn paired_difference_wald(counts: &PairedCounts, z: f64) -> Result<[f64; 2]>
             format!("n {n}, right_to_wrong {b}, wrong_to_right {c}"),
         ));
     }
-    let (nf, bf, cf) = (n as f64, b as f64, c as f64);
-    let delta = (cf - bf) / nf;
-    let var_n2 = ((bf + cf) - (cf - bf) * (cf - bf) / nf).max(0.0);
-    let half = z * var_n2.sqrt() / nf;
-    Ok([(delta - half).max(-1.0), (delta + half).min(1.0)])
+    Ok((n, b, c))
+}
+
+/// Δ ± z·se over `n` pairs with `b` and `c` discordant ones (cell counts, possibly adjusted),
+/// clamped to `[-1, 1]`.
+fn wald(n: f64, b: f64, c: f64, z: f64) -> [f64; 2] {
+    let delta = (c - b) / n;
+    let var_n2 = ((b + c) - (c - b) * (c - b) / n).max(0.0);
+    let half = z * var_n2.sqrt() / n;
+    [(delta - half).max(-1.0), (delta + half).min(1.0)]
+}
+
+/// Agresti and Min's adjusted Wald interval for the paired difference Δ = (c − b)/n: the
+/// Wald interval of [`paired_difference_wald`] after adding ½ to each of the four cells
+/// (n + 2 pairs, b + ½ and c + ½ discordant ones), clamped to `[-1, 1]`.
+///
+/// Agresti and Min (*Simple improved confidence intervals for comparing matched proportions*,
+/// Statistics in Medicine 24, 2005) found its coverage close to nominal where the plain
+/// Wald interval's falls short, and it does not collapse to `[0, 0]` without discordant pairs:
+/// with b = c = 0 its half-width is z / (n + 2), about 4.7 points on 40 images and 0.02 on
+/// 10,000. The report uses it where a narrow interval is the claim (a change shown to lie
+/// within the verdict threshold).
+pub fn paired_difference_agresti_min(counts: &PairedCounts, z: f64) -> Result<[f64; 2]> {
+    let (n, b, c) = discordant(counts, z)?;
+    Ok(wald(n as f64 + 2.0, b as f64 + 0.5, c as f64 + 0.5, z))
 }
 
 /// Exact two-sided McNemar p-value from the discordant counts `b` (right→wrong) and `c`

@@ -1,8 +1,8 @@
 //! Statistics against hand-computed values and against independent references.
 
 use layerzero_ablate::{
-    mcnemar_exact_p, measure, paired_difference_wald, wilson_interval, Evaluation, PairedCounts,
-    Verdict, VerdictRule, Z95,
+    mcnemar_exact_p, measure, paired_difference_agresti_min, paired_difference_wald,
+    wilson_interval, Evaluation, PairedCounts, Verdict, VerdictRule, Z95,
 };
 use proptest::prelude::*;
 
@@ -213,6 +213,39 @@ fn paired_wald_by_hand() {
         both_wrong: 0,
     };
     assert_eq!(paired_difference_wald(&all, Z95).unwrap(), [-1.0, -1.0]);
+}
+
+#[test]
+fn agresti_min_by_hand() {
+    let counts = |n, b, c| PairedCounts {
+        n,
+        both_right: 0,
+        right_to_wrong: b,
+        wrong_to_right: c,
+        both_wrong: 0,
+    };
+    // b = 10, c = 5, n = 100 with ½ added to each cell: n' = 102, b' = 10.5, c' = 5.5,
+    // d' = -5/102, se = sqrt(16 - 25/102)/102.
+    let [lo, hi] = paired_difference_agresti_min(&counts(100, 10, 5), Z95).unwrap();
+    let (d, half) = (-5.0 / 102.0, Z95 * (16.0f64 - 25.0 / 102.0).sqrt() / 102.0);
+    assert!(
+        close(lo, d - half, 1e-13) && close(hi, d + half, 1e-13),
+        "[{lo}, {hi}]"
+    );
+    // No discordant pairs: not [0, 0] but ± z/(n + 2), wide on few images, narrow on many.
+    for n in [40u64, 10_000] {
+        let [lo, hi] = paired_difference_agresti_min(&counts(n, 0, 0), Z95).unwrap();
+        let half = Z95 / (n as f64 + 2.0);
+        assert!(
+            close(hi, half, 1e-13) && close(lo, -half, 1e-13),
+            "{n}: [{lo}, {hi}]"
+        );
+    }
+    // Everything flips right→wrong: clamped to [-1, 1] (the plain Wald interval is [-1, -1]).
+    let [lo, hi] = paired_difference_agresti_min(&counts(10, 10, 0), Z95).unwrap();
+    assert!(lo >= -1.0 && hi < -0.5 && lo < -0.9, "[{lo}, {hi}]");
+    assert!(paired_difference_agresti_min(&counts(0, 0, 0), Z95).is_err());
+    assert!(paired_difference_agresti_min(&counts(5, 3, 3), Z95).is_err());
 }
 
 // ---------------------------------------------------------------- measure()

@@ -190,10 +190,12 @@ pub struct ClaimLayer {
     pub verdict: Verdict,
     /// Whether the verdict is the one the claim expects.
     pub as_claimed: bool,
-    /// Whether the whole 95 % interval of Δtop-1 lies strictly within ± the verdict rule's
-    /// `max_abs_delta_top1`: the layer is shown to move top-1 by less than the threshold (two
-    /// one-sided tests at 2.5 % each), which a `trivial` verdict alone does not say. `None` in
-    /// a `summary.json` written before this field.
+    /// Whether the whole 95 % Agresti–Min interval of Δtop-1
+    /// ([`layerzero_ablate::paired_difference_agresti_min`]) lies strictly within ± the
+    /// verdict rule's `max_abs_delta_top1`: the layer is shown to move top-1 by less than the
+    /// threshold (two one-sided tests at 2.5 % each), which a `trivial` verdict alone does not
+    /// say. Not the record's Wald interval: that one is `[0, 0]` when no image flips, on 40
+    /// images as on 10,000. `None` in a `summary.json` written before this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within_threshold: Option<bool>,
 }
@@ -208,6 +210,21 @@ fn considers(claim: u32, r: &LayerRecord) -> bool {
         }
         _ => r.kind == "conv" || r.kind == "linear",
     }
+}
+
+/// [`ClaimLayer::within_threshold`] of a record over `n` images (`None` when `n` is unknown:
+/// a `summary.json` written before records carried it).
+fn within(r: &LayerRecord, n: u64, threshold: f64) -> Option<bool> {
+    let counts = layerzero_ablate::PairedCounts {
+        n,
+        both_right: 0,
+        right_to_wrong: r.flips_right_to_wrong,
+        wrong_to_right: r.flips_wrong_to_right,
+        both_wrong: 0,
+    };
+    let [lo, hi] =
+        layerzero_ablate::paired_difference_agresti_min(&counts, layerzero_ablate::Z95).ok()?;
+    Some(-threshold < lo && hi < threshold)
 }
 
 fn expected_verdict(claim: u32) -> Verdict {
@@ -241,9 +258,9 @@ pub fn evaluate_claims(networks: &[NetworkSummary]) -> Vec<Claim> {
                         .iter()
                         .flat_map(|l| &l.per_seed)
                         .filter(|s| s.source == *source)
-                        .map(|s| &s.record)
-                        .filter(|r| considers(id, r))
-                        .map(|r| ClaimLayer {
+                        .filter(|s| considers(id, &s.record))
+                        .map(|s| (&s.record, s.n_images))
+                        .map(|(r, n)| ClaimLayer {
                             index: r.index,
                             layer: r.layer.clone(),
                             role: r.role.clone(),
@@ -252,11 +269,11 @@ pub fn evaluate_claims(networks: &[NetworkSummary]) -> Vec<Claim> {
                             mcnemar_p: r.mcnemar_p,
                             verdict: r.verdict,
                             as_claimed: r.verdict == expected_verdict(id),
-                            within_threshold: {
-                                let t = mode.verdict_thresholds.max_abs_delta_top1;
-                                let [lo, hi] = r.ci95.delta_top1;
-                                Some(-t < lo && hi < t)
-                            },
+                            within_threshold: within(
+                                r,
+                                n,
+                                mode.verdict_thresholds.max_abs_delta_top1,
+                            ),
                         })
                         .collect();
                     let considered = layers.len();
@@ -338,5 +355,40 @@ mod tests {
             "\"does-not-hold\""
         );
         assert_eq!(DoesNotHold.to_string(), "does not hold");
+    }
+
+    #[test]
+    fn no_flipped_image_is_shown_within_the_threshold_only_on_enough_images() {
+        let record = |n: usize, b: usize, c: usize| {
+            let base: Vec<bool> = (0..n).map(|i| i < n / 2).collect();
+            let mut ablated = base.clone();
+            ablated[..b].iter_mut().for_each(|v| *v = false);
+            ablated[n / 2..n / 2 + c].iter_mut().for_each(|v| *v = true);
+            let eval = |top1: Vec<bool>| {
+                layerzero_ablate::Evaluation::new(top1, vec![true; n], vec![0.5; n]).unwrap()
+            };
+            let info = layerzero_ablate::LayerInfo {
+                index: 0,
+                name: "conv".into(),
+                kind: "conv".into(),
+                role: "residual-branch".into(),
+                changes_channels: false,
+                params: 9,
+            };
+            let rule = layerzero_ablate::VerdictRule::default();
+            let m = layerzero_ablate::measure(&eval(base), &eval(ablated), &rule).unwrap();
+            LayerRecord::new(&info, &m)
+        };
+        // No image flips: the record's Wald interval is [0, 0] on any number of images.
+        let few = record(40, 0, 0);
+        assert_eq!(few.ci95.delta_top1, [0.0, 0.0]);
+        assert_eq!(within(&few, 40, 0.01), Some(false));
+        assert_eq!(within(&record(10_000, 0, 0), 10_000, 0.01), Some(true));
+        // 30 against 20 of 10,000 (Δ -0.1 pt) is within 1 pt; 500 against 420 (-0.8 pt, the
+        // interval about ±0.6) is not.
+        assert_eq!(within(&record(10_000, 30, 20), 10_000, 0.01), Some(true));
+        assert_eq!(within(&record(10_000, 500, 420), 10_000, 0.01), Some(false));
+        // Unknown image count (an old summary.json): no answer.
+        assert_eq!(within(&few, 0, 0.01), None);
     }
 }

@@ -285,6 +285,9 @@ pub struct SeedRecord {
     pub source: String,
     /// The record as written by the ablation.
     pub record: LayerRecord,
+    /// The file's `n_images` (0 when read from a `summary.json` written before this field).
+    #[serde(default)]
+    pub n_images: u64,
 }
 
 /// One seed's greedy multiple-deletion curve.
@@ -607,6 +610,7 @@ fn summarise_mode(
                     seed,
                     source: origin.to_string(),
                     record: r.clone(),
+                    n_images: rf.n_images,
                 });
             }
         }
