@@ -5,6 +5,7 @@
 //!   "schema": 1,
 //!   "arch": "resnet56",
 //!   "weights": {"path": "runs/resnet56/weights.safetensors", "sha256": "<64 lowercase hex>"},
+//!   "init_weights": {"path": "runs/resnet56/init.safetensors", "sha256": "…"}, // reinit only
 //!   "dataset": "cifar10",
 //!   "split": "test",
 //!   "n_images": 10000,                         // the images every number below is over
@@ -246,6 +247,9 @@ pub struct ResultsFile {
     pub arch: String,
     /// The evaluated weights.
     pub weights: WeightsRef,
+    /// `reinit` only: the epoch-0 weights file the layers were restored from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_weights: Option<WeightsRef>,
     /// Dataset name, e.g. `cifar10`.
     pub dataset: String,
     /// Split evaluated, e.g. `test`.
@@ -332,18 +336,7 @@ impl ResultsFile {
                 return Err(err(field.into(), "a non-empty string", "\"\"".into()));
             }
         }
-        let sha = &self.weights.sha256;
-        if sha.len() != 64
-            || !sha
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(err(
-                "weights.sha256".into(),
-                "64 lowercase hex digits",
-                format!("{sha:?}"),
-            ));
-        }
+        check_sha(origin, "weights.sha256", &self.weights.sha256)?;
         if self.n_images == 0 {
             return Err(err("n_images".into(), "at least 1", "0".into()));
         }
@@ -370,6 +363,16 @@ impl ResultsFile {
                     shard.to_string(),
                 ));
             }
+        }
+        if let Some(init) = &self.init_weights {
+            if self.mode != AblationMode::Reinit {
+                return Err(err(
+                    "init_weights".into(),
+                    &format!("absent for mode {} (reinit only)", self.mode),
+                    init.path.clone(),
+                ));
+            }
+            check_sha(origin, "init_weights.sha256", &init.sha256)?;
         }
         if let Some(k) = self.selection_images {
             if !self.mode.is_cumulative() {
@@ -735,6 +738,23 @@ pub fn sha256_file(path: impl AsRef<Path>) -> Result<String> {
         hasher.update(&buf[..read]);
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// A SHA-256 as the files record it: 64 lowercase hex digits.
+fn check_sha(origin: &str, field: &str, sha: &str) -> Result<()> {
+    if sha.len() != 64
+        || !sha
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(Error::schema(
+            origin,
+            field,
+            "64 lowercase hex digits",
+            format!("{sha:?}"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_metrics(origin: &str, prefix: &str, m: &Metrics) -> Result<()> {

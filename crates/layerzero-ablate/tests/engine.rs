@@ -512,12 +512,17 @@ fn rerandomize_with_the_training_seed_is_not_reinit() {
     save(init.as_ref(), &init_path);
     let trained = random_net("resnet8", 21);
     let mut reinit = config(AblationMode::Reinit, 32);
-    reinit.init_weights = Some(init_path);
+    reinit.init_weights = Some(init_path.clone());
     let reinit = run(&context(trained.as_ref(), &set, 1), &reinit, None).unwrap();
+    // The results name the file the layers were restored from.
+    assert_eq!(
+        reinit.init_weights,
+        Some(WeightsRef::of_file(&init_path).unwrap())
+    );
     let mut fresh = config(AblationMode::Rerandomize, 32);
     fresh.seed = 3;
     let fresh = run(&context(trained.as_ref(), &set, 1), &fresh, None).unwrap();
-    assert_eq!(fresh.seed, Some(3));
+    assert_eq!((fresh.seed, fresh.init_weights.as_ref()), (Some(3), None));
     let differ = reinit
         .layers
         .iter()
@@ -558,11 +563,32 @@ fn reinit_names_a_missing_file_or_tensor() {
         "{err}"
     );
 
-    // Option-A weights have no projection shortcut.
+    // Another architecture's epoch-0 file is refused by its metadata, before any tensor ...
     let a = create_model("resnet8", &ModelConfig::new(10)).unwrap();
     let path = dir.path().join("option-a.safetensors");
     save(a.as_ref(), &path);
-    cfg.init_weights = Some(path);
+    cfg.init_weights = Some(path.clone());
+    let err = run(&context(net.as_ref(), &set, 1), &cfg, None).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("option-a.safetensors (layerzero.arch)")
+            && text.contains("the epoch-0 weights of a resnet8-b")
+            && text.contains("resnet8"),
+        "{text}"
+    );
+    // ... even where every tensor would fit: plain-8 has ResNet-8 (option A)'s names and
+    // shapes, and restoring from it passed silently before.
+    let plain = create_model("plain8", &ModelConfig::new(10)).unwrap();
+    let plain_path = dir.path().join("plain8-init.safetensors");
+    save(plain.as_ref(), &plain_path);
+    let mut plain_cfg = config(AblationMode::Reinit, 8);
+    plain_cfg.init_weights = Some(plain_path);
+    let resnet8 = random_net("resnet8", 8);
+    let err = run(&context(resnet8.as_ref(), &set, 1), &plain_cfg, None).unwrap_err();
+    assert!(err.to_string().contains("plain8"), "{err}");
+    // A file without metadata (PyTorch's) is checked tensor by tensor: option-A weights have
+    // no projection shortcut.
+    save_safetensors(a.as_ref(), &path, &WeightsMetadata::default()).unwrap();
     let err = run(&context(net.as_ref(), &set, 1), &cfg, None).unwrap_err();
     match &err {
         Error::WeightsFile { tensor, found, .. } => {

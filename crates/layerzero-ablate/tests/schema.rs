@@ -4,7 +4,7 @@ mod common;
 
 use layerzero_ablate::csv::{to_csv, CSV_COLUMNS};
 use layerzero_ablate::{
-    csv_path_for, sha256_file, AblationMode, Error, ResultsFile, Shard, Verdict,
+    csv_path_for, sha256_file, AblationMode, Error, ResultsFile, Shard, Verdict, WeightsRef,
 };
 
 fn schema_error(text: &str) -> (String, String, String, String) {
@@ -322,6 +322,19 @@ fn a_held_out_selection_goes_with_cumulative_modes_and_every_records_selection_t
     });
     assert_eq!(field, "selection_baseline.top1");
 
+    // An init file belongs to reinit only.
+    let mut zeroed = common::unsharded(AblationMode::ZeroKernel, &[]);
+    zeroed.init_weights = Some(zeroed.weights.clone());
+    let (_, field, expected, _) = schema_error(&serde_json::to_string(&zeroed).unwrap());
+    assert_eq!(field, "init_weights");
+    assert!(expected.contains("reinit only"), "{expected}");
+    let mut reinit = common::unsharded(AblationMode::Reinit, &[]);
+    reinit.init_weights = Some(WeightsRef {
+        path: "init.safetensors".into(),
+        sha256: "abc".into(),
+    });
+    let (_, field, _, _) = schema_error(&serde_json::to_string(&reinit).unwrap());
+    assert_eq!(field, "init_weights.sha256");
     // Not in a mode that chooses no path.
     let mut single = common::unsharded(AblationMode::ZeroKernel, &[]);
     single.selection_images = Some(5000);

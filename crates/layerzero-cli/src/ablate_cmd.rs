@@ -87,10 +87,10 @@ pub struct AblateRunArgs {
     #[arg(long, value_parser = at_least_one, value_name = "N")]
     pub selection_images: Option<usize>,
     /// A layer is trivial when |Δtop-1| ≤ this (a fraction) …
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
     pub max_abs_delta: f64,
     /// … and McNemar's p ≥ this.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
     pub min_p: f64,
     /// Test images held per chunk of the activation cache (memory ∝ this).
     #[arg(long, default_value_t = 1000, value_parser = at_least_one)]
@@ -147,8 +147,31 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
             args.mode
         )));
     }
+    if let (Some(_), false) = (&args.init_weights, args.mode == AblationMode::Reinit) {
+        return Err(usage(format!(
+            "--init-weights: {} restores no epoch-0 weights; it goes with --mode reinit",
+            args.mode
+        )));
+    }
+    // Values clap cannot check: mistakes in the command line too (exit 2).
+    let rule =
+        VerdictRule::new(args.max_abs_delta, args.min_p).map_err(|e| usage(e.to_string()))?;
+    let levels =
+        layerzero_ablate::sparsity::parse_levels(&args.levels).map_err(|e| usage(e.to_string()))?;
     let device = device(&args.common.device)?;
     let net = load_network(args.arch.as_deref(), &weights, args.common.dataset, &device)?;
+    let path = layerzero_models::hub::resolve_weights(&weights)?;
+    let weights_sha = layerzero_ablate::sha256_file(&path)?;
+    if let Some(init) = &args.init_weights {
+        if layerzero_ablate::sha256_file(init)? == weights_sha {
+            return Err(usage(format!(
+                "--init-weights {} is the same file as --weights: reinit would restore every \
+                 layer to the values it has; give the run's epoch-0 weights (init.safetensors \
+                 beside its weights.safetensors)",
+                init.display()
+            )));
+        }
+    }
     let mut test = CifarSet::load(&args.common.data_dir, args.common.dataset, Split::Test)?;
     if let Some(n) = args.limit {
         test = test.truncate(n);
@@ -165,13 +188,12 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
             }
         )));
     }
-    let path = layerzero_models::hub::resolve_weights(&weights)?;
     let mut cfg = EngineConfig::new(args.mode);
     cfg.layers = args.layers;
     cfg.shard = args.shard;
-    cfg.rule = VerdictRule::new(args.max_abs_delta, args.min_p)?;
+    cfg.rule = rule;
     cfg.chunk_images = args.chunk_images;
-    cfg.levels = layerzero_ablate::sparsity::parse_levels(&args.levels)?;
+    cfg.levels = levels;
     cfg.seed = args.seed;
     cfg.init_weights = args.init_weights;
     cfg.max_cumulative_steps = args.max_steps;
@@ -181,7 +203,7 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
         test: &test,
         weights: WeightsRef {
             path: weights.clone(),
-            sha256: layerzero_ablate::sha256_file(&path)?,
+            sha256: weights_sha,
         },
         dataset: args.common.dataset.cli_name().to_string(),
         split: "test".to_string(),

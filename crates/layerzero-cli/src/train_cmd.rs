@@ -124,7 +124,7 @@ pub struct CommonArgs {
 #[derive(Args, Debug)]
 pub struct ModelsArgs {
     /// Classes of the classifier (10 for CIFAR-10, 100 for CIFAR-100).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one)]
     pub num_classes: usize,
     /// Print JSON.
     #[arg(long)]

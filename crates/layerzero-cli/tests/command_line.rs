@@ -71,6 +71,28 @@ fn usage_mistakes_exit_2_and_say_what_was_expected() {
             vec!["ablate", "--weights", w, "--selection-images", "5000"],
             "--selection-images: zero-kernel chooses no path",
         ),
+        (
+            vec!["ablate", "--weights", w, "--init-weights", w],
+            "--init-weights: zero-kernel restores no epoch-0 weights",
+        ),
+        // Values clap cannot check, named before any file is read.
+        (
+            vec!["ablate", "--weights", w, "--levels", "0.5,0.5"],
+            "--levels",
+        ),
+        (
+            vec!["ablate", "--weights", w, "--max-abs-delta", "2"],
+            "max_abs_delta",
+        ),
+        (
+            vec!["ablate", "--weights", w, "--max-abs-delta", "-0.1"],
+            "max_abs_delta",
+        ),
+        (
+            vec!["ablate", "--weights", w, "--min-p", "1.5"],
+            "min_mcnemar_p",
+        ),
+        (vec!["models", "--num-classes", "0"], "≥ 1"),
         (vec!["eval", "--weights", w, "--device", "gpu"], "gpu"),
         (vec!["eval", "--weights", w, "--batch-size", "0"], "≥ 1"),
         (vec!["eval", "--weights", w, "--threads", "0"], "≥ 1"),
@@ -268,6 +290,34 @@ fn a_held_out_cumulative_run_says_where_its_path_was_chosen() {
         stderr(&o).contains(
             "--selection-images 50: must be fewer than the 50 test images (after --limit)"
         ),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn reinit_from_the_evaluated_weights_is_a_usage_mistake() {
+    let dir = tmp("reinit-same");
+    let weights = random_resnet8(&dir, 2);
+    let o = layerzero()
+        .args([
+            "ablate",
+            "--device",
+            "cpu",
+            "--mode",
+            "reinit",
+            "--data-dir",
+            "nowhere",
+        ])
+        .arg("--weights")
+        .arg(&weights)
+        .arg("--init-weights")
+        .arg(&weights)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is the same file as --weights"),
         "{}",
         stderr(&o)
     );

@@ -57,6 +57,7 @@
 //!     split: "test".into(),
 //!     n_images: 10,
 //!     selection_images: None,
+//!     init_weights: None,
 //!     selection_baseline: None,
 //!     mode: AblationMode::ZeroKernel,
 //!     seed: None,

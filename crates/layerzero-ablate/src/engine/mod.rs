@@ -319,6 +319,10 @@ pub fn run(
         schema: SCHEMA_VERSION,
         arch: ctx.net.spec().name.clone(),
         weights: ctx.weights.clone(),
+        init_weights: match (cfg.mode, &cfg.init_weights) {
+            (AblationMode::Reinit, Some(path)) => Some(WeightsRef::of_file(path)?),
+            _ => None,
+        },
         dataset: ctx.dataset.clone(),
         split: ctx.split.clone(),
         n_images: measure_set.len() as u64,

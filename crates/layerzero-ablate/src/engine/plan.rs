@@ -310,6 +310,16 @@ pub fn plan(net: &dyn Network, cfg: &EngineConfig) -> Result<Plan> {
             })?;
             let content = read_safetensors(path)
                 .map_err(|e| model_ctx(format!("reading init weights {}", path.display()), e))?;
+            // Another network's epoch-0 file can have the same layer names and shapes (a
+            // ResNet-56's for a ResNet-20, a plain twin's): refuse what says so.
+            let arch = &net.spec().name;
+            if let Some(found) = content.metadata.arch.as_ref().filter(|a| *a != arch) {
+                return Err(Error::invalid(
+                    format!("init weights {} (layerzero.arch)", path.display()),
+                    format!("the epoch-0 weights of a {arch}, the evaluated network"),
+                    found,
+                ));
+            }
             Some((path, content.tensors))
         }
         _ => None,

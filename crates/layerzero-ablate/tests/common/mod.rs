@@ -98,6 +98,7 @@ pub fn unsharded(mode: AblationMode, levels: &[f64]) -> ResultsFile {
         split: "test".into(),
         n_images: N_IMAGES,
         selection_images: None,
+        init_weights: None,
         selection_baseline: None,
         mode,
         seed: None,

@@ -137,6 +137,7 @@ pub fn file(
         split: "test".into(),
         n_images: N as u64,
         selection_images: None,
+        init_weights: None,
         selection_baseline: None,
         mode,
         seed,
