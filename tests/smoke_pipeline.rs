@@ -55,6 +55,8 @@ fn smoke_pipeline_runs_and_a_rerun_skips_every_stage() {
         // The smoke profile's test subset, as in its training.
         assert_eq!(r.n_images, 1000);
         assert_eq!(r.selection_images, None);
+        // The weights' training seed, in its own field (rerandomize's draw is `seed`).
+        assert_eq!((r.train_seed, r.seed), (Some(0), None));
         assert!(!r.layers.is_empty());
     }
     // The greedy path is chosen on the first 500 of those images and measured on the others.

@@ -341,7 +341,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
                         }
                     };
                     let mut file: ResultsFile = run_ablation(&ctx, &cfg, Some(&report))?;
-                    file.seed = Some(seed);
+                    file.train_seed = Some(seed);
                     let csv = file.write(&path)?;
                     let trivial = file
                         .layers

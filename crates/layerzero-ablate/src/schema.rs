@@ -11,6 +11,7 @@
 //!   "n_images": 10000,                         // the images every number below is over
 //!   "mode": "zero-kernel",                     // an AblationMode CLI name
 //!   "seed": 7,                                 // optional: rerandomize's seed
+//!   "train_seed": 0,                           // optional: the weights' training seed
 //!   "baseline": {"top1": 0.9312, "top5": 0.998, "loss": 0.29},
 //!   "verdict_rule": "trivial if |delta_top1| <= 0.01 and mcnemar_p >= 0.01 (...)",
 //!   "verdict_thresholds": {"max_abs_delta_top1": 0.01, "min_mcnemar_p": 0.01},
@@ -267,9 +268,14 @@ pub struct ResultsFile {
     pub selection_baseline: Option<Metrics>,
     /// The intervention.
     pub mode: AblationMode,
-    /// Seed of `rerandomize` (or other seeded modes); absent otherwise.
+    /// Seed of `rerandomize`'s draw; absent otherwise. (Files `cargo xtask reproduce` wrote
+    /// before `train_seed` existed carry the training seed here instead.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// The seed the evaluated weights were trained with, where the producer knows it
+    /// (`layerzero ablate --train-seed`, `cargo xtask reproduce`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_seed: Option<u64>,
     /// The unablated network's metrics.
     pub baseline: Metrics,
     /// The verdict rule in words ([`VerdictRule::describe`]).

@@ -72,9 +72,13 @@ pub struct AblateRunArgs {
     /// Epoch-0 weights for --mode reinit (the run's init.safetensors).
     #[arg(long)]
     pub init_weights: Option<PathBuf>,
-    /// Seed of --mode rerandomize.
+    /// Seed of --mode rerandomize's draw.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// The seed --weights were trained with, recorded in results.json (train_seed) so that
+    /// `layerzero report` labels and groups results by it.
+    #[arg(long, value_name = "N")]
+    pub train_seed: Option<u64>,
     /// Sparsity levels of zero-filters / prune, comma-separated fractions.
     #[arg(long, default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")]
     pub levels: String,
@@ -231,7 +235,8 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
     };
     // After the quick checks (weights, data) and before the long part.
     create_parent_dir("--out", &args.out)?;
-    let results = run(&ctx, &cfg, Some(&report))?;
+    let mut results = run(&ctx, &cfg, Some(&report))?;
+    results.train_seed = args.train_seed;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }

@@ -261,6 +261,7 @@ fn a_held_out_cumulative_run_says_where_its_path_was_chosen() {
                 "50",
             ])
             .args(["--mode", "cumulative-skip-branch", "--max-steps", "2"])
+            .args(["--train-seed", "5"])
             .args(["--selection-images", selection])
             .arg("--weights")
             .arg(&weights)
@@ -282,6 +283,7 @@ fn a_held_out_cumulative_run_says_where_its_path_was_chosen() {
     );
     let r = layerzero_ablate::ResultsFile::read(dir.join("cum.json")).unwrap();
     assert_eq!((r.n_images, r.selection_images), (30, Some(20)));
+    assert_eq!((r.train_seed, r.seed), (Some(5), None));
     assert_eq!(r.layers.len(), 2);
     // None left to measure on: a mistake in the command line, named before any work.
     let o = ablate("50");

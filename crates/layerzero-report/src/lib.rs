@@ -58,6 +58,7 @@
 //!     n_images: 10,
 //!     selection_images: None,
 //!     init_weights: None,
+//!     train_seed: None,
 //!     selection_baseline: None,
 //!     mode: AblationMode::ZeroKernel,
 //!     seed: None,

@@ -394,7 +394,7 @@ pub fn analyze(input: &ReportInput) -> Result<Summary> {
             .or_default()
             .entry(rf.mode)
             .or_default();
-        let key = (rf.seed, rf.weights.sha256.as_str());
+        let key = (file_seed(rf), rf.weights.sha256.as_str());
         if let Some((other, _)) = files.insert(key, (origin.as_str(), rf)) {
             return Err(ReportError::input(
                 origin.as_str(),
@@ -404,10 +404,10 @@ pub fn analyze(input: &ReportInput) -> Result<Summary> {
                      {}, mode {}, seed {}, weights sha256 {}",
                     rf.arch,
                     rf.mode,
-                    seed_label(rf.seed),
+                    seed_label(file_seed(rf)),
                     rf.weights.sha256
                 ),
-                seed_label(rf.seed),
+                seed_label(file_seed(rf)),
             ));
         }
     }
@@ -570,6 +570,13 @@ fn family_of<'a>(files: impl Iterator<Item = &'a ResultsFile>) -> Family {
     } else {
         Family::Other
     }
+}
+
+/// The seed a results file is labelled and grouped by: rerandomize's draw where there is one,
+/// else the weights' training seed (`train_seed`, which files written before it carried in
+/// `seed`).
+fn file_seed(rf: &ResultsFile) -> Option<u64> {
+    rf.seed.or(rf.train_seed)
 }
 
 fn summarise_mode(

@@ -1113,3 +1113,28 @@ fn claim_one_says_how_many_trivial_layers_are_shown_to_change_less_than_the_thre
     let md = layerzero_report::render_markdown(&old);
     assert!(!md.contains("Of the 15 trivial"), "{md}");
 }
+
+#[test]
+fn files_are_labelled_by_their_training_seed_as_by_the_older_seed_field() {
+    // Files of cargo xtask reproduce before train_seed carried the training seed in `seed`;
+    // now they carry it in `train_seed`, and `layerzero ablate --train-seed` writes it too.
+    let legacy = three_seeds();
+    let mut current = three_seeds();
+    for src in &mut current.results {
+        src.results.train_seed = src.results.seed.take();
+    }
+    assert!(current.results.iter().all(|s| s.results.seed.is_none()));
+    assert_eq!(analyze(&current).unwrap(), analyze(&legacy).unwrap());
+    let summary = analyze(&current).unwrap();
+    let mode = summary.networks[0].mode(AblationMode::ZeroKernel).unwrap();
+    assert_eq!(mode.seeds, [Some(1), Some(2), Some(3)]);
+    // Rerandomize's draw seed labels its file where both are known.
+    let mut draw = current.results[0].clone();
+    draw.results.mode = AblationMode::Rerandomize;
+    draw.results.seed = Some(9);
+    draw.results.validate("draw").unwrap();
+    current.results.push(draw);
+    let summary = analyze(&current).unwrap();
+    let mode = summary.networks[0].mode(AblationMode::Rerandomize).unwrap();
+    assert_eq!(mode.seeds, [Some(9)]);
+}

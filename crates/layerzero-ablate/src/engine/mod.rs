@@ -330,6 +330,8 @@ pub fn run(
         selection_baseline,
         mode: cfg.mode,
         seed: (cfg.mode == AblationMode::Rerandomize).then_some(cfg.seed),
+        // The engine does not know it; the caller that does sets it.
+        train_seed: None,
         baseline: baseline.metrics(),
         verdict_rule: cfg.rule.describe(),
         verdict_thresholds: cfg.rule,

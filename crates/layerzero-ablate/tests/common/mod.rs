@@ -99,6 +99,7 @@ pub fn unsharded(mode: AblationMode, levels: &[f64]) -> ResultsFile {
         n_images: N_IMAGES,
         selection_images: None,
         init_weights: None,
+        train_seed: None,
         selection_baseline: None,
         mode,
         seed: None,

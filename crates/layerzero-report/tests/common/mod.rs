@@ -138,6 +138,7 @@ pub fn file(
         n_images: N as u64,
         selection_images: None,
         init_weights: None,
+        train_seed: None,
         selection_baseline: None,
         mode,
         seed,
