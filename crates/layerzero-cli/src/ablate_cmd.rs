@@ -313,8 +313,14 @@ pub fn report(args: ReportArgs) -> Result<()> {
             .collect::<Result<_, _>>()?,
         metrics: specs
             .into_iter()
-            .map(|(arch, seed, path)| MetricsSeries::read(arch, seed, path))
-            .collect::<Result<_, _>>()?,
+            .map(|(arch, seed, path)| {
+                MetricsSeries::read(arch, seed, path).map_err(|e| match e {
+                    // The run's config.json disagrees with ARCH:SEED: the command line's mistake.
+                    layerzero_report::ReportError::Input { .. } => usage(e.to_string()),
+                    other => other.into(),
+                })
+            })
+            .collect::<Result<_>>()?,
         provenance,
     };
     let files = layerzero_report::write_report(&args.out, &input)?;

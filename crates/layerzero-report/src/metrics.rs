@@ -78,8 +78,14 @@ pub struct MetricsSeries {
 
 impl MetricsSeries {
     /// Reads `path` with [`load_metrics`] and labels it with `arch` and `seed`.
+    ///
+    /// Where the run's `config.json` lies beside the file (as `layerzero train` and
+    /// `cargo xtask reproduce` write it), its `arch` and `seed` must be the labels given: a
+    /// ResNet-56's curve labelled `resnet20` would otherwise stand in the report as
+    /// ResNet-20's training.
     pub fn read(arch: &str, seed: Option<u64>, path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        check_run_config(arch, seed, path)?;
         Ok(MetricsSeries {
             arch: arch.to_string(),
             seed,
@@ -87,6 +93,40 @@ impl MetricsSeries {
             epochs: load_metrics(path)?,
         })
     }
+}
+
+/// Compares `arch` and `seed` with the `config.json` beside `path`, if there is one that
+/// records them; a file that is missing or not a run configuration is not an error.
+fn check_run_config(arch: &str, seed: Option<u64>, path: &Path) -> Result<()> {
+    let config = path.with_file_name("config.json");
+    let Ok(text) = std::fs::read_to_string(&config) else {
+        return Ok(());
+    };
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Ok(());
+    };
+    let origin = config.display().to_string();
+    if let Some(found) = value.get("arch").and_then(|v| v.as_str()) {
+        if found != arch {
+            return Err(ReportError::input(
+                origin,
+                "arch",
+                format!("{arch}, the architecture {} was given for", path.display()),
+                found,
+            ));
+        }
+    }
+    if let (Some(given), Some(found)) = (seed, value.get("seed").and_then(|v| v.as_u64())) {
+        if found != given {
+            return Err(ReportError::input(
+                origin,
+                "seed",
+                format!("{given}, the seed {} was given for", path.display()),
+                found.to_string(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads a `metrics.jsonl` file (see the module docs). Errors name the file, the 1-based

@@ -1138,3 +1138,44 @@ fn files_are_labelled_by_their_training_seed_as_by_the_older_seed_field() {
     let mode = summary.networks[0].mode(AblationMode::Rerandomize).unwrap();
     assert_eq!(mode.seeds, [Some(9)]);
 }
+
+#[test]
+fn a_metrics_file_labelled_against_its_runs_config_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("paper-r56");
+    std::fs::create_dir_all(&run).unwrap();
+    let metrics = run.join("metrics.jsonl");
+    let lines: Vec<String> = training("resnet56", Some(0), 3, 0.92)
+        .epochs
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    std::fs::write(&metrics, lines.join("\n")).unwrap();
+    // No config.json beside it: the labels are taken as given.
+    layerzero_report::MetricsSeries::read("resnet20", Some(4), &metrics).unwrap();
+    std::fs::write(
+        run.join("config.json"),
+        r#"{"profile": "paper", "arch": "resnet56", "seed": 0, "epochs": 165}"#,
+    )
+    .unwrap();
+    let read = |arch: &str, seed| layerzero_report::MetricsSeries::read(arch, seed, &metrics);
+    assert_eq!(read("resnet56", Some(0)).unwrap().epochs.len(), 3);
+    assert!(read("resnet56", None).is_ok());
+    for (arch, seed, field, found) in [
+        ("resnet20", Some(0), "arch", "resnet56"),
+        ("resnet56", Some(1), "seed", "0"),
+    ] {
+        match read(arch, seed).unwrap_err() {
+            layerzero_report::ReportError::Input {
+                origin,
+                field: f,
+                found: got,
+                ..
+            } => {
+                assert!(origin.ends_with("config.json"), "{origin}");
+                assert_eq!((f.as_str(), got.as_str()), (field, found));
+            }
+            other => panic!("expected an input error, got {other}"),
+        }
+    }
+}
