@@ -91,8 +91,13 @@ pub fn merge(parts: &[(String, ResultsFile)]) -> Result<ResultsFile> {
         same!("dataset", dataset);
         same!("split", split);
         same!("n_images", n_images);
-        same!("mode", mode);
+        if part.mode != first.mode {
+            // By CLI name (`zero-kernel`), not the enum's (`ZeroKernel`).
+            return Err(ctx("mode", first.mode.to_string(), part.mode.to_string()));
+        }
         same!("seed", seed);
+        same!("train_seed", train_seed);
+        same!("init_weights", init_weights);
         same!("n_ablations", n_ablations);
         same!("verdict_rule", verdict_rule);
         same!("verdict_thresholds", verdict_thresholds);

@@ -114,7 +114,7 @@ fn disagreeing_shards_are_refused_naming_file_and_field() {
     let full = common::unsharded(AblationMode::ZeroKernel, &[]);
     let base = labelled(split(&full, 3));
     type Tamper = fn(&mut ResultsFile);
-    let cases: [(&str, Tamper); 7] = [
+    let cases: [(&str, Tamper); 9] = [
         ("weights.sha256", |p| p.weights.sha256 = "cd".repeat(32)),
         ("arch", |p| p.arch = "resnet56".into()),
         ("dataset", |p| p.dataset = "cifar100".into()),
@@ -128,6 +128,11 @@ fn disagreeing_shards_are_refused_naming_file_and_field() {
             }
         }),
         ("seed", |p| p.seed = Some(3)),
+        ("train_seed", |p| p.train_seed = Some(1)),
+        ("mode", |p| {
+            p.mode = AblationMode::Reinit;
+            p.init_weights = Some(p.weights.clone());
+        }),
     ];
     for (field, tamper) in cases {
         let mut parts = base.clone();
@@ -138,6 +143,14 @@ fn disagreeing_shards_are_refused_naming_file_and_field() {
             "{field}"
         );
     }
+    // The mode by its command-line name.
+    let mut parts = base.clone();
+    parts[2].1.mode = AblationMode::SkipBranch;
+    let err = merge(&parts).unwrap_err().to_string();
+    assert!(
+        err.contains("zero-kernel") && err.contains("skip-branch"),
+        "{err}"
+    );
     // A different shard count is caught too.
     let mut parts = base.clone();
     parts.push(labelled(split(&full, 4)).remove(3));
