@@ -23,7 +23,10 @@ use layerzero_train::{
 pub fn device(name: &str) -> Result<Device> {
     let device = pick_device(name)?;
     let which = match &device {
-        Device::Cpu => format!("cpu ({} threads)", rayon::current_num_threads()),
+        Device::Cpu => match rayon::current_num_threads() {
+            1 => "cpu (1 thread)".to_string(),
+            n => format!("cpu ({n} threads)"),
+        },
         Device::Cuda(_) => "cuda:0".to_string(),
         other => format!("{other:?}"),
     };

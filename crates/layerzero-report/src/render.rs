@@ -785,7 +785,17 @@ fn cumulative_tables(md: &mut String, m: &ModeSummary) {
                 let _ = writeln!(md, "| 0 | (none) | | {} | +0.00 |", pct(c.baseline_top1));
             }
         }
-        for r in &c.steps {
+        let mut idle = 0usize;
+        for (k, r) in c.steps.iter().enumerate() {
+            // Same loss to the bit and same accuracies as the step before: the layer was
+            // already cut off (a conv whose block's other conv is zeroed), so removing it
+            // costs nothing and says nothing about the layer.
+            let no_effect = k > 0 && {
+                let p = &c.steps[k - 1];
+                r.loss.to_bits() == p.loss.to_bits() && r.top1 == p.top1 && r.top5 == p.top5
+            };
+            idle += usize::from(no_effect);
+            let mark = if no_effect { " (no effect)" } else { "" };
             let chose = match (
                 c.selection_images,
                 r.selection_top1,
@@ -798,7 +808,7 @@ fn cumulative_tables(md: &mut String, m: &ModeSummary) {
             };
             let _ = writeln!(
                 md,
-                "| {} | `{}` | {} | {} | {} |{chose}",
+                "| {} | `{}`{mark} | {} | {} | {} |{chose}",
                 r.step.unwrap_or(0),
                 cell(&r.layer),
                 cell(&r.role),
@@ -807,6 +817,14 @@ fn cumulative_tables(md: &mut String, m: &ModeSummary) {
             );
         }
         let _ = writeln!(md);
+        if idle > 0 {
+            let _ = writeln!(
+                md,
+                "{idle} step(s) marked *no effect* changed neither an accuracy nor the loss: \
+                 the layer no longer reached the output (its block's other convolution was \
+                 already zeroed, say), so they do not count as layers the network could lose.\n"
+            );
+        }
     }
 }
 

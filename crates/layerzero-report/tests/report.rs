@@ -1179,3 +1179,29 @@ fn a_metrics_file_labelled_against_its_runs_config_is_refused() {
         }
     }
 }
+
+#[test]
+fn a_cumulative_step_that_changes_nothing_is_marked() {
+    let res = resnet20_layers(false);
+    // Steps 1 and 2 leave every image and the loss as they were after step 1 (the fixtures'
+    // losses are all equal): step 2's layer no longer reached the output.
+    let flips = with_flips(
+        &res,
+        resnet20_flips(),
+        &[("layer1.0.conv2", (20, 0)), ("layer1.1.conv1", (20, 0))],
+    );
+    let file = cumulative("resnet20", &res, &[2, 3, 5], &flips);
+    let md = render_report(&input(vec![source("runs/cum.json", file)]))
+        .unwrap()
+        .markdown;
+    assert!(
+        md.contains("| 2 | `layer1.1.conv1` (no effect) | residual-branch | 88.00 | -2.00 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 1 | `layer1.0.conv2` | residual-branch |"),
+        "{md}"
+    );
+    assert!(!md.contains("| 3 | `layer1.2.conv1` (no effect)"), "{md}");
+    assert!(md.contains("1 step(s) marked *no effect*"), "{md}");
+}
