@@ -419,6 +419,27 @@ fn claims_detail(md: &mut String, summary: &Summary) {
                     t * 100.0,
                 );
             }
+            if let (1, Some(t)) = (c.id, e.max_abs_delta_top1) {
+                // With 10,000 test images a drop well under the threshold can still be
+                // significant; a reader comparing with accuracy-only judgements wants both.
+                let small = e
+                    .layers
+                    .iter()
+                    .filter(|l| l.delta_top1.abs() <= t + 1e-12)
+                    .count();
+                let _ = writeln!(
+                    md,
+                    "  By |Δtop-1| ≤ {:.2} pp alone (the accuracy drop without the rule's \
+                     p-value): {small}/{} ({:.1} %).",
+                    t * 100.0,
+                    e.considered,
+                    if e.considered > 0 {
+                        100.0 * small as f64 / e.considered as f64
+                    } else {
+                        0.0
+                    }
+                );
+            }
             let listed: Vec<_> = if c.id == 2 {
                 // Claim 2 has few layers: list them all.
                 e.layers.iter().collect()

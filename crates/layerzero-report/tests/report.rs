@@ -1107,6 +1107,15 @@ fn claim_one_says_how_many_trivial_layers_are_shown_to_change_less_than_the_thre
     assert!(rendered.markdown.contains(
         "The other one was not shown to differ at the rule's p-value, nor shown not to."
     ));
+    // The accuracy drop alone: all but layer1.0.conv1 (−5.5 pp) are within 1 pp.
+    assert!(
+        rendered.markdown.contains(
+            "  By |Δtop-1| ≤ 1.00 pp alone (the accuracy drop without the rule's p-value): \
+             15/16 (93.8 %)."
+        ),
+        "{}",
+        rendered.markdown
+    );
     // A summary.json written before the count had no threshold: no sentence, not "±0.00 pp".
     let mut old = rendered.summary.clone();
     old.claims[0].evaluations[0].max_abs_delta_top1 = None;
