@@ -342,6 +342,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
                     };
                     let mut file: ResultsFile = run_ablation(&ctx, &cfg, Some(&report))?;
                     file.train_seed = Some(seed);
+                    file.command = Some(std::env::args().collect::<Vec<_>>().join(" "));
                     let csv = file.write(&path)?;
                     let trivial = file
                         .layers

@@ -291,6 +291,11 @@ pub struct ResultsFile {
     pub layers: Vec<LayerRecord>,
     /// Wall-clock seconds of the run (for a merged file: the sum over shards).
     pub elapsed_s: f64,
+    /// The command line that wrote the file, where the producer records it (`layerzero
+    /// ablate`, `cargo xtask reproduce`): it holds what the file does not, such as `--limit`
+    /// and `--layers`. A merged file keeps its first shard's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
     /// Worker threads used (for a merged file: the maximum over shards).
     pub threads: usize,
 }

@@ -12,7 +12,7 @@ use layerzero_data::{CifarSet, Split};
 use layerzero_report::{MetricsSeries, Provenance, ReportInput, ResultsSource};
 
 use crate::train_cmd::{at_least_one, device, load_network, set_threads, CommonArgs};
-use crate::{create_parent_dir, usage};
+use crate::{command_line, create_parent_dir, usage};
 
 fn parse_mode(s: &str) -> Result<AblationMode, String> {
     s.parse::<AblationMode>().map_err(|e| e.to_string())
@@ -237,6 +237,7 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
     create_parent_dir("--out", &args.out)?;
     let mut results = run(&ctx, &cfg, Some(&report))?;
     results.train_seed = args.train_seed;
+    results.command = Some(command_line());
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -304,13 +305,23 @@ pub fn report(args: ReportArgs) -> Result<()> {
         .iter()
         .map(|spec| parse_metrics_spec(spec))
         .collect::<Result<Vec<_>>>()?;
-    let provenance = provenance(std::env::args().collect::<Vec<_>>().join(" "))?;
+    let mut provenance = provenance(command_line())?;
+    let results: Vec<ResultsSource> = args
+        .results
+        .iter()
+        .map(ResultsSource::read)
+        .collect::<Result<_, _>>()?;
+    // The commands that made the inputs, where they recorded them, before the report's own.
+    let mut commands: Vec<String> = Vec::new();
+    for c in results.iter().filter_map(|r| r.results.command.clone()) {
+        if !commands.contains(&c) {
+            commands.push(c);
+        }
+    }
+    commands.append(&mut provenance.commands);
+    provenance.commands = commands;
     let input = ReportInput {
-        results: args
-            .results
-            .iter()
-            .map(ResultsSource::read)
-            .collect::<Result<_, _>>()?,
+        results,
         metrics: specs
             .into_iter()
             .map(|(arch, seed, path)| {

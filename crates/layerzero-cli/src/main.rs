@@ -43,6 +43,24 @@ fn usage(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Usage(message.into()))
 }
 
+/// This process's command line as a shell would read it back: an argument with a space, a
+/// quote or a shell metacharacter is single-quoted (`'` inside as `'\''`).
+fn command_line() -> String {
+    std::env::args()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b));
+            if plain {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Creates the folder a result file `path` goes in, before hours of work are spent on
 /// computing it: the atomic writers need it to exist.
 fn create_parent_dir(flag: &str, path: &std::path::Path) -> Result<()> {

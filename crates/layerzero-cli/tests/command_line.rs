@@ -214,6 +214,10 @@ fn ablate_makes_the_folder_of_out_and_report_records_commit_and_time() {
     assert!(o.status.success(), "{}", stderr(&o));
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert!(md.contains("Generated 2026-12-27T03:56:52Z by"), "{md}");
+    // The ablation's command line comes before the report's.
+    let ablate_at = md.find(" ablate --device cpu --threads 1 --layers fc --limit 50 --weights ");
+    let report_at = md.find(" report --results ");
+    assert!(ablate_at.is_some() && ablate_at < report_at, "{md}");
     match option_env!("LAYERZERO_GIT_COMMIT") {
         // Built from a git checkout (the build script sets this for the binary too).
         Some(built) => assert!(md.contains(&format!("git commit {built}")), "{md}"),
@@ -284,6 +288,15 @@ fn a_held_out_cumulative_run_says_where_its_path_was_chosen() {
     let r = layerzero_ablate::ResultsFile::read(dir.join("cum.json")).unwrap();
     assert_eq!((r.n_images, r.selection_images), (30, Some(20)));
     assert_eq!((r.train_seed, r.seed), (Some(5), None));
+    // The command line is kept, with what the file has no field for (--limit).
+    let command = r.command.as_deref().unwrap();
+    assert!(
+        command.ends_with("cum.json")
+            && command.contains(
+                " ablate --device cpu --threads 1 --limit 50 --mode cumulative-skip-branch"
+            ),
+        "{command}"
+    );
     assert_eq!(r.layers.len(), 2);
     // None left to measure on: a mistake in the command line, named before any work.
     let o = ablate("50");

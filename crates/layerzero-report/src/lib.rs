@@ -59,6 +59,7 @@
 //!     selection_images: None,
 //!     init_weights: None,
 //!     train_seed: None,
+//!     command: None,
 //!     selection_baseline: None,
 //!     mode: AblationMode::ZeroKernel,
 //!     seed: None,

@@ -339,6 +339,8 @@ pub fn run(
         shard: cfg.shard,
         layers,
         elapsed_s: started.elapsed().as_secs_f64(),
+        // The engine does not know it; the caller that does sets it.
+        command: None,
         threads: ctx.threads,
     };
     results.sort_layers();

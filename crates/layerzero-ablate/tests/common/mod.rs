@@ -100,6 +100,7 @@ pub fn unsharded(mode: AblationMode, levels: &[f64]) -> ResultsFile {
         selection_images: None,
         init_weights: None,
         train_seed: None,
+        command: None,
         selection_baseline: None,
         mode,
         seed: None,

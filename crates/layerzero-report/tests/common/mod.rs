@@ -139,6 +139,7 @@ pub fn file(
         selection_images: None,
         init_weights: None,
         train_seed: None,
+        command: None,
         selection_baseline: None,
         mode,
         seed,
