@@ -1,6 +1,6 @@
 //! `layerzero ablate merge`: combine the partial results of shards `0/N … (N-1)/N` into one
-//! `results.json` identical (apart from `elapsed_s`, `threads` and possibly `weights.path`)
-//! to what one unsharded run would have written.
+//! `results.json` identical (apart from `elapsed_s`, `threads`, `command` and possibly the
+//! paths of `weights` and `init_weights`) to what one unsharded run would have written.
 //!
 //! Checks, each failing with an [`Error::Merge`] naming the shard file, the field, and the
 //! expected and found values:
@@ -9,13 +9,15 @@
 //! * all agree on `shard.count` = N, and the inputs are exactly the shards `0 … N-1`, each
 //!   once;
 //! * all agree on `arch`, `weights.sha256`, `dataset`, `split`, `n_images`, `mode`, `seed`,
-//!   `n_ablations`, `verdict_rule`, `verdict_thresholds` and `baseline` (`top1`/`top5`
+//!   `train_seed`, `init_weights.sha256`, `n_ablations`, `verdict_rule`,
+//!   `verdict_thresholds` and `baseline` (`top1`/`top5`
 //!   exactly; `loss` to a relative 1e-9, since summation order may differ with thread
 //!   counts);
 //! * no ablation (layer, level, step) appears in two shards, and together they hold exactly
 //!   `n_ablations` records.
 //!
-//! The merged file has no `"shard"`, takes `weights.path` from the first input, sums
+//! The merged file has no `"shard"`, takes `weights.path`, `init_weights` and `command` from
+//! the first input (`layerzero ablate merge` then records its own command), sums
 //! `elapsed_s` (total compute time), takes the largest `threads`, and lists `layers` in
 //! canonical order (by `index`, i.e. network order, then `level`).
 
@@ -97,7 +99,11 @@ pub fn merge(parts: &[(String, ResultsFile)]) -> Result<ResultsFile> {
         }
         same!("seed", seed);
         same!("train_seed", train_seed);
-        same!("init_weights", init_weights);
+        // Like the weights, the same init file by content, wherever each shard read it.
+        same!(
+            "init_weights.sha256",
+            init_weights.as_ref().map(|w| &w.sha256)
+        );
         same!("n_ablations", n_ablations);
         same!("verdict_rule", verdict_rule);
         same!("verdict_thresholds", verdict_thresholds);

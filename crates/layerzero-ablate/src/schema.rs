@@ -31,6 +31,7 @@
 //!     "verdict": "non-trivial"
 //!   }],
 //!   "elapsed_s": 812.5,
+//!   "command": "layerzero ablate --weights … --limit 1000",  // optional: what wrote it
 //!   "threads": 16
 //! }
 //! ```

@@ -568,14 +568,24 @@ fn reinit_names_a_missing_file_or_tensor() {
     let path = dir.path().join("option-a.safetensors");
     save(a.as_ref(), &path);
     cfg.init_weights = Some(path.clone());
-    let err = run(&context(net.as_ref(), &set, 1), &cfg, None).unwrap_err();
-    let text = err.to_string();
-    assert!(
-        text.contains("option-a.safetensors (layerzero.arch)")
-            && text.contains("the epoch-0 weights of a resnet8-b")
-            && text.contains("resnet8"),
-        "{text}"
-    );
+    match run(&context(net.as_ref(), &set, 1), &cfg, None).unwrap_err() {
+        Error::InvalidArgument {
+            what,
+            expected,
+            found,
+        } => {
+            assert!(
+                what.ends_with("option-a.safetensors (layerzero.arch)"),
+                "{what}"
+            );
+            assert_eq!(
+                expected,
+                "the epoch-0 weights of a resnet8-b, the evaluated network"
+            );
+            assert_eq!(found, "resnet8");
+        }
+        other => panic!("expected an invalid-argument error, got {other}"),
+    }
     // ... even where every tensor would fit: plain-8 has ResNet-8 (option A)'s names and
     // shapes, and restoring from it passed silently before.
     let plain = create_model("plain8", &ModelConfig::new(10)).unwrap();
@@ -584,8 +594,10 @@ fn reinit_names_a_missing_file_or_tensor() {
     let mut plain_cfg = config(AblationMode::Reinit, 8);
     plain_cfg.init_weights = Some(plain_path);
     let resnet8 = random_net("resnet8", 8);
-    let err = run(&context(resnet8.as_ref(), &set, 1), &plain_cfg, None).unwrap_err();
-    assert!(err.to_string().contains("plain8"), "{err}");
+    match run(&context(resnet8.as_ref(), &set, 1), &plain_cfg, None).unwrap_err() {
+        Error::InvalidArgument { found, .. } => assert_eq!(found, "plain8"),
+        other => panic!("expected an invalid-argument error, got {other}"),
+    }
     // A file without metadata (PyTorch's) is checked tensor by tensor: option-A weights have
     // no projection shortcut.
     save_safetensors(a.as_ref(), &path, &WeightsMetadata::default()).unwrap();

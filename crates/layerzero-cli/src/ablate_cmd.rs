@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use layerzero_ablate::engine::{run, EngineConfig, RunContext};
@@ -110,7 +110,9 @@ pub fn ablate(args: AblateArgs) -> Result<()> {
     match args.merge {
         Some(AblateSub::Merge { shards, out }) => {
             create_parent_dir("--out", &out)?;
-            let merged = layerzero_ablate::merge_files(&shards)?;
+            let mut merged = layerzero_ablate::merge_files(&shards)?;
+            // The shards' own commands name one shard each; this one made the whole file.
+            merged.command = Some(command_line());
             let csv = merged.write(&out)?;
             out!(
                 "merged {} shards: {} and {}",
@@ -158,20 +160,26 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
         )));
     }
     // Values clap cannot check: mistakes in the command line too (exit 2).
-    let rule =
-        VerdictRule::new(args.max_abs_delta, args.min_p).map_err(|e| usage(e.to_string()))?;
-    let levels =
-        layerzero_ablate::sparsity::parse_levels(&args.levels).map_err(|e| usage(e.to_string()))?;
+    let rule = VerdictRule::new(args.max_abs_delta, args.min_p)
+        .map_err(|e| usage(format!("--max-abs-delta / --min-p: {e}")))?;
+    let levels = layerzero_ablate::sparsity::parse_levels(&args.levels)
+        .map_err(|e| usage(format!("--levels: {e}")))?;
     let device = device(&args.common.device)?;
     let net = load_network(args.arch.as_deref(), &weights, args.common.dataset, &device)?;
     let path = layerzero_models::hub::resolve_weights(&weights)?;
     let weights_sha = layerzero_ablate::sha256_file(&path)?;
     if let Some(init) = &args.init_weights {
-        if layerzero_ablate::sha256_file(init)? == weights_sha {
+        let init_sha = layerzero_ablate::sha256_file(init).with_context(|| {
+            format!(
+                "--init-weights {}: the run's epoch-0 weights (a local file)",
+                init.display()
+            )
+        })?;
+        if init_sha == weights_sha {
             return Err(usage(format!(
-                "--init-weights {} is the same file as --weights: reinit would restore every \
-                 layer to the values it has; give the run's epoch-0 weights (init.safetensors \
-                 beside its weights.safetensors)",
+                "--init-weights {} has the same contents (SHA-256) as --weights: reinit would \
+                 restore every layer to the values it has; give the run's epoch-0 weights \
+                 (init.safetensors beside its weights.safetensors)",
                 init.display()
             )));
         }
@@ -235,9 +243,10 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
     };
     // After the quick checks (weights, data) and before the long part.
     create_parent_dir("--out", &args.out)?;
+    let command = command_line();
     let mut results = run(&ctx, &cfg, Some(&report))?;
     results.train_seed = args.train_seed;
-    results.command = Some(command_line());
+    results.command = Some(command);
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -299,7 +308,7 @@ pub struct ReportArgs {
 }
 
 pub fn report(args: ReportArgs) -> Result<()> {
-    // Every usage mistake before any file is read.
+    // Every usage mistake that needs no file before any is read.
     let specs = args
         .metrics
         .iter()

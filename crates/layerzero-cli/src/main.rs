@@ -44,9 +44,11 @@ fn usage(message: impl Into<String>) -> anyhow::Error {
 }
 
 /// This process's command line as a shell would read it back: an argument with a space, a
-/// quote or a shell metacharacter is single-quoted (`'` inside as `'\''`).
+/// quote or a shell metacharacter is single-quoted (`'` inside as `'\''`). An argument that is
+/// not UTF-8 (clap accepts those in paths) is shown lossily rather than panicking.
 fn command_line() -> String {
-    std::env::args()
+    std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
         .map(|a| {
             let plain = !a.is_empty()
                 && a.bytes()

@@ -332,7 +332,7 @@ fn reinit_from_the_evaluated_weights_is_a_usage_mistake() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("is the same file as --weights"),
+        stderr(&o).contains("has the same contents (SHA-256) as --weights"),
         "{}",
         stderr(&o)
     );

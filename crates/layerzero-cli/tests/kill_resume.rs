@@ -114,6 +114,8 @@ fn results_sans_timing(path: &Path) -> serde_json::Value {
     let o = v.as_object_mut().unwrap();
     o.remove("elapsed_s");
     o.remove("threads");
+    // The command line names each run's own --out.
+    o.remove("command");
     v
 }
 

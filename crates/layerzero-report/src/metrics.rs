@@ -106,8 +106,11 @@ fn check_run_config(arch: &str, seed: Option<u64>, path: &Path) -> Result<()> {
         return Ok(());
     };
     let origin = config.display().to_string();
+    // `resnetN-a` is an alias of `resnetN` (option A): `layerzero train` records the name as
+    // given, the results files the network's own.
+    let canonical = |a: &str| a.strip_suffix("-a").unwrap_or(a).to_string();
     if let Some(found) = value.get("arch").and_then(|v| v.as_str()) {
-        if found != arch {
+        if canonical(found) != canonical(arch) {
             return Err(ReportError::input(
                 origin,
                 "arch",

@@ -188,7 +188,8 @@ impl NetworkSummary {
 pub struct Baseline {
     /// The weights.
     pub weights: WeightsChecksum,
-    /// The `seed` values of the results files evaluating these weights.
+    /// The training seeds of the results files evaluating these weights (`train_seed`, or
+    /// `seed` outside rerandomize in files written before it).
     pub seeds: Vec<Option<u64>>,
     /// Number of images evaluated.
     pub n_images: u64,
@@ -279,7 +280,8 @@ pub struct LayerSummary {
 /// One seed's record of a layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeedRecord {
-    /// The file's seed.
+    /// The file's seed label: rerandomize's draw seed, else the weights' training seed
+    /// (`train_seed`, or `seed` in files written before it).
     pub seed: Option<u64>,
     /// The file.
     pub source: String,
@@ -293,7 +295,8 @@ pub struct SeedRecord {
 /// One seed's greedy multiple-deletion curve.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CumulativeCurve {
-    /// The file's seed.
+    /// The file's seed label: rerandomize's draw seed, else the weights' training seed
+    /// (`train_seed`, or `seed` in files written before it).
     pub seed: Option<u64>,
     /// The file.
     pub source: String,
@@ -465,6 +468,8 @@ pub fn analyze(input: &ReportInput) -> Result<Summary> {
                     .find(|(b, _)| b.weights.sha256 == rf.weights.sha256)
                 {
                     Some((b, was_partial)) => {
+                        // A rerandomize draw's seed is no seed of these weights.
+                        let seed = weights_seed(rf);
                         if !b.seeds.contains(&seed) {
                             b.seeds.push(seed);
                             b.seeds.sort();
@@ -480,7 +485,7 @@ pub fn analyze(input: &ReportInput) -> Result<Summary> {
                             path: rf.weights.path.clone(),
                             sha256: rf.weights.sha256.clone(),
                         },
-                        seeds: vec![seed],
+                        seeds: vec![weights_seed(rf)],
                         n_images: rf.n_images,
                         metrics: rf.baseline,
                     }),
@@ -577,6 +582,13 @@ fn family_of<'a>(files: impl Iterator<Item = &'a ResultsFile>) -> Family {
 /// `seed`).
 fn file_seed(rf: &ResultsFile) -> Option<u64> {
     rf.seed.or(rf.train_seed)
+}
+
+/// The seed the weights of a results file were trained with: `train_seed`, or `seed` in a
+/// file of another mode than rerandomize (written before `train_seed` existed).
+fn weights_seed(rf: &ResultsFile) -> Option<u64> {
+    rf.train_seed
+        .or(rf.seed.filter(|_| rf.mode != AblationMode::Rerandomize))
 }
 
 fn summarise_mode(

@@ -1099,7 +1099,8 @@ fn claim_one_says_how_many_trivial_layers_are_shown_to_change_less_than_the_thre
     assert_eq!(shown, 14);
     assert!(
         rendered.markdown.contains(
-            "  Of the 15 trivial, 14 have their whole 95 % interval of Δtop-1 within ±1.00 pp"
+            "  Of the 15 trivial, 14 have their whole 95 % interval of Δtop-1 within ±1.00 pp: \
+             by this approximate test"
         ),
         "{}",
         rendered.markdown
@@ -1146,6 +1147,9 @@ fn files_are_labelled_by_their_training_seed_as_by_the_older_seed_field() {
     let summary = analyze(&current).unwrap();
     let mode = summary.networks[0].mode(AblationMode::Rerandomize).unwrap();
     assert_eq!(mode.seeds, [Some(9)]);
+    // The weights' baseline lists their training seed, not the draw's.
+    let baseline = &summary.networks[0].baselines[0];
+    assert_eq!(baseline.seeds, [Some(1)], "{baseline:?}");
 }
 
 #[test]
@@ -1170,6 +1174,8 @@ fn a_metrics_file_labelled_against_its_runs_config_is_refused() {
     let read = |arch: &str, seed| layerzero_report::MetricsSeries::read(arch, seed, &metrics);
     assert_eq!(read("resnet56", Some(0)).unwrap().epochs.len(), 3);
     assert!(read("resnet56", None).is_ok());
+    // The option-A alias is the same network.
+    assert!(read("resnet56-a", Some(0)).is_ok());
     for (arch, seed, field, found) in [
         ("resnet20", Some(0), "arch", "resnet56"),
         ("resnet56", Some(1), "seed", "0"),

@@ -291,8 +291,9 @@ pub struct Plan {
 /// Lists the candidates of `cfg.mode`, selects them by `cfg.layers`, and builds every job.
 ///
 /// Reads what the jobs need: `reinit` the selected layers' weights (and biases) from
-/// `cfg.init_weights` by PyTorch name; `rerandomize` [`Network::initial_values`] with
-/// `cfg.seed`; the sweeps each selected layer's stored weight. Errors name the missing file,
+/// `cfg.init_weights` by PyTorch name (refusing a file whose `layerzero.arch` names another
+/// network); `rerandomize` [`Network::initial_values`] with [`rerandomize_stream`]`(cfg.seed)`;
+/// the sweeps each selected layer's stored weight. Errors name the missing file,
 /// the missing or misshapen tensor, or the pattern that matched nothing.
 pub fn plan(net: &dyn Network, cfg: &EngineConfig) -> Result<Plan> {
     cfg.validate()?;
