@@ -72,16 +72,18 @@ pub struct AblateRunArgs {
     /// Epoch-0 weights for --mode reinit (the run's init.safetensors).
     #[arg(long)]
     pub init_weights: Option<PathBuf>,
-    /// Seed of --mode rerandomize's draw.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of --mode rerandomize's draw [default: 0]. (The seed the weights were trained
+    /// with is --train-seed.)
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
     /// The seed --weights were trained with, recorded in results.json (train_seed) so that
     /// `layerzero report` labels and groups results by it.
     #[arg(long, value_name = "N")]
     pub train_seed: Option<u64>,
-    /// Sparsity levels of zero-filters / prune, comma-separated fractions.
-    #[arg(long, default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")]
-    pub levels: String,
+    /// Sparsity levels of zero-filters / prune, comma-separated fractions
+    /// [default: 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9].
+    #[arg(long)]
+    pub levels: Option<String>,
     /// Most greedy steps of the cumulative modes.
     #[arg(long, value_parser = at_least_one)]
     pub max_steps: Option<usize>,
@@ -153,6 +155,28 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
             args.mode
         )));
     }
+    // A flag the mode does not use is a mistake, not something to ignore: `--seed 3` with
+    // zero-kernel most likely meant the weights' training seed.
+    if let (Some(_), false) = (args.seed, args.mode == AblationMode::Rerandomize) {
+        return Err(usage(format!(
+            "--seed: {} draws nothing; it is rerandomize's seed. The seed the weights were \
+             trained with is --train-seed",
+            args.mode
+        )));
+    }
+    if let (Some(_), false) = (&args.levels, args.mode.is_swept()) {
+        return Err(usage(format!(
+            "--levels: {} sweeps no level; it goes with zero-filters and prune",
+            args.mode
+        )));
+    }
+    if let (Some(_), false) = (args.max_steps, args.mode.is_cumulative()) {
+        return Err(usage(format!(
+            "--max-steps: {} takes no greedy steps; it goes with cumulative-zero-kernel and \
+             cumulative-skip-branch",
+            args.mode
+        )));
+    }
     if let (Some(_), false) = (&args.init_weights, args.mode == AblationMode::Reinit) {
         return Err(usage(format!(
             "--init-weights: {} restores no epoch-0 weights; it goes with --mode reinit",
@@ -162,8 +186,11 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
     // Values clap cannot check: mistakes in the command line too (exit 2).
     let rule = VerdictRule::new(args.max_abs_delta, args.min_p)
         .map_err(|e| usage(format!("--max-abs-delta / --min-p: {e}")))?;
-    let levels = layerzero_ablate::sparsity::parse_levels(&args.levels)
-        .map_err(|e| usage(format!("--levels: {e}")))?;
+    let levels = match &args.levels {
+        Some(text) => layerzero_ablate::sparsity::parse_levels(text)
+            .map_err(|e| usage(format!("--levels: {e}")))?,
+        None => layerzero_ablate::sparsity::default_levels(),
+    };
     let device = device(&args.common.device)?;
     let net = load_network(args.arch.as_deref(), &weights, args.common.dataset, &device)?;
     let path = layerzero_models::hub::resolve_weights(&weights)?;
@@ -206,7 +233,7 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
     cfg.rule = rule;
     cfg.chunk_images = args.chunk_images;
     cfg.levels = levels;
-    cfg.seed = args.seed;
+    cfg.seed = args.seed.unwrap_or(0);
     cfg.init_weights = args.init_weights;
     cfg.max_cumulative_steps = args.max_steps;
     cfg.selection_images = args.selection_images;

@@ -77,8 +77,30 @@ fn usage_mistakes_exit_2_and_say_what_was_expected() {
         ),
         // Values clap cannot check, named before any file is read.
         (
-            vec!["ablate", "--weights", w, "--levels", "0.5,0.5"],
-            "--levels",
+            vec![
+                "ablate",
+                "--weights",
+                w,
+                "--mode",
+                "zero-filters",
+                "--levels",
+                "0.5,0.5",
+            ],
+            "--levels: ",
+        ),
+        // A flag the mode does not use.
+        (
+            vec!["ablate", "--weights", w, "--seed", "3"],
+            "--seed: zero-kernel draws nothing; it is rerandomize's seed. The seed the weights \
+             were trained with is --train-seed",
+        ),
+        (
+            vec!["ablate", "--weights", w, "--levels", "0.5"],
+            "--levels: zero-kernel sweeps no level",
+        ),
+        (
+            vec!["ablate", "--weights", w, "--max-steps", "3"],
+            "--max-steps: zero-kernel takes no greedy steps",
         ),
         (
             vec!["ablate", "--weights", w, "--max-abs-delta", "2"],
