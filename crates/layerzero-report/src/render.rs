@@ -706,54 +706,60 @@ fn sweep_cell(l: &LayerSummary) -> String {
     }
 }
 
-/// How the path of a cumulative mode was chosen, and so what its numbers are worth.
-fn cumulative_intro(md: &mut String, m: &ModeSummary) {
+/// How many of a cumulative mode's curves were held out, and how many chosen and measured on
+/// the same images.
+fn held_and_same(m: &ModeSummary) -> (usize, usize) {
     let held = m
         .cumulative
         .iter()
         .filter(|c| c.selection_images.is_some())
         .count();
-    let same = m.cumulative.len() - held;
-    if same > 0 {
-        let which = if held > 0 {
-            "Where a table says it was chosen and measured on the same images, each step"
-        } else {
-            "Each step"
-        };
-        let _ = writeln!(
-            md,
-            "{which} keeps the ablation that costs least on the evaluated images themselves, so \
-             the path is chosen and scored on the same images: its accuracies are optimistic \
-             for images it did not see (`layerzero ablate --selection-images N` chooses on the \
-             first N images and measures on the others).\n"
-        );
-    }
-    if held > 0 {
-        let which = if same > 0 {
-            "Where a table says \"Held out\", each step"
-        } else {
-            "Each step"
-        };
-        let _ = writeln!(
-            md,
-            "{which} keeps the ablation that costs least on the first images of the split (the \
-             selection images); its top-1 and Δ (and in results.json its interval, p-value and \
-             verdict) are measured on the images after them, which the choice never saw, so \
-             they are those of a set of layers fixed in advance. \"Δtop-1 on the selection \
-             images\" is the Δ the choice saw. Where the measured Δ is more negative, part of \
-             the difference is what choosing and scoring on the same images would have hidden \
-             and part is chance: the two parts are different images (their baselines differ \
-             too), and each Δ has its own sampling error (its 95 % interval is in \
-             results.json).\n"
-        );
+    (held, m.cumulative.len() - held)
+}
+
+/// What a cumulative curve chosen and measured on the same images is worth.
+const SAME_TEXT: &str =
+    "keeps the ablation that costs least on the evaluated images themselves, so \
+     the path is chosen and scored on the same images: its accuracies are optimistic \
+     for images it did not see (`layerzero ablate --selection-images N` chooses on the \
+     first N images and measures on the others).";
+
+/// What a held-out cumulative curve is worth.
+const HELD_TEXT: &str =
+    "keeps the ablation that costs least on the first images of the split (the \
+     selection images); its top-1 and Δ (and in results.json its interval, p-value and \
+     verdict) are measured on the images after them, which the choice never saw, so \
+     they are those of a set of layers fixed in advance. \"Δtop-1 on the selection \
+     images\" is the Δ the choice saw. Where the measured Δ is more negative, part of \
+     the difference is what choosing and scoring on the same images would have hidden \
+     and part is chance: the two parts are different images (their baselines differ \
+     too), and each Δ has its own sampling error (its 95 % interval is in \
+     results.json).";
+
+/// How the path of a cumulative mode was chosen, and so what its numbers are worth.
+fn cumulative_intro(md: &mut String, m: &ModeSummary) {
+    let (held, same) = held_and_same(m);
+    // One paragraph per kind of curve present; where both are, each names its tables.
+    let kinds = [
+        (
+            same,
+            held,
+            "Where a table says it was chosen and measured on the same images, each step",
+        ),
+        (held, same, "Where a table says \"Held out\", each step"),
+    ];
+    for ((count, other, which), text) in kinds.into_iter().zip([SAME_TEXT, HELD_TEXT]) {
+        if count > 0 {
+            let which = if other > 0 { which } else { "Each step" };
+            let _ = writeln!(md, "{which} {text}\n");
+        }
     }
 }
 
 fn cumulative_tables(md: &mut String, m: &ModeSummary) {
     let mixed = {
-        let held = m.cumulative.iter().filter(|c| c.selection_images.is_some());
-        let held = held.count();
-        held > 0 && held < m.cumulative.len()
+        let (held, same) = held_and_same(m);
+        held > 0 && same > 0
     };
     for c in &m.cumulative {
         if m.cumulative.len() > 1 {

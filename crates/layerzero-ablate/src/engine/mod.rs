@@ -235,11 +235,6 @@ pub fn run(
     let started = Instant::now();
     cfg.validate()?;
     let plan = plan::plan(ctx.net, cfg)?;
-    // Hashed now, beside the read that planned it, not after the run (the file may move).
-    let init_weights = match (cfg.mode, &cfg.init_weights) {
-        (AblationMode::Reinit, Some(path)) => Some(WeightsRef::of_file(path)?),
-        _ => None,
-    };
     // With a held-out selection the path is chosen on `choose_set` and measured on
     // `measure_set`; otherwise both are the whole set.
     let split = match cfg.selection_images {
@@ -324,7 +319,7 @@ pub fn run(
         schema: SCHEMA_VERSION,
         arch: ctx.net.spec().name.clone(),
         weights: ctx.weights.clone(),
-        init_weights,
+        init_weights: plan.init_weights.clone(),
         dataset: ctx.dataset.clone(),
         split: ctx.split.clone(),
         n_images: measure_set.len() as u64,

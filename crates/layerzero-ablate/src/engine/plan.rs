@@ -7,16 +7,17 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use layerzero_models::{
-    read_safetensors, BlockId, Intervention, Interventions, LayerId, LayerKind, LayerRole, Network,
-    SegmentKind,
+    read_safetensors_bytes, BlockId, Intervention, Interventions, LayerId, LayerKind, LayerRole,
+    Network, SegmentKind,
 };
 
 use super::{model_ctx, EngineConfig};
 use crate::error::{Error, Result};
 use crate::mode::AblationMode;
-use crate::schema::LayerInfo;
+use crate::schema::{LayerInfo, WeightsRef};
 use crate::select::select_layers;
 use crate::sparsity::{filters_to_zero, weights_to_prune, zero_filters, zero_weights};
+use sha2::{Digest, Sha256};
 
 /// `kind` of the records of block modes (`skip-branch`, `cumulative-skip-branch`).
 pub const BLOCK_KIND: &str = "block";
@@ -286,6 +287,8 @@ pub struct Plan {
     /// sweep levels ascending within a candidate): the numbering [`crate::Shard`] uses. For
     /// cumulative modes, one single-layer job per selected candidate (the step intervention).
     pub jobs: Vec<Job>,
+    /// `reinit`: the init file the jobs were read from, hashed from the very bytes read.
+    pub init_weights: Option<WeightsRef>,
 }
 
 /// Lists the candidates of `cfg.mode`, selects them by `cfg.layers`, and builds every job.
@@ -300,6 +303,7 @@ pub fn plan(net: &dyn Network, cfg: &EngineConfig) -> Result<Plan> {
     let candidates = candidates(net, cfg.mode)?;
     let names: Vec<&str> = candidates.iter().map(|c| c.info.name.as_str()).collect();
     let selected = select_layers(&names, cfg.layers.as_deref())?;
+    let mut init_ref = None;
     let init = match cfg.mode {
         AblationMode::Reinit => {
             let path = cfg.init_weights.as_deref().ok_or_else(|| {
@@ -309,8 +313,17 @@ pub fn plan(net: &dyn Network, cfg: &EngineConfig) -> Result<Plan> {
                     "none given",
                 )
             })?;
-            let content = read_safetensors(path)
-                .map_err(|e| model_ctx(format!("reading init weights {}", path.display()), e))?;
+            let what = || format!("reading init weights {}", path.display());
+            let bytes = std::fs::read(path).map_err(|source| {
+                let path = path.display().to_string();
+                model_ctx(what(), layerzero_models::ModelError::Io { path, source })
+            })?;
+            let content = read_safetensors_bytes(&bytes, &path.display().to_string())
+                .map_err(|e| model_ctx(what(), e))?;
+            init_ref = Some(WeightsRef {
+                path: path.display().to_string(),
+                sha256: hex::encode(Sha256::digest(&bytes)),
+            });
             // Another network's epoch-0 file can have the same layer names and shapes (a
             // ResNet-56's for a ResNet-20, a plain twin's): refuse what says so.
             let arch = &net.spec().name;
@@ -446,6 +459,7 @@ pub fn plan(net: &dyn Network, cfg: &EngineConfig) -> Result<Plan> {
         candidates,
         selected,
         jobs,
+        init_weights: init_ref,
     })
 }
 
@@ -510,10 +524,7 @@ fn file_tensor(
 /// values, so drawing with `S` itself would make `rerandomize --seed 0` on a network trained
 /// with seed 0 (the default of both) exactly `reinit`, not fresh values.
 pub fn rerandomize_stream(seed: u64) -> u64 {
-    // SplitMix64's finaliser over the seed and a constant ("rerandom" in ASCII): a bijection,
-    // so distinct seeds still draw distinct values.
-    let mut z = seed ^ 0x7265_7261_6e64_6f6d;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    // SplitMix64's output function over the seed and a constant ("rerandom" in ASCII): a
+    // bijection, so distinct seeds still draw distinct values.
+    layerzero_data::rng::mix(seed ^ 0x7265_7261_6e64_6f6d)
 }
