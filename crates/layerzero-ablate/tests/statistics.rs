@@ -1,8 +1,8 @@
 //! Statistics against hand-computed values and against independent references.
 
 use layerzero_ablate::{
-    mcnemar_exact_p, measure, paired_difference_agresti_min, paired_difference_wald,
-    wilson_interval, Evaluation, PairedCounts, Verdict, VerdictRule, Z95,
+    mcnemar_exact_p, measure, paired_difference_agresti_min, paired_difference_tango,
+    paired_difference_wald, wilson_interval, Evaluation, PairedCounts, Verdict, VerdictRule, Z95,
 };
 use proptest::prelude::*;
 
@@ -246,6 +246,121 @@ fn agresti_min_by_hand() {
     assert!(lo >= -1.0 && hi < -0.5 && lo < -0.9, "[{lo}, {hi}]");
     assert!(paired_difference_agresti_min(&counts(0, 0, 0), Z95).is_err());
     assert!(paired_difference_agresti_min(&counts(5, 3, 3), Z95).is_err());
+}
+
+fn pairs(n: u64, b: u64, c: u64) -> PairedCounts {
+    PairedCounts {
+        n,
+        both_right: n.saturating_sub(b + c),
+        right_to_wrong: b,
+        wrong_to_right: c,
+        both_wrong: 0,
+    }
+}
+
+#[test]
+fn tango_against_published_examples() {
+    // The two examples of the paired 2×2 table in Fagerland, Lydersen and Laake's
+    // *Statistical Analysis of Contingency Tables* (their n12, n21 are our c, b): airway
+    // hyper-responsiveness, (1, 1; 7, 12), and complete response, (59, 6; 16, 80). Expected
+    // bounds from a separate Python implementation of the formula as their R package
+    // `contingencytables` writes it (root finding by bisection in double precision).
+    let [lo, hi] = paired_difference_tango(&pairs(21, 7, 1), Z95).unwrap();
+    assert!(
+        (lo + 0.51723).abs() < 5e-5 && (hi + 0.02600).abs() < 5e-5,
+        "[{lo}, {hi}]"
+    );
+    let [lo, hi] = paired_difference_tango(&pairs(161, 16, 6), Z95).unwrap();
+    assert!(
+        (lo + 0.12402).abs() < 5e-5 && (hi + 0.00543).abs() < 5e-5,
+        "[{lo}, {hi}]"
+    );
+}
+
+#[test]
+fn tango_edge_cases() {
+    // No flips: T(Δ₀) = ∓√(n|Δ₀| / (1 − |Δ₀|)), so each bound is z² / (n + z²) from zero.
+    for n in [40u64, 10_000] {
+        let [lo, hi] = paired_difference_tango(&pairs(n, 0, 0), Z95).unwrap();
+        let half = Z95 * Z95 / (n as f64 + Z95 * Z95);
+        assert!(
+            close(hi, half, 1e-12) && close(lo, -half, 1e-12),
+            "{n}: [{lo}, {hi}]"
+        );
+    }
+    // Every pair flips right→wrong: the lower bound is −1 exactly, the upper well below 0.
+    let [lo, hi] = paired_difference_tango(&pairs(10, 10, 0), Z95).unwrap();
+    assert_eq!(lo, -1.0);
+    assert!(hi < -0.4 && hi > -0.5, "[{lo}, {hi}]");
+    let [lo, hi] = paired_difference_tango(&pairs(10, 0, 10), Z95).unwrap();
+    assert_eq!(hi, 1.0);
+    assert!(lo > 0.4 && lo < 0.5, "[{lo}, {hi}]");
+    assert!(paired_difference_tango(&pairs(0, 0, 0), Z95).is_err());
+    assert!(paired_difference_tango(&pairs(5, 3, 3), Z95).is_err());
+    assert!(paired_difference_tango(&pairs(5, 1, 1), f64::NAN).is_err());
+}
+
+proptest! {
+    /// The interval holds Δ̂, mirrors when b and c swap, and widens with z.
+    #[test]
+    fn tango_holds_estimate_and_mirrors(n in 1u64..20_000, fb in 0.0f64..1.0, fc in 0.0f64..1.0) {
+        let b = ((n as f64) * fb * 0.5) as u64;
+        let c = ((n as f64) * fc * 0.5) as u64;
+        let d = (c as f64 - b as f64) / n as f64;
+        let [lo, hi] = paired_difference_tango(&pairs(n, b, c), Z95).unwrap();
+        prop_assert!(-1.0 <= lo && lo <= d && d <= hi && hi <= 1.0, "[{lo}, {hi}] around {d}");
+        let [mlo, mhi] = paired_difference_tango(&pairs(n, c, b), Z95).unwrap();
+        prop_assert!((mlo + hi).abs() < 1e-12 && (mhi + lo).abs() < 1e-12);
+        let [wlo, whi] = paired_difference_tango(&pairs(n, b, c), 2.5758).unwrap();
+        prop_assert!(wlo <= lo && hi <= whi);
+    }
+}
+
+/// Probability, exact over the multinomial (b, c, rest) with cell probabilities `pb`, `pc`,
+/// that `interval` over `n` pairs lies wholly inside ±`margin`.
+fn chance_within(
+    n: u64,
+    pb: f64,
+    pc: f64,
+    margin: f64,
+    interval: fn(&PairedCounts, f64) -> layerzero_ablate::Result<[f64; 2]>,
+) -> f64 {
+    let ln_fact = |k: u64| (1..=k).map(|i| (i as f64).ln()).sum::<f64>();
+    let ln_n = ln_fact(n);
+    let mut total = 0.0;
+    for b in 0..=n {
+        for c in 0..=(n - b) {
+            let r = n - b - c;
+            let ln_p = ln_n - ln_fact(b) - ln_fact(c) - ln_fact(r)
+                + b as f64 * pb.ln()
+                + c as f64 * pc.ln()
+                + r as f64 * (1.0 - pb - pc).ln();
+            if ln_p < -40.0 {
+                continue;
+            }
+            let [lo, hi] = interval(&pairs(n, b, c), Z95).unwrap();
+            if -margin < lo && hi < margin {
+                total += ln_p.exp();
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn tango_keeps_its_level_where_agresti_min_does_not() {
+    // A true Δ of exactly −1 point (1.01 % of images break, 0.01 % mend): "the whole 95 %
+    // interval lies inside ±1 point" is then a false claim, which a level-2.5 % one-sided
+    // test may make at most 2.5 % of the time.
+    let (pb, pc, margin) = (0.0101, 0.0001, 0.01);
+    let tango = chance_within(200, pb, pc, margin, paired_difference_tango);
+    let agresti_min = chance_within(200, pb, pc, margin, paired_difference_agresti_min);
+    assert!(tango <= 0.025, "Tango, n = 200: {tango}");
+    assert!(agresti_min > 0.1, "Agresti–Min, n = 200: {agresti_min}");
+    for (pb, pc) in [(0.0101, 0.0001), (0.0125, 0.0025), (0.02, 0.01)] {
+        let tango = chance_within(500, pb, pc, margin, paired_difference_tango);
+        assert!(tango <= 0.025, "Tango, n = 500, {pb}/{pc}: {tango}");
+    }
 }
 
 // ---------------------------------------------------------------- measure()

@@ -190,12 +190,14 @@ pub struct ClaimLayer {
     pub verdict: Verdict,
     /// Whether the verdict is the one the claim expects.
     pub as_claimed: bool,
-    /// Whether the whole 95 % Agresti–Min interval of Δtop-1
-    /// ([`layerzero_ablate::paired_difference_agresti_min`]) lies strictly within ± the
-    /// verdict rule's `max_abs_delta_top1`: the layer is shown to move top-1 by less than the
+    /// Whether the whole 95 % Tango score interval of Δtop-1
+    /// ([`layerzero_ablate::paired_difference_tango`]) lies strictly within ± the verdict
+    /// rule's `max_abs_delta_top1`: the layer is shown to move top-1 by less than the
     /// threshold (two one-sided tests at 2.5 % each), which a `trivial` verdict alone does not
     /// say. Not the record's Wald interval: that one is `[0, 0]` when no image flips, on 40
-    /// images as on 10,000. `None` in a `summary.json` written before this field.
+    /// images as on 10,000. (Summaries written before 2026-11-27 used Agresti and Min's
+    /// adjusted interval here, which errs more often than 2.5 % near the threshold on a few
+    /// hundred images.) `None` in a `summary.json` written before this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within_threshold: Option<bool>,
 }
@@ -223,7 +225,7 @@ fn within(r: &LayerRecord, n: u64, threshold: f64) -> Option<bool> {
         both_wrong: 0,
     };
     let [lo, hi] =
-        layerzero_ablate::paired_difference_agresti_min(&counts, layerzero_ablate::Z95).ok()?;
+        layerzero_ablate::paired_difference_tango(&counts, layerzero_ablate::Z95).ok()?;
     Some(-threshold < lo && hi < threshold)
 }
 

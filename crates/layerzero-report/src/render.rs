@@ -412,11 +412,11 @@ fn claims_detail(md: &mut String, summary: &Summary) {
                 let _ = writeln!(
                     md,
                     "  Of the {} trivial, {shown} {verb} whole 95 % interval of Δtop-1 within \
-                     ±{:.2} pp: by this approximate test they move top-1 by less than the rule's \
-                     threshold (Agresti and Min's adjusted interval, which unlike the Wald \
-                     interval in the tables keeps a width when no image flips; near the \
-                     threshold on a few hundred images it errs more often than its nominal \
-                     2.5 %).{rest}",
+                     ±{:.2} pp: by this test they move top-1 by less than the rule's \
+                     threshold (Tango's score interval, which unlike the Wald interval in the \
+                     tables keeps a width when no image flips; an asymptotic test, whose error \
+                     near the threshold stayed at or under its nominal 2.5 % in exact \
+                     calculations from 100 to 10,000 images).{rest}",
                     e.as_claimed,
                     t * 100.0,
                 );

@@ -1100,7 +1100,7 @@ fn claim_one_says_how_many_trivial_layers_are_shown_to_change_less_than_the_thre
     assert!(
         rendered.markdown.contains(
             "  Of the 15 trivial, 14 have their whole 95 % interval of Δtop-1 within ±1.00 pp: \
-             by this approximate test"
+             by this test they move top-1 by less than the rule's threshold (Tango's score"
         ),
         "{}",
         rendered.markdown
