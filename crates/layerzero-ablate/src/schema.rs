@@ -22,6 +22,7 @@
 //!     "layer": "layer1.0.conv2", "kind": "conv", "role": "residual",
 //!     "changes_channels": false, "params": 2304,
 //!     "level": 0.5,                            // only for zero-filters / prune sweeps
+//!     "zeroed": 8,                             // with level: filters / weights it zeroed
 //!     "step": 2,                               // only for cumulative modes (1-based)
 //!     "top1": 0.9101, "top5": 0.997, "loss": 0.35,
 //!     "delta_top1": -0.0211,                   // ablated - baseline, a fraction
@@ -120,6 +121,12 @@ pub struct LayerRecord {
     /// Sparsity level for `zero-filters` / `prune` sweeps; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<f64>,
+    /// `zero-filters` / `prune`: how many output filters / weights the level zeroed,
+    /// `floor(level · count)` ([`crate::sparsity::count_at`]). 0 when the level rounds down
+    /// to none of a small layer's, so the record measured the unchanged network. Absent in
+    /// other modes and in files written before this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zeroed: Option<u64>,
     /// Step (1-based) for cumulative modes: this many layers are ablated, this one last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<usize>,
@@ -158,6 +165,7 @@ impl LayerRecord {
             changes_channels: info.changes_channels,
             params: info.params,
             level: None,
+            zeroed: None,
             step: None,
             selection_top1: None,
             top1: m.metrics.top1,
@@ -309,7 +317,7 @@ impl ResultsFile {
     /// `is_skipped`, a layer whose weight is used directly instead of through its `forward`)
     /// always does, and would otherwise pass for a trivial layer. In a sparsity sweep a level
     /// that zeroes nothing (0, or a fraction of a small layer that rounds down to no filter)
-    /// is listed too: look at the records' `level`.
+    /// is listed too: its record's `zeroed` is 0.
     pub fn without_effect(&self) -> impl Iterator<Item = &LayerRecord> {
         let base = &self.baseline;
         self.layers.iter().filter(move |l| {
@@ -498,6 +506,23 @@ impl ResultsFile {
             }
             (true, Some(l)) if !(l.is_finite() && (0.0..=1.0).contains(&l)) => {
                 return Err(err("level", "a fraction in [0, 1]", l.to_string()))
+            }
+            _ => {}
+        }
+        match (r.level, r.zeroed) {
+            (None, Some(z)) => {
+                return Err(err(
+                    "zeroed",
+                    "absent (the record has no level)",
+                    z.to_string(),
+                ))
+            }
+            (Some(_), Some(z)) if z > r.params => {
+                return Err(err(
+                    "zeroed",
+                    &format!("at most the layer's params ({})", r.params),
+                    z.to_string(),
+                ))
             }
             _ => {}
         }

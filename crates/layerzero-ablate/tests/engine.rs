@@ -963,3 +963,57 @@ fn weights_ref_of_a_network_matches_its_saved_file() {
     assert_ne!(other.sha256, in_memory.sha256);
     assert!(WeightsRef::of_file(dir.path().join("missing")).is_err());
 }
+
+#[test]
+fn sweep_records_say_how_many_filters_or_weights_each_level_zeroed() {
+    let net = random_net("resnet8", 6);
+    let set = synthetic_set(16, 21);
+    let inventory = net.inventory();
+    for (mode, count_of) in [
+        (AblationMode::ZeroFilters, "filters"),
+        (AblationMode::Prune, "weights"),
+    ] {
+        let mut cfg = config(mode, 16);
+        // 1/32 of a 16-filter conv or a 10-output fc rounds down to no filter.
+        cfg.levels = vec![1.0 / 32.0, 0.5];
+        let results = run(&context(net.as_ref(), &set, 2), &cfg, None).unwrap();
+        results.validate("test").unwrap();
+        let mut none_zeroed = 0;
+        for r in &results.layers {
+            let weight = inventory.by_name(&r.layer).unwrap().weight_shape();
+            let count = match count_of {
+                "filters" => weight[0],
+                _ => weight.iter().product(),
+            };
+            let level = r.level.unwrap();
+            let expected = (level * count as f64 + 1e-9).floor() as u64;
+            assert_eq!(r.zeroed, Some(expected), "{mode} {} at {level}", r.layer);
+            if expected == 0 {
+                none_zeroed += 1;
+                // Nothing zeroed: the unchanged network, to the image.
+                assert_eq!(r.flips_right_to_wrong + r.flips_wrong_to_right, 0);
+                assert_eq!(r.top1, results.baseline.top1);
+            }
+        }
+        if mode == AblationMode::ZeroFilters {
+            // The 16-filter convs and the fc at 1/32; the 32- and 64-filter convs lose 1 or 2.
+            assert!(
+                none_zeroed > 0 && none_zeroed < results.layers.len() / 2,
+                "{mode}: {none_zeroed}"
+            );
+        } else {
+            assert_eq!(none_zeroed, 0, "{mode}");
+        }
+    }
+    // Other modes carry no count; a count without a level is refused.
+    let mut zk = run(
+        &context(net.as_ref(), &set, 2),
+        &config(AblationMode::ZeroKernel, 16),
+        None,
+    )
+    .unwrap();
+    assert!(zk.layers.iter().all(|r| r.zeroed.is_none()));
+    zk.layers[0].zeroed = Some(1);
+    let err = zk.validate("zk.json").unwrap_err().to_string();
+    assert!(err.contains("zeroed"), "{err}");
+}

@@ -317,6 +317,26 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
             inert.join(", ")
         );
     }
+    let none_zeroed: Vec<String> = results
+        .layers
+        .iter()
+        .filter(|l| l.zeroed == Some(0))
+        .filter_map(|l| Some(format!("{} at {}", l.layer, l.level?)))
+        .collect();
+    if !none_zeroed.is_empty() {
+        eprintln!(
+            "note: {} of {} sweep points zeroed nothing (the level rounds down to none of the \
+             layer's {}), so they measured the unchanged network: {}",
+            none_zeroed.len(),
+            results.layers.len(),
+            if results.mode == AblationMode::ZeroFilters {
+                "filters"
+            } else {
+                "weights"
+            },
+            none_zeroed.join(", ")
+        );
+    }
     Ok(())
 }
 

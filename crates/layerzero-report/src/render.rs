@@ -680,6 +680,19 @@ fn sweep_table(md: &mut String, m: &ModeSummary) {
         let _ = writeln!(md);
     }
     let _ = writeln!(md);
+    if m.layers.iter().any(zeroed_none) {
+        let _ = writeln!(
+            md,
+            "`0 zeroed`: at that level the layer has too few {} for any to go \
+             (floor(level × count) = 0), so that cell measured the unchanged network; its \
+             `trivial` says nothing about the layer.\n",
+            if m.mode == AblationMode::ZeroFilters {
+                "output filters"
+            } else {
+                "weights"
+            }
+        );
+    }
 }
 
 fn fmt_level(level: f64) -> String {
@@ -691,7 +704,16 @@ fn fmt_level(level: f64) -> String {
     }
 }
 
+/// Whether every seed's record of a sweep cell zeroed nothing (the level rounds down to none
+/// of the layer's filters or weights), so it measured the unchanged network.
+fn zeroed_none(l: &LayerSummary) -> bool {
+    l.per_seed.iter().all(|s| s.record.zeroed == Some(0))
+}
+
 fn sweep_cell(l: &LayerSummary) -> String {
+    if zeroed_none(l) {
+        return "0 zeroed".to_string();
+    }
     // One seed: the cell is that seed's Δ beside its verdict (bold when non-trivial), so it
     // rounds as the per-layer tables do; a mean over seeds rounds to nearest.
     let v = if l.delta_top1.n == 1 {

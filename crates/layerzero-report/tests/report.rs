@@ -566,10 +566,36 @@ fn sweep_modes_get_a_level_table_and_a_sensitivity_figure() {
         let r = results("resnet20", AblationMode::ZeroKernel, None, &res, &flips);
         records.extend(r.layers.into_iter().map(|l| l.with_level(level)));
     }
-    let sweep = file("resnet20", AblationMode::Prune, None, records);
-    let input = input(vec![source("z.json", base), source("p.json", sweep)]);
+    let sweep = file("resnet20", AblationMode::Prune, None, records.clone());
+    // The same points as a zero-filters sweep where the 25 % level of layer1.0.conv1 zeroed
+    // no filter: its cell says so instead of a Δ and a verdict.
+    let mut filters = records;
+    for r in &mut filters {
+        r.zeroed = Some(if r.layer == "layer1.0.conv1" && r.level == Some(0.25) {
+            0
+        } else {
+            4
+        });
+    }
+    let filters = file("resnet20", AblationMode::ZeroFilters, None, filters);
+    let input = input(vec![
+        source("z.json", base),
+        source("p.json", sweep),
+        source("f.json", filters),
+    ]);
     let rendered = render_report(&input).unwrap();
     let md = &rendered.markdown;
+    let (_, filters_md) = md.split_once("— zero-filters").unwrap();
+    assert!(
+        filters_md.contains("| 1 | `layer1.0.conv1` | residual-branch | 0 zeroed | **-3.20** |"),
+        "{filters_md}"
+    );
+    assert!(
+        filters_md.contains("`0 zeroed`: at that level the layer has too few output filters"),
+        "{filters_md}"
+    );
+    // Only that cell: the prune sweep's records carry no count.
+    assert_eq!(md.matches(" 0 zeroed |").count(), 1, "{md}");
     assert!(
         md.contains("| # | layer | role | 25 % | 50 % | 75 % |"),
         "{md}"

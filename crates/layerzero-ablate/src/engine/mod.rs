@@ -311,6 +311,7 @@ pub fn run(
             let info = &plan.candidates[job.candidate].info;
             let mut record = LayerRecord::new(info, &measure(&baseline, eval, &cfg.rule)?);
             record.level = job.level;
+            record.zeroed = job.zeroed();
             layers.push(record);
         }
         (baseline, layers, plan.jobs.len())

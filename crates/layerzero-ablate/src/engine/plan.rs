@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::mode::AblationMode;
 use crate::schema::{LayerInfo, WeightsRef};
 use crate::select::select_layers;
-use crate::sparsity::{filters_to_zero, weights_to_prune, zero_filters, zero_weights};
+use crate::sparsity::{count_at, filters_to_zero, weights_to_prune, zero_filters, zero_weights};
 use sha2::{Digest, Sha256};
 
 /// `kind` of the records of block modes (`skip-branch`, `cumulative-skip-branch`).
@@ -265,6 +265,18 @@ impl Job {
             weight,
             bias: None,
         })
+    }
+
+    /// `zero-filters` / `prune`: how many output filters / weights this job's level zeroes
+    /// (`floor(level · count)`, as [`filters_to_zero`] and [`weights_to_prune`] choose them);
+    /// `None` for the other modes.
+    pub fn zeroed(&self) -> Option<u64> {
+        let (count, level) = match &self.action {
+            Action::ZeroFilters { weight, level, .. } => (weight.shape.first().copied()?, level),
+            Action::Prune { weight, level, .. } => (weight.values.len(), level),
+            _ => return None,
+        };
+        count_at(*level, count).ok().map(|k| k as u64)
     }
 
     /// `layer2.0.conv1`, or `layer2.0.conv1 at level 0.5` for sweeps.

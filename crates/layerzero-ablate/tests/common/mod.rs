@@ -45,6 +45,7 @@ pub fn record(index: usize, name: &str, b: u64, c: u64) -> LayerRecord {
         changes_channels: name.contains("shortcut") || name == "conv1",
         params: 9 * 16 * 16 + index as u64,
         level: None,
+        zeroed: None,
         step: None,
         selection_top1: None,
         top1: correct as f64 / n as f64,
