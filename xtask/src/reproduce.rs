@@ -342,7 +342,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
                     };
                     let mut file: ResultsFile = run_ablation(&ctx, &cfg, Some(&report))?;
                     file.train_seed = Some(seed);
-                    file.command = Some(std::env::args().collect::<Vec<_>>().join(" "));
+                    file.command = Some(layerzero_report::shell_command_line(std::env::args_os()));
                     let csv = file.write(&path)?;
                     let trivial = file
                         .layers
@@ -381,7 +381,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             layerzero_version: env!("CARGO_PKG_VERSION").to_string(),
             git_commit: git_commit(),
             seeds: (0..args.seeds).collect(),
-            commands: vec![std::env::args().collect::<Vec<_>>().join(" ")],
+            commands: vec![layerzero_report::shell_command_line(std::env::args_os())],
             created_utc: layerzero_report::created_utc_now()?,
             ..Provenance::default()
         },

@@ -227,6 +227,20 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
             }
         )));
     }
+    if let Some(k) = args.selection_images {
+        let measured = test.len() - k;
+        if (measured as u64) < layerzero_report::FEW_IMAGES {
+            // Not an error: a quick look on few images is legitimate, but its intervals are
+            // wide and the report will say so; better to know before the run than after.
+            eprintln!(
+                "note: the path will be chosen on {k} images and measured on the other \
+                 {measured}; the report cautions under held-out curves measured on fewer than \
+                 {} images (a Δtop-1's 95 % interval is then about as wide as the verdict \
+                 threshold)",
+                layerzero_report::FEW_IMAGES
+            );
+        }
+    }
     let mut cfg = EngineConfig::new(args.mode);
     cfg.layers = args.layers;
     cfg.shard = args.shard;

@@ -43,24 +43,10 @@ fn usage(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Usage(message.into()))
 }
 
-/// This process's command line as a shell would read it back: an argument with a space, a
-/// quote or a shell metacharacter is single-quoted (`'` inside as `'\''`). An argument that is
-/// not UTF-8 (clap accepts those in paths) is shown lossily rather than panicking.
+/// This process's command line as a shell would read it back
+/// ([`layerzero_report::shell_command_line`]).
 fn command_line() -> String {
-    std::env::args_os()
-        .map(|a| a.to_string_lossy().into_owned())
-        .map(|a| {
-            let plain = !a.is_empty()
-                && a.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b));
-            if plain {
-                a
-            } else {
-                format!("'{}'", a.replace('\'', "'\\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    layerzero_report::shell_command_line(std::env::args_os())
 }
 
 /// Creates the folder a result file `path` goes in, before hours of work are spent on

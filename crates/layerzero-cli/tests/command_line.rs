@@ -307,6 +307,15 @@ fn a_held_out_cumulative_run_says_where_its_path_was_chosen() {
         ),
         "{stdout}"
     );
+    // Few held-out images: said before the run, not only in the report afterwards.
+    assert!(
+        stderr(&o).contains(
+            "note: the path will be chosen on 20 images and measured on the other 30; the \
+             report cautions"
+        ),
+        "{}",
+        stderr(&o)
+    );
     let r = layerzero_ablate::ResultsFile::read(dir.join("cum.json")).unwrap();
     assert_eq!((r.n_images, r.selection_images), (30, Some(20)));
     assert_eq!((r.train_seed, r.seed), (Some(5), None));

@@ -91,6 +91,36 @@ pub fn created_utc_now() -> crate::Result<String> {
     Ok(utc_rfc3339(secs))
 }
 
+/// For callers filling [`Provenance::commands`] or a results file's `command`: `args` as a
+/// shell would read them back. An argument with a space, a quote or a shell metacharacter is
+/// single-quoted (`'` inside as `'\''`); one that is not UTF-8 (clap accepts those in paths)
+/// is shown lossily rather than panicking. Pass `std::env::args_os()` for this process.
+///
+/// ```
+/// let line = layerzero_report::shell_command_line(["layerzero", "ablate", "--out", "my runs/r.json"]);
+/// assert_eq!(line, "layerzero ablate --out 'my runs/r.json'");
+/// ```
+pub fn shell_command_line<I>(args: I) -> String
+where
+    I: IntoIterator,
+    I::Item: AsRef<std::ffi::OsStr>,
+{
+    args.into_iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b));
+            if plain {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `secs` seconds after the Unix epoch as RFC 3339 UTC, e.g. `2026-11-27T03:56:52Z`, for
 /// [`Provenance::created_utc`]. A pure function: the caller reads the clock (or honours
 /// `SOURCE_DATE_EPOCH` for a byte-identical re-run), so the report itself stays deterministic.

@@ -106,10 +106,11 @@ pub use claims::{Claim, ClaimEvaluation, ClaimLayer, ClaimOutcome, NetworkClaim}
 pub use error::{ReportError, Result};
 pub use figures::{render_figures, Figure};
 pub use input::{
-    created_utc_now, utc_rfc3339, Provenance, ReportInput, ResultsSource, WeightsChecksum,
+    created_utc_now, shell_command_line, utc_rfc3339, Provenance, ReportInput, ResultsSource,
+    WeightsChecksum,
 };
 pub use metrics::{load_metrics, parse_metrics, EpochMetrics, MetricsSeries};
-pub use render::{render_csv, render_markdown};
+pub use render::{render_csv, render_markdown, FEW_IMAGES};
 pub use summary::{
     analyze, Baseline, Consensus, CumulativeCurve, Family, FigureNote, InputFile, LayerSummary,
     ModeSummary, NetworkSummary, SeedRecord, Stat, Summary, TrainingSummary,

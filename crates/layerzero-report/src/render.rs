@@ -249,8 +249,9 @@ fn baseline_section(md: &mut String, summary: &Summary) {
 }
 
 /// Evaluations below which the verdicts say little: on fewer than this many images a 95 %
-/// interval of Δtop-1 is several points wide against the rule's 1 point ...
-const FEW_IMAGES: u64 = 5_000;
+/// interval of Δtop-1 is several points wide against the rule's 1 point ... (The report
+/// cautions under such a baseline or held-out curve; the CLI warns before such a run.)
+pub const FEW_IMAGES: u64 = 5_000;
 /// ... and a network below this top-1 has not learnt the features whose layers the seed paper
 /// asks about (a smoke run ends near 10-20 %).
 const WEAK_TOP1: f64 = 0.5;
@@ -707,7 +708,7 @@ fn fmt_level(level: f64) -> String {
 /// Whether every seed's record of a sweep cell zeroed nothing (the level rounds down to none
 /// of the layer's filters or weights), so it measured the unchanged network.
 fn zeroed_none(l: &LayerSummary) -> bool {
-    l.per_seed.iter().all(|s| s.record.zeroed == Some(0))
+    !l.per_seed.is_empty() && l.per_seed.iter().all(|s| s.record.zeroed == Some(0))
 }
 
 fn sweep_cell(l: &LayerSummary) -> String {

@@ -364,7 +364,9 @@ pub struct FigureNote {
 /// file and no clock.
 ///
 /// Errors when a results file fails validation, is a partial shard, or two files share
-/// (architecture, mode, seed), or files of one (architecture, mode) use different verdict
+/// (architecture, mode, seed), or two files of one (architecture, mode) other than
+/// `rerandomize` ablate the same weights under different seed labels (one network counted as
+/// two seeds), or files of one (architecture, mode) use different verdict
 /// thresholds, or a metrics series has no epochs.
 pub fn analyze(input: &ReportInput) -> Result<Summary> {
     // Group files by arch, then mode, then seed.
@@ -373,6 +375,10 @@ pub fn analyze(input: &ReportInput) -> Result<Summary> {
     // runs (different weights) may share.
     type Files<'a> = BTreeMap<(Option<u64>, &'a str), (&'a str, &'a ResultsFile)>;
     let mut checksums: BTreeMap<&str, &str> = BTreeMap::new();
+    // (arch, mode, weights sha256) → (file, seed label), for modes whose seed label names the
+    // weights' training (all but rerandomize): one network is one seed, whatever its labels.
+    let mut networks_seen: BTreeMap<(&str, AblationMode, &str), (&str, Option<u64>)> =
+        BTreeMap::new();
     let mut by_arch: BTreeMap<&str, BTreeMap<AblationMode, Files<'_>>> = BTreeMap::new();
     let mut paths: Vec<String> = Vec::with_capacity(input.results.len());
     for src in &input.results {
@@ -397,6 +403,26 @@ pub fn analyze(input: &ReportInput) -> Result<Summary> {
             .or_default()
             .entry(rf.mode)
             .or_default();
+        if rf.mode != AblationMode::Rerandomize {
+            let seen = (rf.arch.as_str(), rf.mode, rf.weights.sha256.as_str());
+            if let Some((other, label)) = networks_seen.insert(seen, (origin, file_seed(rf))) {
+                if label != file_seed(rf) {
+                    return Err(ReportError::input(
+                        origin.as_str(),
+                        "train_seed",
+                        format!(
+                            "the seed label of {other} ({}): both files ablate the same weights \
+                             (sha256 {}) in mode {}, which would count one network as two \
+                             seeds; give both the same --train-seed, or leave one out",
+                            seed_label(label),
+                            rf.weights.sha256,
+                            rf.mode
+                        ),
+                        seed_label(file_seed(rf)),
+                    ));
+                }
+            }
+        }
         let key = (file_seed(rf), rf.weights.sha256.as_str());
         if let Some((other, _)) = files.insert(key, (origin.as_str(), rf)) {
             return Err(ReportError::input(

@@ -663,8 +663,39 @@ fn inconsistent_inputs_are_errors_naming_the_files() {
         "{err}"
     );
 
+    // The same weights under another seed label: one network counted as two seeds.
+    let mut relabelled = r();
+    relabelled.seed = Some(2);
+    let err = analyze(&input(vec![
+        source("a.json", r()),
+        source("c.json", relabelled.clone()),
+    ]))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("c.json")
+            && err.contains("`train_seed`")
+            && err.contains("the seed label of a.json (1)")
+            && err.contains("same weights"),
+        "{err}"
+    );
+    // Rerandomize's label is its draw: the same weights under two draws are two files.
+    let mut draws = [r(), relabelled];
+    for (k, d) in draws.iter_mut().enumerate() {
+        d.mode = AblationMode::Rerandomize;
+        d.seed = Some(k as u64);
+    }
+    let s = analyze(&input(vec![
+        source("d0.json", draws[0].clone()),
+        source("d1.json", draws[1].clone()),
+    ]))
+    .unwrap();
+    let m = s.networks[0].mode(AblationMode::Rerandomize).unwrap();
+    assert_eq!(m.seeds, [Some(0), Some(1)]);
+
     let mut other_rule = r();
     other_rule.seed = Some(2);
+    other_rule.weights.sha256 = "ab".repeat(32);
     other_rule.verdict_thresholds.min_mcnemar_p = 0.05;
     other_rule.verdict_rule = other_rule.verdict_thresholds.describe();
     let err = analyze(&input(vec![
@@ -1075,6 +1106,7 @@ fn a_held_out_cumulative_run_shows_what_chose_each_step_and_keeps_the_full_basel
         &resnet20_flips(),
     );
     other_seed.seed = Some(1);
+    other_seed.weights.sha256 = "ab".repeat(32);
     study
         .results
         .push(source("runs/resnet20/cumulative.json", other_seed));
@@ -1245,4 +1277,29 @@ fn a_cumulative_step_that_changes_nothing_is_marked() {
     );
     assert!(!md.contains("| 3 | `layer1.2.conv1` (no effect)"), "{md}");
     assert!(md.contains("1 step(s) marked *no effect*"), "{md}");
+}
+
+#[test]
+fn command_lines_read_back_as_a_shell_would() {
+    use layerzero_report::shell_command_line;
+    assert_eq!(
+        shell_command_line([
+            "layerzero",
+            "ablate",
+            "--layers",
+            "layer1.*,fc",
+            "--limit=50"
+        ]),
+        "layerzero ablate --layers 'layer1.*,fc' --limit=50"
+    );
+    assert_eq!(
+        shell_command_line(["x", "it's", "", "a;b", "$HOME"]),
+        r#"x 'it'\''s' '' 'a;b' '$HOME'"#
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let odd = std::ffi::OsStr::from_bytes(b"runs/\xff.json");
+        assert_eq!(shell_command_line([odd]), "'runs/\u{fffd}.json'");
+    }
 }
