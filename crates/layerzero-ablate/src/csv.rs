@@ -4,9 +4,10 @@
 //! Columns, always all present in this order ([`CSV_COLUMNS`]):
 //! `index, layer, kind, role, changes_channels, params, level, step, top1, top5, loss,
 //! delta_top1, ci95_top1_lo, ci95_top1_hi, ci95_delta_top1_lo, ci95_delta_top1_hi, mcnemar_p,
-//! flips_right_to_wrong, flips_wrong_to_right, verdict, selection_top1`.
-//! `level`, `step` and `selection_top1` are empty when absent (`selection_top1`, the last
-//! column, came later: a reader that takes the first 20 columns by position still works).
+//! flips_right_to_wrong, flips_wrong_to_right, verdict, selection_top1, zeroed`.
+//! `level`, `step`, `selection_top1` and `zeroed` are empty when absent (`selection_top1`
+//! and then `zeroed` were appended later: a reader that takes the first 20 or 21 columns by
+//! position still works).
 //! Numbers are written exactly as in the JSON (shortest round-trip form, e.g. `0.9312`,
 //! `1e-30`), booleans as `true`/`false`.
 //! Quoting follows RFC 4180: a field containing `,`, `"`, CR or LF is enclosed in double
@@ -15,7 +16,7 @@
 use crate::schema::{LayerRecord, ResultsFile};
 
 /// The header of the CSV, in order.
-pub const CSV_COLUMNS: [&str; 21] = [
+pub const CSV_COLUMNS: [&str; 22] = [
     "index",
     "layer",
     "kind",
@@ -37,6 +38,7 @@ pub const CSV_COLUMNS: [&str; 21] = [
     "flips_wrong_to_right",
     "verdict",
     "selection_top1",
+    "zeroed",
 ];
 
 /// Renders the layer records as CSV text (header plus one row per record).
@@ -97,6 +99,7 @@ fn record_fields(r: &LayerRecord) -> Vec<String> {
         r.flips_wrong_to_right.to_string(),
         r.verdict.to_string(),
         r.selection_top1.map(num).unwrap_or_default(),
+        r.zeroed.map(|z| z.to_string()).unwrap_or_default(),
     ]
 }
 

@@ -891,11 +891,12 @@ fn held_out_selection_chooses_on_the_first_images_and_measures_on_the_rest() {
     let csv = layerzero_ablate::csv::to_csv(&cum);
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
     let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
-    assert_eq!(header.last(), Some(&"selection_top1"));
+    assert_eq!(header[header.len() - 2..], ["selection_top1", "zeroed"]);
     assert_eq!(
-        row.last().unwrap().parse::<f64>().unwrap(),
+        row[row.len() - 2].parse::<f64>().unwrap(),
         cum.layers[0].selection_top1.unwrap()
     );
+    assert_eq!(row.last(), Some(&""));
 
     // Refused: a selection in a mode that chooses nothing, none at all, or no image left.
     let mut single = config(AblationMode::ZeroKernel, 25);
@@ -978,6 +979,14 @@ fn sweep_records_say_how_many_filters_or_weights_each_level_zeroed() {
         cfg.levels = vec![1.0 / 32.0, 0.5];
         let results = run(&context(net.as_ref(), &set, 2), &cfg, None).unwrap();
         results.validate("test").unwrap();
+        // The CSV's last column says the same.
+        let csv = layerzero_ablate::csv::to_csv(&results);
+        for (line, r) in csv.lines().skip(1).zip(&results.layers) {
+            assert_eq!(
+                line.rsplit(',').next(),
+                Some(r.zeroed.unwrap().to_string().as_str())
+            );
+        }
         let mut none_zeroed = 0;
         for r in &results.layers {
             let weight = inventory.by_name(&r.layer).unwrap().weight_shape();

@@ -112,8 +112,9 @@ fn writes_json_and_csv_atomically_and_reads_back_identically() {
     assert!(lines[0].contains("ci95_top1_lo,ci95_top1_hi,ci95_delta_top1_lo,ci95_delta_top1_hi"));
     let r = &full.layers[0];
     let expected_first = format!(
-        // The last field, selection_top1, is empty: no held-out selection.
-        "0,conv1,conv,stem,true,2304,0.1,,{},{},{},{},{},{},{},{},{},3,1,{},",
+        // The last fields, selection_top1 and zeroed, are empty: no held-out selection, and
+        // a hand-made record that does not say how many filters its level zeroed.
+        "0,conv1,conv,stem,true,2304,0.1,,{},{},{},{},{},{},{},{},{},3,1,{},,",
         r.top1,
         r.top5,
         r.loss,

@@ -195,9 +195,10 @@ pub struct ClaimLayer {
     /// rule's `max_abs_delta_top1`: the layer is shown to move top-1 by less than the
     /// threshold (two one-sided tests at 2.5 % each), which a `trivial` verdict alone does not
     /// say. Not the record's Wald interval: that one is `[0, 0]` when no image flips, on 40
-    /// images as on 10,000. (Summaries written before 2026-11-27 used Agresti and Min's
-    /// adjusted interval here, which errs more often than 2.5 % near the threshold on a few
-    /// hundred images.) `None` in a `summary.json` written before this field.
+    /// images as on 10,000. (Summaries written on 2026-11-27 before the change to Tango's
+    /// interval used Agresti and Min's adjusted interval here, which errs more often than
+    /// 2.5 % near the threshold on a few hundred images.) `None` in a `summary.json` written
+    /// before this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within_threshold: Option<bool>,
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use layerzero_ablate::AblationMode;
+use layerzero_ablate::{AblationMode, Metrics};
 
 use crate::claims::{ClaimEvaluation, ClaimOutcome, COMBINATION_RULE};
 use crate::summary::{
@@ -839,13 +839,24 @@ fn cumulative_tables(md: &mut String, m: &ModeSummary) {
         }
         let mut idle = 0usize;
         for (k, r) in c.steps.iter().enumerate() {
-            // Same loss to the bit and same accuracies as the step before: the layer was
-            // already cut off (a conv whose block's other conv is zeroed), so removing it
-            // costs nothing and says nothing about the layer.
-            let no_effect = k > 0 && {
-                let p = &c.steps[k - 1];
-                r.loss.to_bits() == p.loss.to_bits() && r.top1 == p.top1 && r.top5 == p.top5
+            // Same loss to the bit and same accuracies as the step before (the baseline for
+            // step 1): the layer was already cut off (a conv whose block's other conv is
+            // zeroed) or its ablation changed nothing, so removing it costs nothing and says
+            // nothing about the layer.
+            let before = match k {
+                0 => c.baseline,
+                _ => {
+                    let p = &c.steps[k - 1];
+                    Some(Metrics {
+                        top1: p.top1,
+                        top5: p.top5,
+                        loss: p.loss,
+                    })
+                }
             };
+            let no_effect = before.is_some_and(|p| {
+                r.loss.to_bits() == p.loss.to_bits() && r.top1 == p.top1 && r.top5 == p.top5
+            });
             idle += usize::from(no_effect);
             let mark = if no_effect { " (no effect)" } else { "" };
             let chose = match (
@@ -874,7 +885,8 @@ fn cumulative_tables(md: &mut String, m: &ModeSummary) {
                 md,
                 "{idle} step(s) marked *no effect* changed neither an accuracy nor the loss: \
                  the layer no longer reached the output (its block's other convolution was \
-                 already zeroed, say), so they do not count as layers the network could lose.\n"
+                 already zeroed, say) or its ablation changed nothing, so they do not count as \
+                 layers the network could lose.\n"
             );
         }
     }
@@ -1015,12 +1027,13 @@ fn reproducibility_section(md: &mut String, summary: &Summary) {
 }
 
 /// The CSV header of `layers.csv`.
-pub const CSV_HEADER: &str = "arch,mode,seed,index,layer,kind,role,changes_channels,params,level,step,top1,top5,loss,delta_top1,ci95_delta_top1_lo,ci95_delta_top1_hi,mcnemar_p,flips_right_to_wrong,flips_wrong_to_right,verdict,source,selection_top1";
+pub const CSV_HEADER: &str = "arch,mode,seed,index,layer,kind,role,changes_channels,params,level,step,top1,top5,loss,delta_top1,ci95_delta_top1_lo,ci95_delta_top1_hi,mcnemar_p,flips_right_to_wrong,flips_wrong_to_right,verdict,source,selection_top1,zeroed";
 
 /// `layers.csv`: one row per record of every results file, in report order, accuracies as
-/// fractions; empty `seed`, `level`, `step`, `selection_top1` when absent (`selection_top1`, a
-/// held-out cumulative step's top-1 on the images that chose it, came last so that columns
-/// read by position before it stay where they were).
+/// fractions; empty `seed`, `level`, `step`, `selection_top1`, `zeroed` when absent
+/// (`selection_top1`, a held-out cumulative step's top-1 on the images that chose it, and
+/// `zeroed`, how many filters or weights a sweep level zeroed, came last so that columns read
+/// by position before them stay where they were).
 pub fn render_csv(summary: &Summary) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{CSV_HEADER}");
@@ -1060,6 +1073,7 @@ pub fn render_csv(summary: &Summary) -> String {
                     r.verdict.to_string(),
                     csv_field(source),
                     r.selection_top1.map(|t| t.to_string()).unwrap_or_default(),
+                    r.zeroed.map(|z| z.to_string()).unwrap_or_default(),
                 ];
                 let _ = writeln!(out, "{}", fields.join(","));
             }

@@ -302,6 +302,10 @@ pub struct CumulativeCurve {
     pub source: String,
     /// Top-1 with nothing ablated (step 0), a fraction.
     pub baseline_top1: f64,
+    /// Top-1, top-5 and loss with nothing ablated, on the images the steps were measured on
+    /// (`None` when read from a `summary.json` written before this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Metrics>,
     /// The images every number of the curve was measured on (0 when read from a
     /// `summary.json` written before this field).
     #[serde(default)]
@@ -363,22 +367,24 @@ pub struct FigureNote {
 /// mode, aggregates across seeds, checks the claims and plans the figures. Pure: reads no
 /// file and no clock.
 ///
-/// Errors when a results file fails validation, is a partial shard, or two files share
-/// (architecture, mode, seed), or two files of one (architecture, mode) other than
-/// `rerandomize` ablate the same weights under different seed labels (one network counted as
-/// two seeds), or files of one (architecture, mode) use different verdict
-/// thresholds, or a metrics series has no epochs.
+/// Errors when a results file fails validation, is a partial shard, or two files of one
+/// (architecture, mode) measure the same thing: the same weights (and, for `rerandomize`, the
+/// same draw seed) on the same kind of image set (all images, or a held-out selection), even
+/// under different seed labels (one network counted as two seeds), or files of one
+/// (architecture, mode) use different verdict thresholds, or a metrics series has no epochs.
 pub fn analyze(input: &ReportInput) -> Result<Summary> {
     // Group files by arch, then mode, then seed.
-    // Key: (seed, weights sha256). Two files of one arch and mode are duplicates only when
-    // both agree: a `rerandomize` file's seed is the re-draw seed, which several training
-    // runs (different weights) may share.
-    type Files<'a> = BTreeMap<(Option<u64>, &'a str), (&'a str, &'a ResultsFile)>;
+    // Key: (seed label, weights sha256, held-out selection). A `rerandomize` file's seed is
+    // the re-draw seed, which several training runs (different weights) may share; a
+    // cumulative curve chosen on held-out images may stand beside one of the same weights
+    // chosen on all of them.
+    type Files<'a> = BTreeMap<FileKey<'a>, (&'a str, &'a ResultsFile)>;
     let mut checksums: BTreeMap<&str, &str> = BTreeMap::new();
-    // (arch, mode, weights sha256) → (file, seed label), for modes whose seed label names the
-    // weights' training (all but rerandomize): one network is one seed, whatever its labels.
-    let mut networks_seen: BTreeMap<(&str, AblationMode, &str), (&str, Option<u64>)> =
-        BTreeMap::new();
+    // (arch, mode, weights sha256, selection) → (file, seed label), for modes whose seed
+    // label names the weights' training (all but rerandomize): one network is one seed,
+    // whatever its labels.
+    type Measured<'a> = (&'a str, AblationMode, &'a str, Option<u64>);
+    let mut networks_seen: BTreeMap<Measured<'_>, (&str, Option<u64>)> = BTreeMap::new();
     let mut by_arch: BTreeMap<&str, BTreeMap<AblationMode, Files<'_>>> = BTreeMap::new();
     let mut paths: Vec<String> = Vec::with_capacity(input.results.len());
     for src in &input.results {
@@ -404,26 +410,38 @@ pub fn analyze(input: &ReportInput) -> Result<Summary> {
             .entry(rf.mode)
             .or_default();
         if rf.mode != AblationMode::Rerandomize {
-            let seen = (rf.arch.as_str(), rf.mode, rf.weights.sha256.as_str());
+            let seen = (
+                rf.arch.as_str(),
+                rf.mode,
+                rf.weights.sha256.as_str(),
+                rf.selection_images,
+            );
             if let Some((other, label)) = networks_seen.insert(seen, (origin, file_seed(rf))) {
-                if label != file_seed(rf) {
-                    return Err(ReportError::input(
-                        origin.as_str(),
-                        "train_seed",
-                        format!(
-                            "the seed label of {other} ({}): both files ablate the same weights \
-                             (sha256 {}) in mode {}, which would count one network as two \
-                             seeds; give both the same --train-seed, or leave one out",
-                            seed_label(label),
-                            rf.weights.sha256,
-                            rf.mode
-                        ),
-                        seed_label(file_seed(rf)),
-                    ));
-                }
+                return Err(ReportError::input(
+                    origin.as_str(),
+                    "weights",
+                    format!(
+                        "other weights than {other} (seed {}), or another mode: one results \
+                         file per network and mode, and both ablate weights sha256 {} in mode \
+                         {}{}; leave one out",
+                        seed_label(label),
+                        rf.weights.sha256,
+                        rf.mode,
+                        if rf.selection_images.is_some() {
+                            " with a held-out selection"
+                        } else {
+                            ""
+                        }
+                    ),
+                    format!("the same weights (seed {})", seed_label(file_seed(rf))),
+                ));
             }
         }
-        let key = (file_seed(rf), rf.weights.sha256.as_str());
+        let key = (
+            file_seed(rf),
+            rf.weights.sha256.as_str(),
+            rf.selection_images,
+        );
         if let Some((other, _)) = files.insert(key, (origin.as_str(), rf)) {
             return Err(ReportError::input(
                 origin.as_str(),
@@ -452,7 +470,7 @@ pub fn analyze(input: &ReportInput) -> Result<Summary> {
         let mut first: Option<&ResultsFile> = None;
         for (&mode, files) in modes {
             let mut rule: Option<(&str, VerdictRule)> = None;
-            for (&(seed, _), &(origin, rf)) in files {
+            for (&(seed, _, _), &(origin, rf)) in files {
                 first.get_or_insert(rf);
                 match rule {
                     None => rule = Some((origin, rf.verdict_thresholds)),
@@ -617,23 +635,28 @@ fn weights_seed(rf: &ResultsFile) -> Option<u64> {
         .or(rf.seed.filter(|_| rf.mode != AblationMode::Rerandomize))
 }
 
+/// A results file's place within one (architecture, mode): seed label, weights sha256, and
+/// the number of selection images of a held-out cumulative curve.
+type FileKey<'a> = (Option<u64>, &'a str, Option<u64>);
+
 fn summarise_mode(
     mode: AblationMode,
-    files: &BTreeMap<(Option<u64>, &str), (&str, &ResultsFile)>,
+    files: &BTreeMap<FileKey<'_>, (&str, &ResultsFile)>,
     thresholds: VerdictRule,
 ) -> ModeSummary {
-    let seeds: Vec<Option<u64>> = files.keys().map(|(seed, _)| *seed).collect();
+    let seeds: Vec<Option<u64>> = files.keys().map(|(seed, _, _)| *seed).collect();
     let sources: Vec<String> = files.values().map(|(o, _)| o.to_string()).collect();
     let mut layers = Vec::new();
     let mut cumulative = Vec::new();
     if mode.is_cumulative() {
-        for (&(seed, _), &(origin, rf)) in files {
+        for (&(seed, _, _), &(origin, rf)) in files {
             let mut steps = rf.layers.clone();
             steps.sort_by(LayerRecord::canonical_cmp);
             cumulative.push(CumulativeCurve {
                 seed,
                 source: origin.to_string(),
                 baseline_top1: rf.baseline.top1,
+                baseline: Some(rf.baseline),
                 n_images: rf.n_images,
                 selection_images: rf.selection_images,
                 selection_baseline_top1: rf.selection_baseline.map(|m| m.top1),
@@ -644,7 +667,7 @@ fn summarise_mode(
         // Key: network order, then level (normalised: -0.0 becomes 0.0), then name.
         type Key = (usize, Option<u64>, String);
         let mut groups: BTreeMap<Key, Vec<SeedRecord>> = BTreeMap::new();
-        for (&(seed, _), &(origin, rf)) in files {
+        for (&(seed, _, _), &(origin, rf)) in files {
             for r in &rf.layers {
                 let key = (
                     r.index,

@@ -634,7 +634,7 @@ fn inconsistent_inputs_are_errors_naming_the_files() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("b.json") && err.contains("a.json") && err.contains("`seed`"),
+        err.contains("b.json") && err.contains("a.json") && err.contains("`weights`"),
         "{err}"
     );
 
@@ -673,10 +673,10 @@ fn inconsistent_inputs_are_errors_naming_the_files() {
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("c.json")
-            && err.contains("`train_seed`")
-            && err.contains("the seed label of a.json (1)")
-            && err.contains("same weights"),
+        err.contains("c.json: field `weights`")
+            && err.contains("other weights than a.json (seed 1)")
+            && err.contains("leave one out")
+            && err.contains("found the same weights (seed 2)"),
         "{err}"
     );
     // Rerandomize's label is its draw: the same weights under two draws are two files.
@@ -692,6 +692,14 @@ fn inconsistent_inputs_are_errors_naming_the_files() {
     .unwrap();
     let m = s.networks[0].mode(AblationMode::Rerandomize).unwrap();
     assert_eq!(m.seeds, [Some(0), Some(1)]);
+    // ... but one draw of one network twice is a duplicate.
+    let err = analyze(&input(vec![
+        source("d0.json", draws[0].clone()),
+        source("d2.json", draws[0].clone()),
+    ]))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("d2.json: field `seed`"), "{err}");
 
     let mut other_rule = r();
     other_rule.seed = Some(2);
@@ -1051,7 +1059,7 @@ fn a_held_out_cumulative_run_shows_what_chose_each_step_and_keeps_the_full_basel
         .find(|l| l.starts_with("resnet20,cumulative-zero-kernel,,5,layer1.2.conv1,"))
         .unwrap();
     assert!(
-        row.ends_with(",runs/resnet20/cumulative-held-out.json,0.935"),
+        row.ends_with(",runs/resnet20/cumulative-held-out.json,0.935,"),
         "{row}"
     );
     // ResNet-20's baseline is the zero-kernel file's, measured on every image.
@@ -1105,8 +1113,8 @@ fn a_held_out_cumulative_run_shows_what_chose_each_step_and_keeps_the_full_basel
         &[3, 5],
         &resnet20_flips(),
     );
+    // The same weights, chosen on all images: beside the held-out curve, not a duplicate.
     other_seed.seed = Some(1);
-    other_seed.weights.sha256 = "ab".repeat(32);
     study
         .results
         .push(source("runs/resnet20/cumulative.json", other_seed));
@@ -1276,6 +1284,18 @@ fn a_cumulative_step_that_changes_nothing_is_marked() {
         "{md}"
     );
     assert!(!md.contains("| 3 | `layer1.2.conv1` (no effect)"), "{md}");
+    assert!(md.contains("1 step(s) marked *no effect*"), "{md}");
+
+    // Step 1 is compared with the baseline: an ablation that changed nothing at all.
+    let flips = with_flips(&res, resnet20_flips(), &[("layer1.0.conv2", (0, 0))]);
+    let file = cumulative("resnet20", &res, &[2, 3], &flips);
+    let md = render_report(&input(vec![source("runs/cum.json", file)]))
+        .unwrap()
+        .markdown;
+    assert!(
+        md.contains("| 1 | `layer1.0.conv2` (no effect) | residual-branch | 90.00 | +0.00 |"),
+        "{md}"
+    );
     assert!(md.contains("1 step(s) marked *no effect*"), "{md}");
 }
 
