@@ -162,6 +162,10 @@ pub struct ClaimEvaluation {
     /// [`ClaimLayer::within_threshold`]. `None` in a `summary.json` written before this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_abs_delta_top1: Option<f64>,
+    /// The images the zero-kernel file evaluated (0 in a `summary.json` written before this
+    /// field).
+    #[serde(default)]
+    pub n_images: u64,
 }
 
 impl ClaimEvaluation {
@@ -279,6 +283,12 @@ pub fn evaluate_claims(networks: &[NetworkSummary]) -> Vec<Claim> {
                             ),
                         })
                         .collect();
+                    let n_images = mode
+                        .layers
+                        .iter()
+                        .flat_map(|l| &l.per_seed)
+                        .find(|s| s.source == *source)
+                        .map_or(0, |s| s.n_images);
                     let considered = layers.len();
                     let as_claimed = layers.iter().filter(|l| l.as_claimed).count();
                     let outcome = match (id, considered) {
@@ -297,6 +307,7 @@ pub fn evaluate_claims(networks: &[NetworkSummary]) -> Vec<Claim> {
                         as_claimed,
                         layers,
                         max_abs_delta_top1: Some(mode.verdict_thresholds.max_abs_delta_top1),
+                        n_images,
                     });
                 }
                 by_network.push(NetworkClaim {

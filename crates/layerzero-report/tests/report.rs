@@ -1188,6 +1188,18 @@ fn claim_one_says_how_many_trivial_layers_are_shown_to_change_less_than_the_thre
     old.claims[0].evaluations[0].max_abs_delta_top1 = None;
     let md = layerzero_report::render_markdown(&old);
     assert!(!md.contains("Of the 15 trivial"), "{md}");
+    // 1,000 images are enough for an interval within ±1 pp; 380 are not, 381 are.
+    assert_eq!(rendered.summary.claims[0].evaluations[0].n_images, 1000);
+    assert!(!rendered.markdown.contains("none could be"));
+    for (n, said) in [(380, true), (381, false)] {
+        let mut few = rendered.summary.clone();
+        few.claims[0].evaluations[0].n_images = n;
+        let md = layerzero_report::render_markdown(&few);
+        let sentence = format!(
+            "On {n} images none could be: a 95 % interval within ±1.00 pp needs at least 381"
+        );
+        assert_eq!(md.contains(&sentence), said, "{n}: {md}");
+    }
 }
 
 #[test]
