@@ -1,7 +1,7 @@
 //! `layerzero models`, `train`, `eval` and `inspect`: thin wrappers over the model and training
 //! crates.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
@@ -9,8 +9,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use layerzero_data::{CifarSet, Dataset, Split};
 use layerzero_models::{
-    create_model, list_models, load_safetensors, read_safetensors, LoadOptions, ModelConfig,
-    Network, WeightsMetadata,
+    create_model, list_models, load_safetensors, load_safetensors_bytes, read_safetensors,
+    read_safetensors_bytes, LoadOptions, ModelConfig, Network, WeightsMetadata,
 };
 use layerzero_train::{
     evaluate, train_observed, EpochMetrics, Profile, ProgressiveResize, RunOptions, TrainConfig,
@@ -102,6 +102,20 @@ pub fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Most classes `layerzero models` builds its networks with: every network is built to count
+/// its parameters, and a classifier of millions of outputs would exhaust memory (ImageNet-21k
+/// has 21,841 classes).
+const MAX_CLASSES: usize = 100_000;
+
+fn class_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_CLASSES).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a whole number from 1 to {MAX_CLASSES}, found {s:?}"
+        )),
+    }
+}
+
 fn parse_profile(s: &str) -> Result<Profile, String> {
     s.parse::<Profile>().map_err(|e| e.to_string())
 }
@@ -126,8 +140,8 @@ pub struct CommonArgs {
 /// `layerzero models`.
 #[derive(Args, Debug)]
 pub struct ModelsArgs {
-    /// Classes of the classifier (10 for CIFAR-10, 100 for CIFAR-100).
-    #[arg(long, default_value_t = 10, value_parser = at_least_one)]
+    /// Classes of the classifier (10 for CIFAR-10, 100 for CIFAR-100; at most 100,000).
+    #[arg(long, default_value_t = 10, value_parser = class_count)]
     pub num_classes: usize,
     /// Print JSON.
     #[arg(long)]
@@ -579,23 +593,24 @@ pub struct InspectArgs {
 
 pub fn inspect(args: InspectArgs) -> Result<()> {
     let path = layerzero_models::hub::resolve_weights(&args.weights)?;
-    let content = read_safetensors(&path)?;
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let origin = path.display().to_string();
+    let content = read_safetensors_bytes(&bytes, &origin)?;
     let meta = &content.metadata;
-    let sha = sha256_file(&path)?;
+    let sha = {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(&bytes))
+    };
     // The layer table needs the architecture built; one of the user's own (registered in
-    // their program, not in this binary) has none, and the file's tensors are still worth
-    // showing.
+    // their program, not in this binary) has none, and a file whose tensors are not the
+    // network its header names gets none either. The file's tensors are still worth showing.
     let inventory = match &meta.arch {
-        Some(arch) => match create_model(arch, &ModelConfig::new(meta.num_classes.unwrap_or(10))) {
+        Some(arch) => match layer_table_network(arch, meta.num_classes, &bytes, &origin) {
             Ok(net) => Some(net),
-            Err(layerzero_models::ModelError::UnknownArchitecture { .. }) => {
-                eprintln!(
-                    "note: architecture `{arch}` is not built into this binary: no layer table, \
-                     only the file's tensors"
-                );
+            Err(why) => {
+                eprintln!("note: {why}: no layer table, only the file's tensors");
                 None
             }
-            Err(e) => return Err(e.into()),
         },
         None => None,
     };
@@ -666,10 +681,35 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
     Ok(())
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(hex::encode(Sha256::digest(bytes)))
+/// The network whose layer table `inspect` prints, checked against the file it describes:
+/// the header's class count must fit in the file (a header may claim any number, and the
+/// classifier is built from it before anything is read), and the file's tensors must load
+/// into the network (names, shapes, dtypes), so that the table describes the tensors in the
+/// file rather than what the header claims. `Err` says why there is no table.
+fn layer_table_network(
+    arch: &str,
+    num_classes: Option<usize>,
+    bytes: &[u8],
+    origin: &str,
+) -> std::result::Result<Box<dyn Network>, String> {
+    let classes = num_classes.unwrap_or(10);
+    if classes.saturating_mul(4) > bytes.len() {
+        return Err(format!(
+            "`layerzero.num_classes` = {classes} cannot be right: the file has {} bytes, too \
+             few for a classifier with that many outputs",
+            bytes.len()
+        ));
+    }
+    let config = ModelConfig::new(classes).with_init(layerzero_models::Init::Zeros);
+    let net = create_model(arch, &config).map_err(|e| match e {
+        layerzero_models::ModelError::UnknownArchitecture { .. } => {
+            format!("architecture `{arch}` is not built into this binary")
+        }
+        e => format!("cannot build `{arch}` with {classes} classes: {e}"),
+    })?;
+    load_safetensors_bytes(net.as_ref(), bytes, origin, &LoadOptions::default())
+        .map_err(|e| format!("the file's tensors are not the `{arch}` its header names: {e}"))?;
+    Ok(net)
 }
 
 #[cfg(test)]

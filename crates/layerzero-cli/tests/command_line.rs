@@ -114,7 +114,12 @@ fn usage_mistakes_exit_2_and_say_what_was_expected() {
             vec!["ablate", "--weights", w, "--min-p", "1.5"],
             "min_mcnemar_p",
         ),
-        (vec!["models", "--num-classes", "0"], "≥ 1"),
+        (vec!["models", "--num-classes", "0"], "from 1 to 100000"),
+        // Every network is built: 20,000,000 classes aborted on an allocation.
+        (
+            vec!["models", "--num-classes", "20000000"],
+            "from 1 to 100000",
+        ),
         (vec!["eval", "--weights", w, "--device", "gpu"], "gpu"),
         (vec!["eval", "--weights", w, "--batch-size", "0"], "≥ 1"),
         (vec!["eval", "--weights", w, "--threads", "0"], "≥ 1"),
@@ -367,6 +372,60 @@ fn reinit_from_the_evaluated_weights_is_a_usage_mistake() {
         "{}",
         stderr(&o)
     );
+}
+
+/// `inspect` builds its layer table from the header's architecture and class count, which a
+/// file may claim freely: a class count the file cannot hold is not built (it aborted on an
+/// allocation of 100,000,000,000 outputs), and a table whose network is not the file's tensors
+/// is not shown (a ResNet-8's tensors labelled `wrn28-10` printed WRN-28-10's table).
+#[test]
+fn inspect_checks_the_header_against_the_tensors_before_showing_a_layer_table() {
+    let dir = tmp("inspect-claims");
+    let net = create_model("resnet8", &ModelConfig::new(10)).unwrap();
+    for (name, arch, classes, said) in [
+        (
+            "huge.safetensors",
+            "resnet8",
+            100_000_000_000usize,
+            "`layerzero.num_classes` = 100000000000 cannot be right",
+        ),
+        (
+            "relabelled.safetensors",
+            "wrn28-10",
+            10,
+            "the file's tensors are not the `wrn28-10` its header names",
+        ),
+    ] {
+        let w = dir.join(name);
+        let meta = WeightsMetadata {
+            arch: Some(arch.into()),
+            num_classes: Some(classes),
+            ..WeightsMetadata::for_network(net.as_ref())
+        };
+        save_safetensors(net.as_ref(), &w, &meta).unwrap();
+        let o = layerzero().arg("inspect").arg(&w).output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        assert!(stderr(&o).contains(said), "{name}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("no layer table"),
+            "{name}: {}",
+            stderr(&o)
+        );
+        assert!(
+            out.contains("layer1.0.conv1.weight") && !out.contains("channel-changing"),
+            "{name}: {out}"
+        );
+    }
+    // The file's own header: the table, checked.
+    let w = random_resnet8(&dir, 3);
+    let o = layerzero().arg("inspect").arg(&w).output().unwrap();
+    assert!(
+        o.status.success() && stderr(&o).is_empty(),
+        "{}",
+        stderr(&o)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("channel-changing"));
 }
 
 /// A file of an architecture the binary does not have (a user's own, registered in their

@@ -488,3 +488,37 @@ fn a_forged_class_count_is_refused_before_building_the_network() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_long_mismatch_list_shows_its_first_twenty_and_counts_the_rest() {
+    // ResNet-56's state dict offered to a ResNet-20: dozens of problems.
+    let big = net("resnet56", 1);
+    let state: Vec<(String, Tensor)> = big.params().state_dict().unwrap();
+    let err =
+        load_state_dict(net("resnet20", 1).as_ref(), &state, &LoadOptions::default()).unwrap_err();
+    let message = err.to_string();
+    let all = problems(err);
+    assert!(all.len() > 50, "{}", all.len());
+    let listed = message.lines().filter(|l| l.starts_with("  - ")).count();
+    assert_eq!(listed, 20, "{message}");
+    let last = message.lines().last().unwrap();
+    assert!(
+        last.starts_with(&format!("  … and {} more (", all.len() - 20)),
+        "{last}"
+    );
+    assert!(last.contains("unexpected"), "{last}");
+    // A short list stays whole: ResNet-20's own tensors but the first 22 (some optional).
+    let small = net("resnet20", 1);
+    let own = small.params().state_dict().unwrap();
+    let kept: Vec<(String, Tensor)> = own[22..].to_vec();
+    let err = load_state_dict(small.as_ref(), &kept, &LoadOptions::default()).unwrap_err();
+    let message = err.to_string();
+    let all = problems(err);
+    assert!((10..=24).contains(&all.len()), "{message}");
+    assert_eq!(
+        message.lines().filter(|l| l.starts_with("  - ")).count(),
+        all.len(),
+        "{message}"
+    );
+    assert!(!message.contains("more ("), "{message}");
+}
