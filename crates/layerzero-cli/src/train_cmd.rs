@@ -197,20 +197,23 @@ pub struct TrainArgs {
     /// Seed of initialisation, data order and augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Override the profile's number of epochs (a one-cycle or cosine schedule is stretched to fit).
+    /// Override the profile's number of epochs. The learning-rate schedule is stretched to
+    /// fit: a one-cycle or cosine schedule spans the new run, a multi-step schedule's
+    /// milestones (paper: at 50 % and 75 % of the steps) move in proportion.
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Override the profile's images per optimiser step (the schedule is stretched to fit).
+    /// Override the profile's images per optimiser step (the schedule is stretched to fit the
+    /// new number of steps, as for --epochs).
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Override the profile's peak learning rate (one-cycle `max_lr`, cosine or multi-step base).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Override the profile's label smoothing ε, in [0, 1).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub label_smoothing: Option<f64>,
     /// Override the profile's SGD momentum μ, in [0, 1) (0.9 in every profile).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f64>,
     /// Use Nesterov momentum (PyTorch's `nesterov=True`); the quick profile already does.
     #[arg(long, conflicts_with = "no_nesterov")]
@@ -219,7 +222,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub no_nesterov: bool,
     /// Override the profile's weight decay λ, ≥ 0 (smoke and quick 5e-4; paper 1e-4, He et al.'s).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub weight_decay: Option<f64>,
     /// Apply no weight decay to batch-norm parameters and biases; the quick profile already
     /// does.
@@ -342,6 +345,7 @@ fn load_split(common: &CommonArgs, split: Split) -> Result<CifarSet> {
 /// The profile's configuration with the command line's overrides, validated.
 fn configure(args: &TrainArgs) -> Result<TrainConfig> {
     let mut config = TrainConfig::from_profile(args.profile, &args.arch, args.seed);
+    let profile_steps = total_steps(&config);
     if let Some(e) = args.epochs {
         config.epochs = e;
     }
@@ -379,11 +383,56 @@ fn configure(args: &TrainArgs) -> Result<TrainConfig> {
         config.ghost_batches = n;
     }
     // Validated before the schedule is stretched (which divides by the batch size).
-    config.validate()?;
+    if let Err(e) = config.validate() {
+        return Err(config_mistake(args, e));
+    }
     if args.epochs.is_some() || args.batch_size.is_some() {
-        rescale_schedule(&mut config);
+        rescale_schedule(&mut config, profile_steps);
     }
     Ok(config)
+}
+
+/// A configuration `TrainConfig::validate` refuses, as a usage mistake (exit 2) that names the
+/// flag: the value the user gave, or the profile's own default that no longer fits what the
+/// user changed (then with the flag that overrides it).
+fn config_mistake(args: &TrainArgs, e: TrainError) -> anyhow::Error {
+    let TrainError::InvalidConfig {
+        what,
+        expected,
+        found,
+    } = &e
+    else {
+        return e.into();
+    };
+    let (flag, given) = match *what {
+        "epochs" => ("--epochs", args.epochs.is_some()),
+        "batch size" => ("--batch-size", args.batch_size.is_some()),
+        "ghost batches" => ("--ghost-batches", args.ghost_batches.is_some()),
+        "label smoothing" => ("--label-smoothing", args.label_smoothing.is_some()),
+        "learning rate" => ("--lr", args.lr.is_some()),
+        "momentum" | "Nesterov momentum" => ("--momentum", args.momentum.is_some()),
+        "weight decay" => ("--weight-decay", args.weight_decay.is_some()),
+        w if w.starts_with("progressive resize") => {
+            ("--progressive-resize", args.progressive_resize.is_some())
+        }
+        _ => return e.into(),
+    };
+    if given {
+        crate::usage(format!(
+            "{flag} ({what}): expected {expected}, found {found}"
+        ))
+    } else {
+        let hint = match flag {
+            "--progressive-resize" => " (--progressive-resize off trains at full size throughout)",
+            "--ghost-batches" => " (--ghost-batches 1 turns them off)",
+            _ => "",
+        };
+        crate::usage(format!(
+            "the {} profile's {what} no longer fits: expected {expected}, found {found}; set \
+             {flag} to override it{hint}",
+            args.profile
+        ))
+    }
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
@@ -455,16 +504,32 @@ pub fn train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// Keeps a schedule with a fixed length in step with an `--epochs` override.
-fn rescale_schedule(config: &mut TrainConfig) {
-    use layerzero_train::LrSchedule;
+/// Optimiser steps of a whole run of `config` (the schedule's length).
+fn total_steps(config: &TrainConfig) -> usize {
     let images = config.train_limit.unwrap_or(50_000);
-    let steps = config.epochs * (images / config.batch_size).max(1);
+    config.epochs * (images / config.batch_size).max(1)
+}
+
+/// Keeps a schedule in step with an `--epochs` or `--batch-size` override: a one-cycle or
+/// cosine schedule gets the run's new length, a multi-step schedule's milestones move in
+/// proportion (the paper profile's 32k and 48k of 64k steps stay at half and three quarters
+/// of the run; left alone, 10 epochs would never reach the first and the rate would never
+/// fall). `profile_steps` is the profile's own run length, before the overrides.
+fn rescale_schedule(config: &mut TrainConfig, profile_steps: usize) {
+    use layerzero_train::LrSchedule;
+    let steps = total_steps(config);
     match &mut config.schedule {
         LrSchedule::OneCycle { total_steps, .. } | LrSchedule::Cosine { total_steps, .. } => {
             *total_steps = steps
         }
-        LrSchedule::MultiStep { .. } => {}
+        LrSchedule::MultiStep { milestones, .. } => {
+            for m in milestones.iter_mut() {
+                // Exact in u128 for any realistic run; rounds to the nearest step.
+                let scaled = (*m as u128 * steps as u128 + profile_steps as u128 / 2)
+                    / profile_steps as u128;
+                *m = usize::try_from(scaled).unwrap_or(usize::MAX);
+            }
+        }
     }
 }
 
@@ -730,6 +795,44 @@ mod tests {
                 .chain(args),
         )
         .map(|t| t.args)
+    }
+
+    #[test]
+    fn a_multi_step_schedule_keeps_its_milestones_in_proportion() {
+        use layerzero_train::LrSchedule;
+        let milestones = |args: &[&str]| {
+            let c = configure(&train_args(args).unwrap()).unwrap();
+            let steps = total_steps(&c);
+            match c.schedule {
+                LrSchedule::MultiStep { milestones, .. } => (steps, milestones),
+                other => panic!("{other:?}"),
+            }
+        };
+        // He et al.'s 32k and 48k of the paper profile's 64k steps.
+        let (steps, m) = milestones(&["--profile", "paper"]);
+        assert_eq!(m, [32_000, 48_000]);
+        // 10 epochs of 390 steps: still at half and three quarters, so the rate falls.
+        let (steps10, m10) = milestones(&["--profile", "paper", "--epochs", "10"]);
+        assert_eq!(steps10, 3_900);
+        assert_eq!(
+            m10,
+            [
+                (32_000 * steps10 + steps / 2) / steps,
+                (48_000 * steps10 + steps / 2) / steps
+            ]
+        );
+        assert!(m10[0] < steps10 / 2 + 10 && m10[1] < steps10, "{m10:?}");
+        // Half the batch: twice the steps, twice the milestones.
+        let (steps64, m64) = milestones(&["--profile", "paper", "--batch-size", "64"]);
+        assert_eq!(steps64 * 390, steps * 781);
+        assert_eq!(
+            m64,
+            [
+                (32_000 * steps64 + steps / 2) / steps,
+                (48_000 * steps64 + steps / 2) / steps
+            ]
+        );
+        assert!(m64[0] > 63_000 && m64[0] < 64_500, "{m64:?} of {steps64}");
     }
 
     #[test]

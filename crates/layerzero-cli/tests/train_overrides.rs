@@ -28,6 +28,8 @@ fn bad_overrides_are_refused_naming_the_option() {
         ("--batch-size", "0", "batch size"),
         ("--lr", "-0.1", "learning rate"),
         ("--lr", "NaN", "learning rate"),
+        ("--lr", "inf", "learning rate"),
+        ("--epochs", "0", "epochs"),
         ("--label-smoothing", "1.5", "label smoothing"),
         ("--momentum", "1.2", "momentum"),
         ("--weight-decay", "-0.0001", "weight decay"),
@@ -53,12 +55,47 @@ fn bad_overrides_are_refused_naming_the_option() {
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{flag} {value} was accepted");
+        // A mistake in the command line: exit 2, naming the flag (README).
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {err}");
         assert!(
-            err.contains(named) && err.to_lowercase().contains(&value.to_lowercase()),
-            "{flag} {value}: the error should name {named:?} and the value: {err}"
+            err.contains(named)
+                && err.contains(flag)
+                && err.to_lowercase().contains(&value.to_lowercase()),
+            "{flag} {value}: the error should name {flag}, {named:?} and the value: {err}"
         );
         assert!(!out.exists(), "{flag} {value} left a run directory");
+    }
+}
+
+/// A profile default that an override made invalid is named as the profile's, with the flag
+/// that overrides it: the user never typed `16:8` or `2`.
+#[test]
+fn a_profile_default_that_no_longer_fits_names_its_flag() {
+    let out = tmp("overrides-profile-default");
+    for (args, said) in [
+        (
+            vec!["--epochs", "3"],
+            "the quick profile's progressive resize's epochs no longer fits",
+        ),
+        (vec!["--epochs", "3"], "--progressive-resize off"),
+        (
+            vec!["--batch-size", "3"],
+            "the quick profile's ghost batches no longer fits",
+        ),
+        (vec!["--batch-size", "3"], "--ghost-batches 1"),
+    ] {
+        let o = layerzero()
+            .args(["train", "--profile", "quick", "--device", "cpu"])
+            .args(&args)
+            .args(["--data-dir", "/nonexistent"])
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(said), "{args:?}: {err}");
+        assert!(!out.exists());
     }
 }
 
