@@ -3,14 +3,17 @@
 
 use std::path::PathBuf;
 
+use crate::cifar::Dataset;
+
 /// Errors from reading, fetching and batching CIFAR data.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DataError {
     /// A file of the data set is not there.
     #[error(
-        "{path}: file not found; fetch the data set with `layerzero data fetch --dataset {dataset}` \
-         (or `cargo xtask fetch`), or point --data-dir at the folder that holds it"
+        "{path}: file not found; fetch the data set with {}, or point --data-dir at the folder \
+         that holds it",
+        fetch_commands(.dataset)
     )]
     MissingFile {
         /// The file that was looked for.
@@ -153,6 +156,17 @@ pub enum DataError {
     /// Building a tensor failed.
     #[error("building a tensor: {0}")]
     Tensor(#[from] candle_core::Error),
+}
+
+/// The commands that fetch the data set named `dataset` (its command-line name): `cargo xtask
+/// fetch` only fetches CIFAR-10.
+fn fetch_commands(dataset: &str) -> String {
+    let cli = format!("`layerzero data fetch --dataset {dataset}`");
+    if dataset == Dataset::Cifar10.cli_name() {
+        format!("{cli} (or `cargo xtask fetch`)")
+    } else {
+        cli
+    }
 }
 
 impl DataError {

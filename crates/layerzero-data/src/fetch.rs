@@ -7,8 +7,11 @@
 //!    and checksum are right;
 //! 2. extract into a temporary folder beside the destination (refusing entries that would land
 //!    outside it), check the expected files are there and that both splits load;
-//! 3. rename the extracted folder into place.
+//! 3. rename the extracted folder into place, or, when the destination given is the data set's
+//!    folder itself, remove its earlier (invalid) batch files and rename each extracted file
+//!    into it.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -16,7 +19,7 @@ use std::path::{Component, Path, PathBuf};
 use md5::Md5;
 use sha2::{Digest, Sha256};
 
-use crate::cifar::{CifarSet, Dataset, Split};
+use crate::cifar::{resolve_dir, CifarSet, Dataset, Split};
 use crate::error::{DataError, Result};
 
 /// Environment variable naming a local CIFAR-10 `.tar.gz` to use instead of downloading.
@@ -189,14 +192,16 @@ pub fn validate(dir: &Path, dataset: Dataset) -> Result<()> {
     Ok(())
 }
 
-/// Fetches `source` into `dest` (the data root, e.g. `data/`), leaving the batch files in
-/// `dest/cifar-10-batches-bin/` (or `cifar-100-binary/`).
+/// Fetches `source` into `dest`, leaving the batch files in `dest/cifar-10-batches-bin/` (or
+/// `cifar-100-binary/`) when `dest` is the data root (e.g. `data/`), or in `dest` itself when
+/// `dest` is the data set's folder (an existing data set there, or a folder of that name), as the
+/// loaders ([`resolve_dir`]) accept either.
 ///
 /// Idempotent: if that folder already holds a valid data set, returns at once without network
 /// access. On any error, nothing new is left at `dest`.
 pub fn fetch(dest: &Path, source: &Source) -> Result<FetchOutcome> {
     let dataset = source.dataset;
-    let final_dir = dest.join(dataset.folder_name());
+    let final_dir = install_dir(dest, dataset);
     if final_dir.is_dir() && validate(&final_dir, dataset).is_ok() {
         return Ok(FetchOutcome::AlreadyPresent(final_dir));
     }
@@ -208,6 +213,19 @@ pub fn fetch(dest: &Path, source: &Source) -> Result<FetchOutcome> {
         let _ = fs::remove_dir(dest);
     }
     result.map(|()| FetchOutcome::Fetched(final_dir))
+}
+
+/// The folder [`fetch`] checks and installs the batch files of `dataset` into, given `dest`:
+/// the folder the loaders read ([`resolve_dir`]: `dest/cifar-10-batches-bin/` when that exists,
+/// else `dest` itself when it holds the test batch), so that what is fetched is what they load.
+/// When neither is there, `dest` itself if it is named like the data set's folder (an empty or
+/// partial `cifar-10-batches-bin/`), else the nested folder.
+fn install_dir(dest: &Path, dataset: Dataset) -> PathBuf {
+    let resolved = resolve_dir(dest, dataset);
+    if !resolved.is_dir() && dest.file_name() == Some(OsStr::new(dataset.folder_name())) {
+        return dest.to_path_buf();
+    }
+    resolved
 }
 
 fn fetch_into(dest: &Path, source: &Source, final_dir: &Path) -> Result<()> {
@@ -448,6 +466,9 @@ fn extract_and_install(
             });
         }
         validate(&extracted, dataset)?;
+        if final_dir == dest {
+            return install_in_place(&extracted, final_dir, dataset);
+        }
         if final_dir.exists() {
             // Another process (a parallel test, a second shell) may have installed a valid copy
             // while we extracted: keep theirs. Otherwise it is an earlier, invalid copy.
@@ -464,6 +485,33 @@ fn extract_and_install(
     })();
     drop(guard);
     result
+}
+
+/// Moves the extracted files one by one into `final_dir`, which is `dest` itself (the data set's
+/// folder, given as the destination): it holds the temporary extraction folder, and maybe the
+/// archive or files of the user's, so it is not replaced as a whole. The earlier (invalid) batch
+/// files are removed first, so that a run interrupted half-way leaves a set that does not load
+/// rather than a mix of old and new files.
+fn install_in_place(extracted: &Path, final_dir: &Path, dataset: Dataset) -> Result<()> {
+    if validate(final_dir, dataset).is_ok() {
+        // Installed by another process while we extracted: keep theirs.
+        return Ok(());
+    }
+    for file in dataset.required_files() {
+        let old = final_dir.join(file);
+        match fs::remove_file(&old) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(DataError::io(&old, e)),
+        }
+    }
+    let entries = fs::read_dir(extracted).map_err(|e| DataError::io(extracted, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| DataError::io(extracted, e))?;
+        let to = final_dir.join(entry.file_name());
+        fs::rename(entry.path(), &to).map_err(|e| DataError::io(&to, e))?;
+    }
+    Ok(())
 }
 
 /// The most bytes [`extract_archive`] writes: CIFAR-10 and CIFAR-100 unpack to about 180 MB.

@@ -179,3 +179,140 @@ fn bad_sha256_option_is_refused() {
     let err = Checksum::sha256("abc").unwrap_err();
     assert!(err.to_string().contains("64 hexadecimal digits"), "{err}");
 }
+
+/// `--dir data/cifar-10-batches-bin` names the data set's folder itself, which the loaders accept:
+/// a valid set there is found without touching the network or the archive, whatever the folder
+/// is called, and nothing is nested inside it.
+#[test]
+fn a_valid_set_in_the_folder_given_is_reused_without_network_or_archive() {
+    let root = tempfile::tempdir().unwrap();
+    for name in ["cifar-10-batches-bin", "my-cifar"] {
+        let folder = root.path().join("d1").join(name);
+        support::write_cifar10_dir(&folder);
+        let before = listing(&folder);
+        // A server that would serve a good archive: any request it gets is a failure.
+        let server = TestServer::start(Reply::Body(archive()), 1);
+        let sha = hex::encode(Sha256::digest(archive().as_slice()));
+        let by_url = source(&server.url, Some(Checksum::sha256(&sha).unwrap()));
+        assert_eq!(
+            fetch(&folder, &by_url).unwrap(),
+            FetchOutcome::AlreadyPresent(folder.clone()),
+            "{name}"
+        );
+        assert_eq!(server.requests(), 0, "{name}");
+        // An archive that is not there is not even looked at.
+        let by_archive = source("unused", None)
+            .with_location(Location::Archive(root.path().join("nowhere.tar.gz")));
+        assert_eq!(
+            fetch(&folder, &by_archive).unwrap(),
+            FetchOutcome::AlreadyPresent(folder.clone()),
+            "{name}"
+        );
+        assert_eq!(listing(&folder), before, "{name}: the folder changed");
+    }
+}
+
+/// The batch files in `dir` itself (not nested), and nothing temporary.
+fn assert_installed_in_place(dir: &std::path::Path) {
+    assert!(
+        !dir.join("cifar-10-batches-bin").exists(),
+        "nested: {:?}",
+        listing(dir)
+    );
+    let files = listing(dir);
+    assert!(
+        files
+            .iter()
+            .all(|f| !f.contains(".part") && !f.contains(".extract")),
+        "{files:?}"
+    );
+    for split in [layerzero_data::Split::Train, layerzero_data::Split::Test] {
+        let set = layerzero_data::CifarSet::load(dir, Dataset::Cifar10, split).unwrap();
+        assert_eq!(set.dir(), dir);
+    }
+}
+
+/// An empty, a missing or a partial folder named like the data set's folder gets the data set
+/// extracted into it, not into a second `cifar-10-batches-bin/` inside it; files of the user's
+/// there stay, earlier broken batch files are replaced.
+#[test]
+fn a_folder_named_like_the_data_set_is_filled_in_place() {
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("cifar-10-binary.tar.gz");
+    std::fs::write(&path, archive().as_slice()).unwrap();
+    let by_archive = source("unused", None).with_location(Location::Archive(path));
+
+    for case in ["empty", "missing", "partial"] {
+        let folder = root.path().join(case).join("cifar-10-batches-bin");
+        match case {
+            "empty" => std::fs::create_dir_all(&folder).unwrap(),
+            "missing" => {}
+            _ => {
+                support::write_cifar10_dir(&folder);
+                std::fs::remove_file(folder.join("data_batch_3.bin")).unwrap();
+                std::fs::write(folder.join("test_batch.bin"), b"cut short").unwrap();
+                std::fs::write(folder.join("notes.txt"), b"mine").unwrap();
+            }
+        }
+        assert_eq!(
+            fetch(&folder, &by_archive).unwrap(),
+            FetchOutcome::Fetched(folder.clone()),
+            "{case}"
+        );
+        assert_installed_in_place(&folder);
+        if case == "partial" {
+            assert_eq!(std::fs::read(folder.join("notes.txt")).unwrap(), b"mine");
+        }
+        // And it is found there next time.
+        assert_eq!(
+            fetch(&folder, &by_archive).unwrap(),
+            FetchOutcome::AlreadyPresent(folder.clone()),
+            "{case}"
+        );
+    }
+}
+
+/// The same with a download: the archive is kept in the folder given, and reused.
+#[test]
+fn a_download_into_a_folder_named_like_the_data_set_is_extracted_in_place() {
+    let body = archive();
+    let sha = hex::encode(Sha256::digest(body.as_slice()));
+    let server = TestServer::start(Reply::Body(body), 2);
+    let root = tempfile::tempdir().unwrap();
+    let folder = root.path().join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&folder).unwrap();
+    let src = source(&server.url, Some(Checksum::sha256(&sha).unwrap()));
+    assert_eq!(
+        fetch(&folder, &src).unwrap(),
+        FetchOutcome::Fetched(folder.clone())
+    );
+    assert_installed_in_place(&folder);
+    assert!(folder.join("cifar-10-binary.tar.gz").is_file());
+    assert_eq!(
+        fetch(&folder, &src).unwrap(),
+        FetchOutcome::AlreadyPresent(folder.clone())
+    );
+    assert_eq!(server.requests(), 1);
+}
+
+/// A data root (any other name, empty or holding other things) still gets the nested folder.
+#[test]
+fn a_data_root_still_gets_the_nested_folder() {
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("cifar-10-binary.tar.gz");
+    std::fs::write(&path, archive().as_slice()).unwrap();
+    let by_archive = source("unused", None).with_location(Location::Archive(path));
+    let data = root.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("readme.txt"), b"mine").unwrap();
+    let nested = data.join("cifar-10-batches-bin");
+    assert_eq!(
+        fetch(&data, &by_archive).unwrap(),
+        FetchOutcome::Fetched(nested.clone())
+    );
+    assert!(!data.join("test_batch.bin").exists());
+    assert_eq!(
+        fetch(&data, &by_archive).unwrap(),
+        FetchOutcome::AlreadyPresent(nested)
+    );
+}

@@ -112,3 +112,28 @@ fn valid_synthetic_set_loads_from_root_or_folder() {
         assert_eq!(set.class_names()[9], "truck");
     }
 }
+
+/// The hint names a command that fetches that data set: `cargo xtask fetch` only fetches
+/// CIFAR-10, so it is not offered for CIFAR-100.
+#[test]
+fn missing_file_hint_names_a_command_for_that_data_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let msg = |dataset| {
+        CifarSet::load(dir.path(), dataset, Split::Test)
+            .unwrap_err()
+            .to_string()
+    };
+    let cifar10 = msg(Dataset::Cifar10);
+    assert!(
+        cifar10.contains("`layerzero data fetch --dataset cifar10`")
+            && cifar10.contains("`cargo xtask fetch`"),
+        "{cifar10}"
+    );
+    let cifar100 = msg(Dataset::Cifar100);
+    assert!(
+        cifar100.contains("fine_label_names.txt")
+            && cifar100.contains("`layerzero data fetch --dataset cifar100`"),
+        "{cifar100}"
+    );
+    assert!(!cifar100.contains("xtask"), "{cifar100}");
+}
