@@ -244,7 +244,9 @@ fn data_fetch(args: FetchArgs) -> Result<()> {
         source = source.with_location(Location::Archive(path));
     }
     if let Some(hex) = args.sha256 {
-        source = source.with_checksum(Some(Checksum::sha256(&hex)?));
+        // A malformed digest is a mistake in the command line (exit 2).
+        let checksum = Checksum::sha256(&hex).map_err(|e| usage(format!("--sha256: {e}")))?;
+        source = source.with_checksum(Some(checksum));
     }
     let from = match &source.location {
         Location::Official => args.target.dataset.official_archive().url.to_string(),

@@ -280,10 +280,21 @@ pub enum FlipArg {
 /// Progress bar on a terminal, one log line per epoch otherwise.
 struct Progress {
     bar: Option<ProgressBar>,
+    /// The run directory, to say where a resume continues from.
+    run: PathBuf,
 }
 
 impl TrainObserver for Progress {
     fn start(&self, epoch: usize, epochs: usize, steps_per_epoch: usize) {
+        if epoch > 0 {
+            // Said on a terminal too: the bar's position alone does not say it is a resume.
+            eprintln!(
+                "resuming at epoch {epoch} of {epochs} from {}",
+                layerzero_train::RunDir::new(&self.run)
+                    .checkpoint(epoch)
+                    .display()
+            );
+        }
         if let Some(bar) = &self.bar {
             bar.set_length((epochs * steps_per_epoch) as u64);
             bar.set_position((epoch * steps_per_epoch) as u64);
@@ -392,6 +403,17 @@ fn configure(args: &TrainArgs) -> Result<TrainConfig> {
     Ok(config)
 }
 
+/// An `--arch` this binary does not know is a mistake in the command line (exit 2), not a
+/// failure of the run.
+fn unknown_arch_is_usage(e: layerzero_models::ModelError) -> anyhow::Error {
+    match e {
+        layerzero_models::ModelError::UnknownArchitecture { .. } => {
+            crate::usage(format!("--arch: {e}"))
+        }
+        e => e.into(),
+    }
+}
+
 /// A configuration `TrainConfig::validate` refuses, as a usage mistake (exit 2) that names the
 /// flag: the value the user gave, or the profile's own default that no longer fits what the
 /// user changed (then with the flag that overrides it).
@@ -444,7 +466,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
         &ModelConfig::new(args.common.dataset.num_classes())
             .with_seed(args.seed)
             .with_device(device),
-    )?;
+    )
+    .map_err(unknown_arch_is_usage)?;
     let train_set = load_split(&args.common, Split::Train)?;
     let test_set = load_split(&args.common, Split::Test)?;
     if args.resume && !layerzero_train::RunDir::new(&args.out).config().exists() {
@@ -462,6 +485,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     };
     let progress = Progress {
         bar: progress_bar(),
+        run: args.out.clone(),
     };
     let outcome = train_observed(
         net.as_ref(),
@@ -573,36 +597,49 @@ pub fn load_network(
     device: &Device,
 ) -> Result<Box<dyn Network>> {
     let path = layerzero_models::hub::resolve_weights(weights)?;
+    let content = read_safetensors(&path)?;
+    // A training checkpoint (`checkpoints/epoch-NNN.safetensors`) holds the model's state
+    // beside the optimiser's, and its architecture in its own header: a run stopped with
+    // --max-epochs has nothing else to evaluate.
+    if content.tensors.keys().any(|n| n.starts_with("optimizer.")) {
+        let ck = layerzero_train::Checkpoint::load(&path, device)?;
+        if let Some(a) = arch.filter(|a| *a != ck.meta.arch) {
+            bail!(
+                "{} is a training checkpoint of `{}`, not `{a}` (--arch)",
+                path.display(),
+                ck.meta.arch
+            );
+        }
+        eprintln!(
+            "note: {} is the training checkpoint after epoch {} of a `{}` run",
+            path.display(),
+            ck.meta.epoch,
+            ck.meta.arch
+        );
+        let net = create_model(
+            &ck.meta.arch,
+            &ModelConfig::new(dataset.num_classes()).with_device(device.clone()),
+        )
+        .map_err(unknown_arch_is_usage)?;
+        let tensors: Vec<(String, candle_core::Tensor)> = ck.model.into_iter().collect();
+        layerzero_models::load_state_dict(net.as_ref(), &tensors, &LoadOptions::default())
+            .with_context(|| format!("loading {} into {}", path.display(), ck.meta.arch))?;
+        return Ok(net);
+    }
     let arch = match arch {
         Some(a) => a.to_string(),
-        None => {
-            let content = read_safetensors(&path)?;
-            // A training checkpoint holds the weights and the optimiser's state but no
-            // architecture: point at the run's weights file rather than at --arch alone.
-            let in_checkpoints = path
-                .parent()
-                .and_then(|d| d.file_name())
-                .is_some_and(|d| d == "checkpoints");
-            let checkpoint =
-                in_checkpoints || content.tensors.keys().any(|n| n.starts_with("optimizer."));
-            content.metadata.arch.with_context(|| {
-                let hint = if checkpoint {
-                    "; it looks like a training checkpoint: use the run's weights.safetensors \
-                     (written when training ends)"
-                } else {
-                    ""
-                };
-                format!(
-                    "{} does not record its architecture (layerzero.arch); pass --arch{hint}",
-                    path.display()
-                )
-            })?
-        }
+        None => content.metadata.arch.clone().with_context(|| {
+            format!(
+                "{} does not record its architecture (layerzero.arch); pass --arch",
+                path.display()
+            )
+        })?,
     };
     let net = create_model(
         &arch,
         &ModelConfig::new(dataset.num_classes()).with_device(device.clone()),
-    )?;
+    )
+    .map_err(unknown_arch_is_usage)?;
     load_safetensors(net.as_ref(), &path, &LoadOptions::default())
         .with_context(|| format!("loading {} into {arch}", path.display()))?;
     Ok(net)

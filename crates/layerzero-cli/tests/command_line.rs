@@ -115,6 +115,10 @@ fn usage_mistakes_exit_2_and_say_what_was_expected() {
             "min_mcnemar_p",
         ),
         (vec!["models", "--num-classes", "0"], "from 1 to 100000"),
+        (
+            vec!["data", "fetch", "--dir", "/nonexistent", "--sha256", "abc"],
+            "--sha256",
+        ),
         // Every network is built: 20,000,000 classes aborted on an allocation.
         (
             vec!["models", "--num-classes", "20000000"],

@@ -37,6 +37,12 @@ fn bad_overrides_are_refused_naming_the_option() {
         // The smoke profile has one epoch: none would be left at full size.
         ("--progressive-resize", "16:1", "epochs"),
         ("--progressive-resize", "16", "SIDE:EPOCHS"),
+        // Their sum wrapped round to 1 (release builds do not check overflow).
+        (
+            "--progressive-resize",
+            "16:18446744073709551615,16:2",
+            "epochs",
+        ),
         ("--flip", "sideways", "flip"),
         // The smoke profile's batch of 128 does not split into 3 equal parts.
         ("--ghost-batches", "3", "ghost batches"),
@@ -172,4 +178,76 @@ fn an_architecture_needing_full_size_is_told_to_turn_resizing_off() {
         "{err}"
     );
     assert!(!out.join("config.json").exists(), "nothing written: {err}");
+}
+
+/// A run stopped with --max-epochs: its checkpoint can be evaluated (it holds the model's
+/// state and, in its own header, the architecture), and the resume says where it continues
+/// from. An unknown --arch is a usage mistake.
+#[test]
+fn a_stopped_run_is_evaluated_from_its_checkpoint_and_resumed_with_a_word() {
+    let o = layerzero()
+        .args(["train", "--arch", "resnet99x", "--profile", "smoke"])
+        .args(["--device", "cpu", "--data-dir", "/nonexistent", "--out"])
+        .arg(tmp("overrides-unknown-arch"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--arch") && err.contains("resnet99x"), "{err}");
+
+    let Some(data) = real_data() else {
+        return;
+    };
+    let out = tmp("overrides-stopped");
+    let train = |resume: bool| {
+        let mut cmd = layerzero();
+        cmd.args(["train", "--arch", "resnet8", "--profile", "smoke"])
+            .args(["--device", "cpu", "--epochs", "2", "--max-epochs", "1"])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out);
+        if resume {
+            cmd.arg("--resume");
+        }
+        cmd.output().unwrap()
+    };
+    let o = train(false);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let checkpoint = out.join("checkpoints").join("epoch-001.safetensors");
+    let eval = |arch: Option<&str>| {
+        let mut cmd = layerzero();
+        cmd.args(["eval", "--device", "cpu", "--limit", "200", "--json"])
+            .arg("--weights")
+            .arg(&checkpoint)
+            .arg("--data-dir")
+            .arg(&data);
+        if let Some(a) = arch {
+            cmd.args(["--arch", a]);
+        }
+        cmd.output().unwrap()
+    };
+    let o = eval(None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("training checkpoint after epoch 1 of a `resnet8` run"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["n_images"], 200);
+    let o = eval(Some("resnet20"));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not `resnet20` (--arch)"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = train(true);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("resuming at epoch 1 of 2 from") && err.contains("epoch-001.safetensors"),
+        "{err}"
+    );
 }

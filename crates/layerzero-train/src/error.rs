@@ -26,8 +26,23 @@ pub enum TrainError {
     /// Saved state that does not fit the model or optimiser being restored.
     #[error("checkpoint does not match the model: {0}")]
     StateMismatch(String),
+    /// `--resume` found a run it must not continue: written with other options, with no
+    /// checkpoint left, or in use by another process.
+    #[error("cannot resume: {0}")]
+    CannotResume(String),
+    /// Another process is training in the run directory.
+    #[error(
+        "{path}: another process is training in this run directory (it holds {lock}); wait \
+             for it to finish, or use another run directory"
+    )]
+    RunInUse {
+        /// The run directory.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
     /// The loss became NaN or infinite.
-    #[error("the loss became {value} at epoch {epoch}, step {step}; the last good checkpoint is kept (lower the learning rate?)")]
+    #[error("the loss became {value} at epoch {epoch}, step {step}; the last good checkpoint is kept. A lower learning rate (--lr) is a new run: --resume continues only with the same options")]
     NonFiniteLoss {
         /// The loss value.
         value: f32,

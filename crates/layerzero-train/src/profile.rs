@@ -139,9 +139,12 @@ impl ProgressiveResize {
         IMAGE_SIDE
     }
 
-    /// Epochs in all phases together.
+    /// Epochs in all phases together (saturating: phases of absurd lengths add up to
+    /// `usize::MAX`, more than any run, rather than wrapping round to a small number).
     pub fn resized_epochs(&self) -> usize {
-        self.phases.iter().map(|p| p.epochs).sum()
+        self.phases
+            .iter()
+            .fold(0usize, |total, p| total.saturating_add(p.epochs))
     }
 }
 

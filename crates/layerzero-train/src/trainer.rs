@@ -152,10 +152,18 @@ impl RunDir {
     pub fn init_weights(&self) -> PathBuf {
         self.root.join("init.safetensors")
     }
+    /// The checkpoints' folder.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+    /// `.lock`: held by the process training in the directory.
+    pub fn lock(&self) -> PathBuf {
+        self.root.join(".lock")
+    }
 
     /// Epochs that have a checkpoint file, ascending.
     pub fn checkpoint_epochs(&self) -> Vec<usize> {
-        let mut epochs: Vec<usize> = fs::read_dir(self.root.join("checkpoints"))
+        let mut epochs: Vec<usize> = fs::read_dir(self.checkpoints())
             .into_iter()
             .flatten()
             .flatten()
@@ -252,6 +260,59 @@ fn save_checkpoint(
 }
 
 /// Finds the newest checkpoint that loads and verifies, naming the ones that do not.
+/// An exclusive lock on `dir`'s lock file, held while the returned file is open.
+fn lock_run_dir(dir: &RunDir) -> Result<fs::File> {
+    let path = dir.lock();
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| TrainError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(TrainError::RunInUse {
+            path: dir.root().to_path_buf(),
+            lock: path,
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(TrainError::io(&path, e)),
+    }
+}
+
+/// The options in which `saved` (a run's) and `now` (this invocation's) differ, as
+/// `name: saved there, now here`, by their names in config.json (nested ones dotted).
+fn config_differences(saved: &TrainConfig, now: &TrainConfig) -> Vec<String> {
+    fn walk(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let name = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    let null = serde_json::Value::Null;
+                    walk(
+                        &name,
+                        x.get(k).unwrap_or(&null),
+                        y.get(k).unwrap_or(&null),
+                        out,
+                    );
+                }
+            }
+            _ if a != b => out.push(format!("{prefix}: {a} in the run, {b} now")),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    match (serde_json::to_value(saved), serde_json::to_value(now)) {
+        (Ok(a), Ok(b)) => walk("", &a, &b, &mut out),
+        _ => out.push("the configurations differ".to_string()),
+    }
+    out
+}
+
 fn last_good_checkpoint(dir: &RunDir, device: &candle_core::Device) -> Result<Option<Checkpoint>> {
     let mut last_err = None;
     for epoch in dir.checkpoint_epochs().into_iter().rev() {
@@ -417,12 +478,23 @@ pub fn train_observed(
     if config.progressive_resize.is_some() {
         check_sides(net, config, &device)?;
     }
+    if dir.root().exists() && !dir.root().is_dir() {
+        return Err(TrainError::InvalidConfig {
+            what: "run directory",
+            expected: "a directory (or a path to create one at)".into(),
+            found: format!("{}, a file", dir.root().display()),
+        });
+    }
     fs::create_dir_all(dir.root()).map_err(|e| TrainError::io(dir.root(), e))?;
+    // One process per run directory: two would append the same epochs to metrics.jsonl and
+    // remove each other's temporaries. The OS releases the lock when the process ends, however
+    // it ends, so a killed run never leaves the directory locked.
+    let _lock = lock_run_dir(&dir)?;
     let config_json = serde_json::to_string_pretty(config).unwrap_or_default();
     if !opts.resume && dir.config().exists() {
         return Err(TrainError::InvalidConfig {
             what: "run directory",
-            expected: "an empty directory, or --resume to continue the run in it".into(),
+            expected: "a directory without a run, or --resume to continue the run in it".into(),
             found: format!("{} already holds a run", dir.root().display()),
         });
     }
@@ -461,11 +533,12 @@ pub fn train_observed(
                     )));
                 }
                 if &saved != config {
-                    return Err(TrainError::StateMismatch(format!(
-                    "{} was written with another configuration; resume with the same options or \
-                     use a new run directory",
-                    dir.root().display()
-                )));
+                    return Err(TrainError::CannotResume(format!(
+                        "{} was trained with other options ({}); resume with the same options \
+                         (its config.json has them all) or use a new run directory",
+                        dir.root().display(),
+                        config_differences(&saved, config).join("; ")
+                    )));
                 }
                 let tensors: Vec<(String, Tensor)> = ck.model.into_iter().collect();
                 load_state_dict(net, &tensors, &LoadOptions::default())?;
@@ -474,7 +547,27 @@ pub fn train_observed(
                 metrics.retain(|m| m.epoch <= ck.meta.epoch);
                 (ck.meta.epoch, ck.meta.step, metrics)
             }
-            _ => {
+            (resume, _) => {
+                // A resume with no checkpoint starts afresh only when nothing of a run is there
+                // to lose: a crash between config.json and the epoch-0 checkpoint leaves just
+                // those (see below). Trained epochs or final weights without any checkpoint
+                // (deleted by hand, say) are not silently trained over.
+                let done = read_metrics(&dir.metrics())?.len();
+                if resume && (done > 0 || dir.weights().exists()) {
+                    return Err(TrainError::CannotResume(format!(
+                        "{} holds {done} trained epoch(s) in {}{} but no checkpoint in {} to \
+                         continue from; move those files away to start afresh there, or use a \
+                         new run directory",
+                        dir.root().display(),
+                        dir.metrics().display(),
+                        if dir.weights().exists() {
+                            " and final weights"
+                        } else {
+                            ""
+                        },
+                        dir.checkpoints().display()
+                    )));
+                }
                 write_atomic(&dir.config(), config_json.as_bytes())?;
                 // The initial weights before the epoch-0 checkpoint: a resume starts from the
                 // checkpoint and would never write them, so a crash between the two must leave

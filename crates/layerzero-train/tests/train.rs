@@ -516,3 +516,73 @@ fn metrics_lines_round_trip_exactly() {
     );
     assert_eq!(serde_json::to_string(&back).unwrap(), line);
 }
+
+/// A resume refuses what it must not continue, and says why: other options (named, with both
+/// values), trained epochs whose checkpoints are gone (it started afresh and replaced the
+/// metrics), a run directory another process is training in (two processes appended the same
+/// epochs to metrics.jsonl), a file where the directory should be.
+#[test]
+fn a_resume_that_cannot_continue_says_why() {
+    let run = one_epoch_of_two(5);
+    let root = run.dir.path();
+    let metrics_before = std::fs::read_to_string(RunDir::new(root).metrics()).unwrap();
+
+    // Other options: each difference named with the run's value and this one's.
+    let mut config = run.setup.config.clone();
+    config.epochs = 3;
+    config.sgd.momentum = 0.8;
+    let other = Setup {
+        train_set: run.setup.train_set.clone(),
+        test_set: run.setup.test_set.clone(),
+        config,
+    };
+    let e = other
+        .train(net(5).as_ref(), root, &resuming())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("cannot resume:")
+            && e.contains("epochs: 2 in the run, 3 now")
+            && e.contains("sgd.momentum: 0.9 in the run, 0.8 now"),
+        "{e}"
+    );
+
+    // Another process holds the directory: refused before anything is touched.
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(RunDir::new(root).lock())
+        .unwrap();
+    lock.lock().unwrap();
+    let e = run.again(net(5).as_ref(), &resuming()).unwrap_err();
+    assert!(matches!(e, TrainError::RunInUse { .. }), "{e}");
+    assert!(e.to_string().contains("another process"), "{e}");
+    drop(lock);
+
+    // The checkpoints deleted by hand: not silently trained over from epoch 0.
+    std::fs::remove_dir_all(RunDir::new(root).checkpoints()).unwrap();
+    let e = run
+        .again(net(5).as_ref(), &resuming())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("1 trained epoch(s)") && e.contains("no checkpoint"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(RunDir::new(root).metrics()).unwrap(),
+        metrics_before
+    );
+
+    // A file where the run directory should be.
+    let file = root.join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let e = run
+        .setup
+        .train(net(5).as_ref(), &file, &RunOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("expected a directory") && e.contains("a file"),
+        "{e}"
+    );
+}
