@@ -3,7 +3,8 @@
 //! in the same run; writes `target/bench/bench.json`. Throughput is measured in alternating
 //! rounds (`--rounds`) and each side's best round is reported.
 
-use std::path::PathBuf;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -13,14 +14,24 @@ use layerzero_models::{create_model, ForwardMode, Interventions, ModelConfig, Ne
 use layerzero_train::{cross_entropy, trainable_params, Sgd, SgdConfig};
 use serde_json::json;
 
+use crate::{at_least_one, BadFlag};
+
+/// The PyTorch peer script when `--peer` is not given (relative to the working directory: the
+/// repository root under `cargo xtask`). Unlike a `--peer` given, it may be absent: the bench
+/// then gives absolute figures only and says why on stderr.
+pub const DEFAULT_PEER: &str = "../shared/bench/pytorch_peer.py";
+
+/// The environment variable naming the peer's Python interpreter (default: `python3`).
+pub const PEER_PYTHON_ENV: &str = "LAYERZERO_PEER_PYTHON";
+
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Threads for both sides.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = at_least_one)]
     pub threads: usize,
     /// Timed steps per measurement (median reported).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one)]
     pub steps: usize,
     /// Rounds of the training and evaluation measurements. The two sides alternate (layerzero,
     /// PyTorch, layerzero, …) and each side's best round is reported, so that a burst of load
@@ -28,14 +39,16 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     pub rounds: u64,
     /// Images of the zero-kernel sweep.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
     pub sweep_images: usize,
-    /// The PyTorch peer script.
-    #[arg(long, default_value = "../shared/bench/pytorch_peer.py")]
-    pub peer: PathBuf,
+    /// The PyTorch peer script, which must exist [default: ../shared/bench/pytorch_peer.py,
+    /// skipped with a note on stderr where it or an interpreter with torch is missing].
+    #[arg(long, value_parser = existing_file)]
+    pub peer: Option<PathBuf>,
     /// Where to write the results [default: target/bench/bench.json on the CPU,
-    /// target/bench/bench-cuda.json on CUDA, so one never overwrites the other].
-    #[arg(long)]
+    /// target/bench/bench-cuda.json on CUDA, so one never overwrites the other]. Checked before
+    /// the bench runs: a file path (not a folder) whose folder exists or can be made.
+    #[arg(long, value_parser = out_file)]
     pub out: Option<PathBuf>,
     /// Device of both sides: `cpu`, or `cuda` (xtask built with `--features cuda`; the peer runs
     /// with `--device cuda`). On CUDA there is no memory ratio: candle has no peak counter for
@@ -60,6 +73,75 @@ impl BenchArgs {
     }
 }
 
+/// `--peer`: a file that exists.
+fn existing_file(s: &str) -> std::result::Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    if path.is_file() {
+        Ok(path)
+    } else if path.exists() {
+        Err(format!("{s}: not a file"))
+    } else {
+        Err(format!("{s}: no such file"))
+    }
+}
+
+/// `--out`: a path a file can be written to, as far as can be told without writing: not a
+/// folder, not ending in `/`, and the nearest existing folder above it a folder (not a file).
+fn out_file(s: &str) -> std::result::Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    if s.is_empty() {
+        return Err("an empty path; give the file to write, e.g. bench.json".into());
+    }
+    if s.ends_with('/') || path.is_dir() {
+        return Err(format!(
+            "{s} names a folder; give the file to write, e.g. {}",
+            path.join("bench.json").display()
+        ));
+    }
+    for above in path.ancestors().skip(1) {
+        if above.as_os_str().is_empty() {
+            break;
+        }
+        if above.exists() {
+            if !above.is_dir() {
+                return Err(format!(
+                    "{} is not a folder, so {s} cannot be made",
+                    above.display()
+                ));
+            }
+            break;
+        }
+    }
+    Ok(path)
+}
+
+/// Makes the folder of the results file and checks that a file can be written in it, before
+/// the bench spends minutes measuring.
+fn prepare_out(out: &Path) -> Result<()> {
+    if out.is_dir() {
+        return Err(BadFlag(format!(
+            "--out {}: a folder; give the file to write",
+            out.display()
+        ))
+        .into());
+    }
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("--out {}: creating {}", out.display(), dir.display()))?;
+    let name = out.file_name().unwrap_or(OsStr::new("bench.json"));
+    let mut probe = OsString::from(".");
+    probe.push(name);
+    probe.push(format!(".probe-{}", std::process::id()));
+    let probe = dir.join(probe);
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("--out {}: cannot write in {}", out.display(), dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// A CIFAR ResNet depth: 6n + 2 with n ≥ 1 (20, 32, 44, 56, 110, …).
 fn parse_depth(s: &str) -> std::result::Result<usize, String> {
     match s.parse::<usize>() {
@@ -78,9 +160,10 @@ fn resnet_macs(depth: usize) -> f64 {
     (442_368 + 2 * 1_179_648 + (6 * n - 2) * 2_359_296 + 640) as f64
 }
 
+/// The median (the upper one of an even count); NaN for no values.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn peak_rss_mb() -> Option<f64> {
@@ -180,29 +263,89 @@ fn sweep_seconds(net: &dyn Network, images: usize) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// Whether the peer can run: an interpreter that imports torch, and the script.
-fn peer_available(args: &BenchArgs) -> bool {
-    let python = std::env::var("LAYERZERO_PEER_PYTHON").unwrap_or_else(|_| "python3".into());
-    let has_torch = Command::new(&python)
-        .args(["-c", "import torch"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_torch || !args.peer.exists() {
-        println!(
-            "PyTorch peer missing ({python} cannot import torch, or {} is absent): absolute figures only; \
-             set LAYERZERO_PEER_PYTHON to an interpreter with torch",
-            args.peer.display()
-        );
-        return false;
+/// The PyTorch peer to run: its interpreter and script.
+#[derive(Debug, Clone, PartialEq)]
+struct Peer {
+    python: OsString,
+    script: PathBuf,
+}
+
+/// Whether and how the peer runs.
+#[derive(Debug, PartialEq)]
+enum PeerChoice {
+    Run(Peer),
+    /// The implicit default is not there; the reason, for stderr.
+    Skip(String),
+}
+
+/// Chooses the peer from `--peer` (`explicit`), the default script and `LAYERZERO_PEER_PYTHON`
+/// (`python_env`; empty counts as unset). The peer is asked for when either `--peer` or the
+/// interpreter is named: then what is missing is an error (a [`BadFlag`] for a named file or
+/// interpreter that does not exist). Only the implicit default (`python3` and
+/// [`DEFAULT_PEER`]) may be skipped.
+fn choose_peer(
+    explicit: Option<&Path>,
+    default: &Path,
+    python_env: Option<OsString>,
+) -> Result<PeerChoice> {
+    let python_env = python_env.filter(|p| !p.is_empty());
+    let asked = explicit.is_some() || python_env.is_some();
+    let script = explicit.unwrap_or(default).to_path_buf();
+    if !asked && !script.is_file() {
+        return Ok(PeerChoice::Skip(format!(
+            "the peer script {} is absent (run from the repository root, or give --peer)",
+            script.display()
+        )));
     }
-    true
+    let python = python_env.clone().unwrap_or_else(|| "python3".into());
+    let shown = python.to_string_lossy().into_owned();
+    let named = |what: &str| match &python_env {
+        Some(_) => format!("{PEER_PYTHON_ENV}={shown}: {what}"),
+        None => format!("{shown} ({PEER_PYTHON_ENV} unset): {what}"),
+    };
+    let probe = Command::new(&python).args(["-c", "import torch"]).output();
+    // A named interpreter or script that does not exist is a mistake in the command.
+    if let Err(e) = &probe {
+        if python_env.is_some() && e.kind() == std::io::ErrorKind::NotFound {
+            return Err(BadFlag(named("no such interpreter")).into());
+        }
+    }
+    if !script.is_file() {
+        return Err(BadFlag(if explicit.is_some() {
+            format!("--peer {}: no such file", script.display())
+        } else {
+            format!(
+                "{PEER_PYTHON_ENV} is set but the peer script {} (the default --peer) is absent \
+                 here; run from the repository root or give --peer",
+                script.display()
+            )
+        })
+        .into());
+    }
+    let problem = match probe {
+        Ok(o) if o.status.success() => return Ok(PeerChoice::Run(Peer { python, script })),
+        Ok(o) => {
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            let last = stderr.lines().last().unwrap_or("").trim().to_string();
+            named(&format!("cannot import torch ({last})"))
+        }
+        Err(e) => named(&format!("cannot be run ({e})")),
+    };
+    if asked {
+        anyhow::bail!(
+            "the PyTorch peer was asked for but cannot run: {problem}; set {PEER_PYTHON_ENV} \
+             to an interpreter with torch"
+        );
+    }
+    Ok(PeerChoice::Skip(format!(
+        "{problem}; set {PEER_PYTHON_ENV} to an interpreter with torch"
+    )))
 }
 
 /// One run of the peer, with a sweep over `sweep_images` images (0: none).
-fn peer(args: &BenchArgs, sweep_images: usize) -> Result<serde_json::Value> {
-    let python = std::env::var("LAYERZERO_PEER_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = Command::new(&python)
-        .arg(&args.peer)
+fn peer(args: &BenchArgs, who: &Peer, sweep_images: usize) -> Result<serde_json::Value> {
+    let out = Command::new(&who.python)
+        .arg(&who.script)
         .args(["--depth", &args.depth.to_string()])
         .args(["--shortcut", "pad", "--train-batch", "128"])
         .args(["--eval-batch", "500", "--steps", &args.steps.to_string()])
@@ -227,10 +370,34 @@ fn field(v: &serde_json::Value, k: &str) -> f64 {
 }
 
 pub fn bench(args: &BenchArgs) -> Result<()> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads)
-        .build_global()
-        .ok();
+    // Everything that can be wrong with the options is found before the minutes of measuring.
+    // (The parser refuses 0 for the counts; a caller in-process may not have used it.)
+    for (flag, zero) in [
+        ("--threads", args.threads == 0),
+        ("--steps", args.steps == 0),
+        ("--sweep-images", args.sweep_images == 0),
+        ("--rounds", args.rounds == 0),
+    ] {
+        if zero {
+            return Err(BadFlag(format!("{flag}: expected a whole number ≥ 1, found 0")).into());
+        }
+    }
+    // The figures are labelled with this thread count: a pool of another size is an error.
+    crate::set_global_threads(args.threads)?;
+    let out = args.out_path();
+    prepare_out(&out)?;
+    let peer_choice = choose_peer(
+        args.peer.as_deref(),
+        Path::new(DEFAULT_PEER),
+        std::env::var_os(PEER_PYTHON_ENV),
+    )?;
+    let who = match peer_choice {
+        PeerChoice::Run(p) => Some(p),
+        PeerChoice::Skip(why) => {
+            eprintln!("note: PyTorch peer skipped, absolute figures only: {why}");
+            None
+        }
+    };
     let device = match args.device.as_str() {
         "cuda" => layerzero_kernels::open_cuda(0)
             .context("--device cuda: opening CUDA device 0 (build xtask with --features cuda)")?,
@@ -253,7 +420,6 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             .with_seed(0)
             .with_device(device.clone()),
     )?;
-    let with_peer = peer_available(args);
     // Alternating rounds; the peer's last round also runs its sweep.
     let mut rounds = Vec::new();
     let mut rss_train = None;
@@ -264,11 +430,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         rss_train = rss_train.or_else(peak_rss_mb);
         let eval = eval_images_per_s(net.as_ref(), args.steps)?;
         let last = r + 1 == args.rounds;
-        let p = if with_peer {
-            let sweep = if last { args.sweep_images } else { 0 };
-            Some(peer(args, sweep)?)
-        } else {
-            None
+        let p = match &who {
+            Some(who) => {
+                let sweep = if last { args.sweep_images } else { 0 };
+                Some(peer(args, who, sweep)?)
+            }
+            None => None,
         };
         let (pt, pe) = p.as_ref().map_or((f64::NAN, f64::NAN), |p| {
             (
@@ -421,8 +588,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             args.threads
         );
     }
-    let out = args.out_path();
-    if let Some(dir) = out.parent() {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
     layerzero_ablate::write_atomic(&out, serde_json::to_string_pretty(&report)?.as_bytes())?;
@@ -443,5 +609,113 @@ mod tests {
         assert_eq!(resnet_macs(20), 40_551_040.0);
         // ResNet-56: 36 more 3×3 convolutions that keep the width (n = 9 instead of 3).
         assert_eq!(resnet_macs(56), 40_551_040.0 + 36.0 * 2_359_296.0);
+    }
+
+    #[test]
+    fn the_median_of_no_values_is_nan_not_a_panic() {
+        assert!(median(Vec::new()).is_nan());
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+    }
+
+    #[test]
+    fn out_refuses_a_folder_and_a_path_under_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        assert!(out_file(&d).unwrap_err().contains("names a folder"));
+        assert!(out_file(&format!("{d}/new/"))
+            .unwrap_err()
+            .contains("names a folder"));
+        assert!(out_file("").is_err());
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"").unwrap();
+        let under = format!("{}/sub/b.json", file.display());
+        assert!(out_file(&under).unwrap_err().contains("is not a folder"));
+        // Folders that do not exist yet are made; an existing file is overwritten.
+        assert!(out_file(&format!("{d}/a/b/bench.json")).is_ok());
+        assert!(out_file(&file.display().to_string()).is_ok());
+        assert!(out_file("bench.json").is_ok());
+        prepare_out(&dir.path().join("a/b/bench.json")).unwrap();
+        assert!(dir.path().join("a/b").is_dir());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("a/b")).unwrap().count(),
+            0
+        );
+        let err = prepare_out(dir.path()).unwrap_err();
+        assert!(err.downcast_ref::<BadFlag>().is_some(), "{err}");
+    }
+
+    #[test]
+    fn only_the_implicit_peer_may_be_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let absent = dir.path().join("absent.py");
+        let script = dir.path().join("peer.py");
+        std::fs::write(&script, b"").unwrap();
+        let bad_flag = |r: Result<PeerChoice>| {
+            let e = r.unwrap_err();
+            assert!(e.downcast_ref::<BadFlag>().is_some(), "{e}");
+            e.to_string()
+        };
+        // Nothing named and the default script absent: skipped, saying why.
+        for env in [None, Some(OsString::new())] {
+            match choose_peer(None, &absent, env).unwrap() {
+                PeerChoice::Skip(why) => assert!(why.contains("absent.py"), "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        // A named script that does not exist, a named interpreter that does not exist.
+        let e = bad_flag(choose_peer(Some(&absent), &script, Some("true".into())));
+        assert!(e.contains("--peer") && e.contains("absent.py"), "{e}");
+        let e = bad_flag(choose_peer(
+            None,
+            &script,
+            Some("/nonexistent/python".into()),
+        ));
+        assert!(
+            e.contains("LAYERZERO_PEER_PYTHON=/nonexistent/python"),
+            "{e}"
+        );
+        // The interpreter named, the default script absent.
+        let e = bad_flag(choose_peer(None, &absent, Some("true".into())));
+        assert!(
+            e.contains("LAYERZERO_PEER_PYTHON") && e.contains("absent.py"),
+            "{e}"
+        );
+        // A named interpreter that cannot import torch (`false` fails as it would).
+        let e = choose_peer(Some(&script), &absent, Some("false".into())).unwrap_err();
+        assert!(e.to_string().contains("cannot import torch"), "{e}");
+        // One that can (`true` succeeds as it would).
+        assert_eq!(
+            choose_peer(Some(&script), &absent, Some("true".into())).unwrap(),
+            PeerChoice::Run(Peer {
+                python: "true".into(),
+                script: script.clone()
+            })
+        );
+    }
+
+    #[test]
+    fn a_thread_pool_of_another_size_is_refused_before_any_work() {
+        // Builds rayon's global pool (all cores) if nothing in this process did yet.
+        let n = rayon::current_num_threads() + 1;
+        let dir = tempfile::tempdir().unwrap();
+        let args = BenchArgs {
+            threads: n,
+            steps: 1,
+            rounds: 1,
+            sweep_images: 1,
+            peer: None,
+            out: Some(dir.path().join("bench.json")),
+            device: "cpu".into(),
+            depth: 8,
+        };
+        let err = bench(&args).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("--threads {n}")) && err.contains("already runs"),
+            "{err}"
+        );
+        assert!(!dir.path().join("bench.json").exists());
+        // In-process callers bypass the parser: 0 is still refused.
+        let err = bench(&BenchArgs { steps: 0, ..args }).unwrap_err();
+        assert!(err.to_string().contains("--steps"), "{err}");
     }
 }

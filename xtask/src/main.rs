@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use xtask::{bench, fetch, reproduce, FetchArgs};
+use xtask::{bench, fetch, reproduce, BadFlag, FetchArgs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -35,7 +35,9 @@ enum Task {
     /// PyTorch peer in the same run; writes target/bench/bench.json.
     #[command(after_help = "Example:\n  \
         LAYERZERO_PEER_PYTHON=/path/to/venv/bin/python cargo xtask bench --threads 2\n\n\
-        Without an interpreter that can `import torch`, prints absolute figures only.")]
+        Without an interpreter that can `import torch` (or without the default peer script),\n\
+        prints absolute figures only and says why on stderr; a --peer or LAYERZERO_PEER_PYTHON\n\
+        that is given must work.")]
     Bench(bench::BenchArgs),
 }
 
@@ -50,7 +52,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", error_line(&e));
-            ExitCode::from(1)
+            // A bad flag found after parsing exits as clap's own usage errors do.
+            ExitCode::from(if e.downcast_ref::<BadFlag>().is_some() {
+                2
+            } else {
+                1
+            })
         }
     }
 }

@@ -29,11 +29,12 @@ pub struct ReproduceArgs {
     /// default), paper (He et al.; for a GPU).
     #[arg(long, default_value = "quick")]
     pub profile: String,
-    /// The residual network; its no-shortcut twin (`plainN`) is derived.
+    /// The residual network; its no-shortcut twin (`plainN`) is derived. An alias is taken
+    /// under the network's one name (`resnet20-a` is `resnet20`) for the stages and the study.
     #[arg(long, default_value = "resnet20")]
     pub arch: String,
     /// Number of training seeds (0 … N−1); the report gives mean ± std across them.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub seeds: u64,
     /// Output folder of the run [default: runs/ARCH-PROFILE, e.g. runs/resnet20-quick].
     #[arg(long)]
@@ -42,7 +43,7 @@ pub struct ReproduceArgs {
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     pub device: String,
     /// Threads for the CPU kernels (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::at_least_one)]
     pub threads: Option<usize>,
 }
 
@@ -117,17 +118,36 @@ fn finish_stage(
 /// would then describe the old stages under the new command).
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct Study {
+    /// The network's one name ([`canonical_arch`]); older records may hold the alias that was
+    /// given (`resnet20-a`), which their stages are named by.
     arch: String,
     profile: String,
 }
 
-fn check_study(out: &Path, study: &Study) -> Result<()> {
+/// The one name `arch` is created under (`resnet20-a` → `resnet20`), or an error naming
+/// `--arch` if there is no such network.
+fn canonical_arch(arch: &str) -> Result<String> {
+    Ok(create_model(arch, &ModelConfig::new(10))
+        .with_context(|| format!("--arch {arch}"))?
+        .spec()
+        .name
+        .clone())
+}
+
+/// Refuses a folder whose `study.json` records another study (networks compared by their one
+/// name, so an alias is the same study). Reads only: the record is written by
+/// [`record_study`] once the inputs are checked and the data are there, so that a run that
+/// fails before that (a fetch without network, a wrong option) leaves nothing that refuses
+/// its corrected retry. Returns the network as the folder's record spells it, if it has one.
+fn check_study(out: &Path, study: &Study) -> Result<Option<String>> {
     let path = out.join("study.json");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let found: Study = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not a study record", path.display()))?;
-            if &found != study {
+            let same_arch = found.arch == study.arch
+                || canonical_arch(&found.arch).is_ok_and(|a| a == study.arch);
+            if !same_arch || found.profile != study.profile {
                 bail!(
                     "{}: this folder holds the study of --arch {} --profile {}, not of --arch {} \
                      --profile {}; give the new study its own --out",
@@ -138,14 +158,19 @@ fn check_study(out: &Path, study: &Study) -> Result<()> {
                     study.profile
                 );
             }
-            Ok(())
+            Ok(Some(found.arch))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(write_atomic(
-            &path,
-            serde_json::to_string_pretty(study)?.as_bytes(),
-        )?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
+}
+
+/// Writes `study.json` (see [`check_study`]).
+fn record_study(out: &Path, study: &Study) -> Result<()> {
+    Ok(write_atomic(
+        &out.join("study.json"),
+        serde_json::to_string_pretty(study)?.as_bytes(),
+    )?)
 }
 
 struct Log;
@@ -207,11 +232,18 @@ fn plain_twin(arch: &str) -> Result<String> {
 pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     let total = Instant::now();
     let profile: Profile = args.profile.parse()?;
+    if args.seeds == 0 {
+        return Err(crate::BadFlag("--seeds: expected at least 1, found 0".into()).into());
+    }
+    if args.threads == Some(0) {
+        return Err(crate::BadFlag("--threads: expected at least 1, found 0".into()).into());
+    }
     if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .ok();
+        // Only the speed depends on the thread count (the results record the count that ran),
+        // so a pool already built with another one (reproduce driven in-process) is a warning.
+        if let Err(e) = crate::set_global_threads(n) {
+            eprintln!("warning: {e:#}; the run goes on with those");
+        }
     }
     let device = match args.device.as_str() {
         "cpu" => Device::Cpu,
@@ -219,27 +251,24 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             .context("--device cuda (build xtask with CUDA support)")?,
         other => bail!("--device: expected cpu or cuda, found {other:?}"),
     };
-    if args.seeds == 0 {
-        bail!("--seeds: expected at least 1, found 0");
-    }
+    // Both networks must exist (resnet99 has the right prefix but no such depth) before the
+    // run's folder is made or the data fetched. The stages, the study record and the default
+    // folder use the network's one name, so that `resnet20-a` and `resnet20` are one study.
+    let arch = canonical_arch(&args.arch)?;
+    let twin = canonical_arch(&plain_twin(&arch)?)?;
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", args.arch, profile)));
-    let archs = [args.arch.clone(), plain_twin(&args.arch)?];
-    // Both networks must exist (resnet99 has the right prefix but no such depth) before the
-    // run's folder is made or the data fetched.
-    for arch in &archs {
-        create_model(arch, &ModelConfig::new(10)).with_context(|| format!("--arch {arch}"))?;
-    }
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{arch}-{profile}")));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    check_study(
-        &out,
-        &Study {
-            arch: args.arch.clone(),
-            profile: profile.to_string(),
-        },
-    )?;
+    let study = Study {
+        arch: arch.clone(),
+        profile: profile.to_string(),
+    };
+    let recorded = check_study(&out, &study)?;
+    // A folder whose record spells the network by an alias (written before reproduce took the
+    // one name) keeps that spelling for its stages, whose folders and checkpoints carry it.
+    let archs = [recorded.clone().unwrap_or_else(|| arch.clone()), twin];
 
     println!("[fetch]");
     let data = crate::fetch(&args.fetch)?;
@@ -247,8 +276,11 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     let mut test_set = CifarSet::load(&data, Dataset::Cifar10, Split::Test)?;
     // The profile's evaluation subset (smoke: the first 1,000 test images) for the ablations
     // too, so that the training's test accuracy and the ablations' baseline agree.
-    if let Some(n) = TrainConfig::from_profile(profile, &args.arch, 0).test_limit {
+    if let Some(n) = TrainConfig::from_profile(profile, &arch, 0).test_limit {
         test_set = test_set.truncate(n);
+    }
+    if recorded.is_none() {
+        record_study(&out, &study)?;
     }
 
     let mut results = Vec::new();
@@ -504,8 +536,17 @@ mod tests {
             arch: arch.into(),
             profile: profile.into(),
         };
-        check_study(out.path(), &study("resnet20", "smoke")).unwrap();
-        check_study(out.path(), &study("resnet20", "smoke")).unwrap();
+        // A folder without a record is free; checking does not write one.
+        assert_eq!(
+            check_study(out.path(), &study("resnet20", "smoke")).unwrap(),
+            None
+        );
+        assert!(!out.path().join("study.json").exists());
+        record_study(out.path(), &study("resnet20", "smoke")).unwrap();
+        assert_eq!(
+            check_study(out.path(), &study("resnet20", "smoke")).unwrap(),
+            Some("resnet20".into())
+        );
         for other in [study("resnet20", "quick"), study("resnet56", "smoke")] {
             let err = check_study(out.path(), &other).unwrap_err().to_string();
             assert!(
@@ -513,5 +554,28 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn an_alias_is_the_same_study() {
+        assert_eq!(canonical_arch("resnet20-a").unwrap(), "resnet20");
+        assert_eq!(canonical_arch("resnet20-b").unwrap(), "resnet20-b");
+        assert!(canonical_arch("resnet99")
+            .unwrap_err()
+            .to_string()
+            .contains("--arch resnet99"));
+        // A record written under the alias (before reproduce took the one name) still matches.
+        let out = tempfile::tempdir().unwrap();
+        let study = |arch: &str| Study {
+            arch: arch.into(),
+            profile: "smoke".into(),
+        };
+        record_study(out.path(), &study("resnet20-a")).unwrap();
+        assert_eq!(
+            check_study(out.path(), &study("resnet20")).unwrap(),
+            Some("resnet20-a".into())
+        );
+        // Option B shortcuts are another network.
+        assert!(check_study(out.path(), &study("resnet20-b")).is_err());
     }
 }
