@@ -278,6 +278,23 @@ enum PeerChoice {
     Skip(String),
 }
 
+/// [`DEFAULT_PEER`] from the current folder (the repository root, as the README runs it), else
+/// from the workspace this binary was built in, so that a run from a subfolder finds it too.
+fn default_peer() -> PathBuf {
+    let here = PathBuf::from(DEFAULT_PEER);
+    if here.is_file() {
+        return here;
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(DEFAULT_PEER);
+    if built.is_file() {
+        built
+    } else {
+        here
+    }
+}
+
 /// Chooses the peer from `--peer` (`explicit`), the default script and `LAYERZERO_PEER_PYTHON`
 /// (`python_env`; empty counts as unset). The peer is asked for when either `--peer` or the
 /// interpreter is named: then what is missing is an error (a [`BadFlag`] for a named file or
@@ -388,7 +405,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     prepare_out(&out)?;
     let peer_choice = choose_peer(
         args.peer.as_deref(),
-        Path::new(DEFAULT_PEER),
+        &default_peer(),
         std::env::var_os(PEER_PYTHON_ENV),
     )?;
     let who = match peer_choice {

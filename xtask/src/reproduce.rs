@@ -127,11 +127,10 @@ struct Study {
 /// The one name `arch` is created under (`resnet20-a` → `resnet20`), or an error naming
 /// `--arch` if there is no such network.
 fn canonical_arch(arch: &str) -> Result<String> {
-    Ok(create_model(arch, &ModelConfig::new(10))
-        .with_context(|| format!("--arch {arch}"))?
-        .spec()
-        .name
-        .clone())
+    match create_model(arch, &ModelConfig::new(10)) {
+        Ok(net) => Ok(net.spec().name.clone()),
+        Err(e) => Err(crate::BadFlag(format!("--arch {arch}: {e}")).into()),
+    }
 }
 
 /// Refuses a folder whose `study.json` records another study (networks compared by their one
@@ -225,13 +224,20 @@ fn plain_twin(arch: &str) -> Result<String> {
         .strip_prefix("resnet")
         .map(|d| d.trim_end_matches("-a").trim_end_matches("-b"))
         .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-        .with_context(|| format!("--arch {arch}: expected a CIFAR ResNet such as resnet20"))?;
+        .ok_or_else(|| {
+            crate::BadFlag(format!(
+                "--arch {arch}: expected a CIFAR ResNet such as resnet20"
+            ))
+        })?;
     Ok(format!("plain{depth}"))
 }
 
 pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     let total = Instant::now();
-    let profile: Profile = args.profile.parse()?;
+    let profile: Profile = args
+        .profile
+        .parse()
+        .map_err(|e| crate::BadFlag(format!("--profile: {e}")))?;
     if args.seeds == 0 {
         return Err(crate::BadFlag("--seeds: expected at least 1, found 0".into()).into());
     }

@@ -197,3 +197,20 @@ fn an_architecture_alias_is_the_same_study() {
     let o = reproduce_without_data(dir.path(), "resnet8-b", "smoke");
     assert!(stderr(&o).contains("its own --out"), "{}", stderr(&o));
 }
+
+#[test]
+fn reproduce_refuses_an_unknown_network_or_profile_as_a_flag_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, args) in [
+        ("--arch", ["--arch", "resnet21", "--profile", "smoke"]),
+        ("--arch", ["--arch", "vgg11-bn", "--profile", "smoke"]),
+        ("--profile", ["--arch", "resnet8", "--profile", "slow"]),
+    ] {
+        let mut all = vec!["reproduce"];
+        all.extend(args);
+        all.extend(["--archive", "absent.tar.gz", "--out", "run"]);
+        let o = xtask(dir.path(), &all);
+        assert_bad_flag(&o, flag);
+        assert!(!dir.path().join("run").exists(), "{args:?}");
+    }
+}

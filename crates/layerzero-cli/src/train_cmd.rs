@@ -432,7 +432,8 @@ fn config_mistake(args: &TrainArgs, e: TrainError) -> anyhow::Error {
         "ghost batches" => ("--ghost-batches", args.ghost_batches.is_some()),
         "label smoothing" => ("--label-smoothing", args.label_smoothing.is_some()),
         "learning rate" => ("--lr", args.lr.is_some()),
-        "momentum" | "Nesterov momentum" => ("--momentum", args.momentum.is_some()),
+        "momentum" => ("--momentum", args.momentum.is_some()),
+        "Nesterov momentum" => ("--momentum (or --no-nesterov)", args.momentum.is_some()),
         "weight decay" => ("--weight-decay", args.weight_decay.is_some()),
         w if w.starts_with("progressive resize") => {
             ("--progressive-resize", args.progressive_resize.is_some())
@@ -504,6 +505,16 @@ pub fn train(args: TrainArgs) -> Result<()> {
             "{e}; pass --progressive-resize off to train {} at 32×32 throughout",
             args.arch
         ),
+        // Checked against the data (a batch larger than the training images): still a
+        // mistake in the command line, named by its flag.
+        e @ TrainError::InvalidConfig {
+            what: "batch size", ..
+        } => config_mistake(&args, e),
+        TrainError::InvalidConfig {
+            what: "run directory",
+            expected,
+            found,
+        } => crate::usage(format!("--out: expected {expected}, found {found}")),
         e => e.into(),
     })?;
     if let Some(bar) = &progress.bar {
@@ -531,7 +542,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
 /// Optimiser steps of a whole run of `config` (the schedule's length).
 fn total_steps(config: &TrainConfig) -> usize {
     let images = config.train_limit.unwrap_or(50_000);
-    config.epochs * (images / config.batch_size).max(1)
+    config
+        .epochs
+        .saturating_mul((images / config.batch_size).max(1))
 }
 
 /// Keeps a schedule in step with an `--epochs` or `--batch-size` override: a one-cycle or
@@ -551,7 +564,8 @@ fn rescale_schedule(config: &mut TrainConfig, profile_steps: usize) {
                 // Exact in u128 for any realistic run; rounds to the nearest step.
                 let scaled = (*m as u128 * steps as u128 + profile_steps as u128 / 2)
                     / profile_steps as u128;
-                *m = usize::try_from(scaled).unwrap_or(usize::MAX);
+                // At least 1: a milestone at step 0 would skip the base rate altogether.
+                *m = usize::try_from(scaled).unwrap_or(usize::MAX).max(1);
             }
         }
     }
@@ -601,14 +615,26 @@ pub fn load_network(
     // A training checkpoint (`checkpoints/epoch-NNN.safetensors`) holds the model's state
     // beside the optimiser's, and its architecture in its own header: a run stopped with
     // --max-epochs has nothing else to evaluate.
-    if content.tensors.keys().any(|n| n.starts_with("optimizer.")) {
+    if content
+        .metadata
+        .other
+        .contains_key(layerzero_train::checkpoint::META_KEY)
+    {
         let ck = layerzero_train::Checkpoint::load(&path, device)?;
-        if let Some(a) = arch.filter(|a| *a != ck.meta.arch) {
-            bail!(
-                "{} is a training checkpoint of `{}`, not `{a}` (--arch)",
-                path.display(),
-                ck.meta.arch
-            );
+        if let Some(a) = arch {
+            // Compared by the network's one name: `resnet20-a` is `resnet20`.
+            let given = create_model(a, &ModelConfig::new(dataset.num_classes()))
+                .map_err(unknown_arch_is_usage)?
+                .spec()
+                .name
+                .clone();
+            if given != ck.meta.arch {
+                bail!(
+                    "{} is a training checkpoint of `{}`, not `{a}` (--arch)",
+                    path.display(),
+                    ck.meta.arch
+                );
+            }
         }
         eprintln!(
             "note: {} is the training checkpoint after epoch {} of a `{}` run",
@@ -620,26 +646,31 @@ pub fn load_network(
             &ck.meta.arch,
             &ModelConfig::new(dataset.num_classes()).with_device(device.clone()),
         )
-        .map_err(unknown_arch_is_usage)?;
+        .with_context(|| format!("{}: its checkpoint header", path.display()))?;
         let tensors: Vec<(String, candle_core::Tensor)> = ck.model.into_iter().collect();
         layerzero_models::load_state_dict(net.as_ref(), &tensors, &LoadOptions::default())
             .with_context(|| format!("loading {} into {}", path.display(), ck.meta.arch))?;
         return Ok(net);
     }
-    let arch = match arch {
-        Some(a) => a.to_string(),
-        None => content.metadata.arch.clone().with_context(|| {
-            format!(
-                "{} does not record its architecture (layerzero.arch); pass --arch",
-                path.display()
-            )
-        })?,
+    let config = ModelConfig::new(dataset.num_classes()).with_device(device.clone());
+    let (arch, net) = match arch {
+        Some(a) => (
+            a.to_string(),
+            create_model(a, &config).map_err(unknown_arch_is_usage)?,
+        ),
+        None => {
+            let a = content.metadata.arch.clone().with_context(|| {
+                format!(
+                    "{} does not record its architecture (layerzero.arch); pass --arch",
+                    path.display()
+                )
+            })?;
+            // A name from the file, not the command line: a failure of the file (exit 1).
+            let net = create_model(&a, &config)
+                .with_context(|| format!("{}: its layerzero.arch", path.display()))?;
+            (a, net)
+        }
     };
-    let net = create_model(
-        &arch,
-        &ModelConfig::new(dataset.num_classes()).with_device(device.clone()),
-    )
-    .map_err(unknown_arch_is_usage)?;
     load_safetensors(net.as_ref(), &path, &LoadOptions::default())
         .with_context(|| format!("loading {} into {arch}", path.display()))?;
     Ok(net)

@@ -215,11 +215,11 @@ fn a_stopped_run_is_evaluated_from_its_checkpoint_and_resumed_with_a_word() {
     let o = train(false);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let checkpoint = out.join("checkpoints").join("epoch-001.safetensors");
-    let eval = |arch: Option<&str>| {
+    let eval_file = |file: &Path, arch: Option<&str>| {
         let mut cmd = layerzero();
         cmd.args(["eval", "--device", "cpu", "--limit", "200", "--json"])
             .arg("--weights")
-            .arg(&checkpoint)
+            .arg(file)
             .arg("--data-dir")
             .arg(&data);
         if let Some(a) = arch {
@@ -227,6 +227,15 @@ fn a_stopped_run_is_evaluated_from_its_checkpoint_and_resumed_with_a_word() {
         }
         cmd.output().unwrap()
     };
+    // Epoch 0's checkpoint has no momentum buffers yet: still a checkpoint (by its header).
+    let o = eval_file(&out.join("checkpoints").join("epoch-000.safetensors"), None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("after epoch 0 of a `resnet8` run"), "{err}");
+    // An alias of the checkpoint's network is that network.
+    let o = eval_file(&checkpoint, Some("resnet8-a"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let eval = |arch: Option<&str>| eval_file(&checkpoint, arch);
     let o = eval(None);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");

@@ -23,7 +23,10 @@ use crate::error::{Result, TrainError};
 
 /// Prefix of the optimiser's tensors inside a checkpoint.
 pub const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
-const META_KEY: &str = "layerzero.checkpoint";
+/// The header entry that makes a safetensors file a training checkpoint (its position and
+/// configuration, as JSON): what tells a checkpoint from plain weights, even one written before
+/// the first step, which has no momentum buffers yet.
+pub const META_KEY: &str = "layerzero.checkpoint";
 const CHECKSUM_KEY: &str = "layerzero.checksum";
 
 /// Where training stands, and how it was configured.

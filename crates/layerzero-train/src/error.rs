@@ -26,8 +26,8 @@ pub enum TrainError {
     /// Saved state that does not fit the model or optimiser being restored.
     #[error("checkpoint does not match the model: {0}")]
     StateMismatch(String),
-    /// `--resume` found a run it must not continue: written with other options, with no
-    /// checkpoint left, or in use by another process.
+    /// `--resume` found a run it must not continue: trained with other options or another
+    /// architecture, or with trained epochs but no checkpoint left.
     #[error("cannot resume: {0}")]
     CannotResume(String),
     /// Another process is training in the run directory.

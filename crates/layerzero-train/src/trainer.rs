@@ -260,23 +260,48 @@ fn save_checkpoint(
 }
 
 /// Finds the newest checkpoint that loads and verifies, naming the ones that do not.
-/// An exclusive lock on `dir`'s lock file, held while the returned file is open.
-fn lock_run_dir(dir: &RunDir) -> Result<fs::File> {
+/// An exclusive lock on `dir`'s lock file, held while the returned file is open; `None` (with
+/// a warning) where the file system cannot lock files (Lustre without `flock`, some FUSE and
+/// NFS mounts), which trained without a lock before there was one.
+fn lock_run_dir(dir: &RunDir) -> Result<Option<fs::File>> {
     let path = dir.lock();
-    let file = fs::OpenOptions::new()
+    let opened = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
-        .map_err(|e| TrainError::io(&path, e))?;
+        .open(&path);
+    // A lock file of another user's may be read-only to us; a lock needs no write access.
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            fs::File::open(&path).map_err(|e| TrainError::io(&path, e))?
+        }
+        Err(e) => return Err(TrainError::io(&path, e)),
+    };
     match file.try_lock() {
-        Ok(()) => Ok(file),
+        Ok(()) => Ok(Some(file)),
         Err(fs::TryLockError::WouldBlock) => Err(TrainError::RunInUse {
             path: dir.root().to_path_buf(),
             lock: path,
         }),
+        Err(fs::TryLockError::Error(e)) if cannot_lock_here(&e) => {
+            eprintln!(
+                "warning: {}: this file system cannot lock files ({e}); make sure no other \
+                 process trains in {}",
+                path.display(),
+                dir.root().display()
+            );
+            Ok(None)
+        }
         Err(fs::TryLockError::Error(e)) => Err(TrainError::io(&path, e)),
     }
+}
+
+/// Whether a lock failed because the file system does not do locks (not because of a conflict).
+fn cannot_lock_here(e: &std::io::Error) -> bool {
+    // ENOLCK (37 on Linux): no locks available, as NFS without a lock manager says.
+    const ENOLCK: i32 = 37;
+    e.kind() == std::io::ErrorKind::Unsupported || e.raw_os_error() == Some(ENOLCK)
 }
 
 /// The options in which `saved` (a run's) and `now` (this invocation's) differ, as
@@ -524,7 +549,7 @@ pub fn train_observed(
                         TrainError::StateMismatch(format!("checkpoint config unreadable: {e}"))
                     })?;
                 if saved.arch != config.arch || ck.meta.arch != config.arch {
-                    return Err(TrainError::StateMismatch(format!(
+                    return Err(TrainError::CannotResume(format!(
                         "{} holds a checkpoint of architecture `{}`, expected `{}` (the --arch \
                          of this run); resume with the same options or use a new run directory",
                         dir.checkpoint(ck.meta.epoch).display(),
@@ -552,7 +577,12 @@ pub fn train_observed(
                 // to lose: a crash between config.json and the epoch-0 checkpoint leaves just
                 // those (see below). Trained epochs or final weights without any checkpoint
                 // (deleted by hand, say) are not silently trained over.
-                let done = read_metrics(&dir.metrics())?.len();
+                // Read only for a resume: a fresh run replaces whatever metrics are there.
+                let done = if resume {
+                    read_metrics(&dir.metrics())?.len()
+                } else {
+                    0
+                };
                 if resume && (done > 0 || dir.weights().exists()) {
                     return Err(TrainError::CannotResume(format!(
                         "{} holds {done} trained epoch(s) in {}{} but no checkpoint in {} to \
@@ -996,4 +1026,22 @@ fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<()> {
     f.write_all(line.as_bytes())
         .map_err(|e| TrainError::io(path, e))?;
     f.sync_all().map_err(|e| TrainError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cannot_lock_here;
+
+    #[test]
+    fn only_a_file_system_without_locks_is_trained_on_unlocked() {
+        assert!(cannot_lock_here(&std::io::Error::from(
+            std::io::ErrorKind::Unsupported
+        )));
+        assert!(cannot_lock_here(&std::io::Error::from_raw_os_error(37)));
+        // Anything else (a full disk, no permission) is an error of its own.
+        assert!(!cannot_lock_here(&std::io::Error::from_raw_os_error(28)));
+        assert!(!cannot_lock_here(&std::io::Error::from(
+            std::io::ErrorKind::PermissionDenied
+        )));
+    }
 }

@@ -451,7 +451,7 @@ fn checkpoint_of_another_architecture_is_named_and_not_loaded() {
         .train(plain.as_ref(), dir.path(), &resuming())
         .unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, TrainError::StateMismatch(_)), "{msg}");
+    assert!(matches!(err, TrainError::CannotResume(_)), "{msg}");
     assert!(
         msg.contains("epoch-001.safetensors")
             && msg.contains("`resnet8`")

@@ -129,7 +129,7 @@ impl Builtin {
             }
             s.parse().ok()
         };
-        let six_n_plus = |d: usize, k: usize| d > k && (d - k) % 6 == 0;
+        let six_n_plus = |d: usize, k: usize| d > k && (d - k).is_multiple_of(6);
         if name == "resnet18" {
             return Some(Builtin::ResNet18);
         }

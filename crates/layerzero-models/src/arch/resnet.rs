@@ -35,7 +35,7 @@ pub struct ResNetConfig {
 impl ResNetConfig {
     /// CIFAR ResNet of depth `6n + 2`: three stages of 16/32/64 channels, `n` blocks each.
     pub fn cifar(depth: usize, shortcut: Shortcut) -> Result<Self> {
-        if depth < 8 || (depth - 2) % 6 != 0 {
+        if depth < 8 || !(depth - 2).is_multiple_of(6) {
             return Err(ModelError::InvalidConfig(format!(
                 "CIFAR ResNet depth must be 6n + 2 with n ≥ 1, got {depth}"
             )));
@@ -314,7 +314,7 @@ fn build_block(
         Shortcut::None => ShortcutPath::None,
         _ if !reshapes => ShortcutPath::Identity,
         Shortcut::Pad => {
-            if cout < cin || (cout - cin) % 2 != 0 {
+            if cout < cin || !(cout - cin).is_multiple_of(2) {
                 return Err(ModelError::InvalidConfig(format!(
                     "option-A shortcut of {p} cannot pad {cin} to {cout} channels symmetrically"
                 )));

@@ -88,7 +88,7 @@ impl WideResNet {
         init: Init,
         device: &Device,
     ) -> Result<Self> {
-        if depth < 10 || (depth - 4) % 6 != 0 || widen == 0 {
+        if depth < 10 || !(depth - 4).is_multiple_of(6) || widen == 0 {
             return Err(ModelError::InvalidConfig(format!(
                 "wide ResNet needs depth 6n + 4 (n ≥ 1) and widen ≥ 1, got {depth}-{widen}"
             )));
