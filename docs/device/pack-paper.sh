@@ -1,6 +1,6 @@
 #!/bin/bash
 # Packs a `paper`-profile run on the real CIFAR-10 for a borrowed GPU machine (docs/cuda.md,
-# "The ResNet-56 paper run"): the training set is too big for one call (64 MiB), so three calls
+# "Runs 6 and 7", the bullet "How the ResNet-56 paper run can be done"): the training set is too big for one call (64 MiB), so three calls
 # to the same warm machine carry it, in .devA/, .devB/ and .devC/ at the repository root
 # (git-ignored through .git/info/exclude):
 #   .devA/  `layerzero` (stripped, xz) and data_batch_1, _2      call: bash .devA/data.sh

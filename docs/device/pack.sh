@@ -1,6 +1,6 @@
 #!/bin/bash
-# Packs what two calls to a borrowed GPU machine carry (docs/cuda.md, "Measuring on a borrowed
-# GPU machine"), into .dev1/ and .dev2/ at the repository root (git-ignored through
+# Packs what two calls to a borrowed GPU machine carry (docs/cuda.md, "What the next GPU session
+# should run first"), into .dev1/ and .dev2/ at the repository root (git-ignored through
 # .git/info/exclude). A call carries at most 64 MiB, so:
 #   .dev1/  the stripped, xz-compressed `layerzero`, `xtask`, tests/cuda.rs, sgdbench and allocbench binaries, the
 #           PyTorch fixtures and peer, run1.sh (tests and benchmarks, no CIFAR needed);

@@ -2,8 +2,9 @@
 //!
 //! It stays thin: each task parses its options and calls the library crates.
 //! - `cargo xtask fetch`: get CIFAR-10 into `data/` (official archive, a mirror or a local copy).
-//! - `cargo xtask reproduce`: the whole study: fetch → train ResNet → train its plain twin →
-//!   ablate (zero-kernel, skip-branch, cumulative) → report. See `reproduce.rs`.
+//! - `cargo xtask reproduce`: the whole study: fetch → for each seed, train the ResNet and ablate
+//!   it (zero-kernel, skip-branch, cumulative), train its plain twin and ablate it → report. See
+//!   `reproduce.rs`.
 
 use std::process::ExitCode;
 
@@ -24,7 +25,8 @@ struct Xtask {
 enum Task {
     /// Fetch CIFAR-10 into the data directory (uses LAYERZERO_CIFAR10_ARCHIVE when set).
     Fetch(FetchArgs),
-    /// Run the study end to end: fetch → train ResNet and plain twin → ablate → report.
+    /// Run the study end to end: fetch → for each seed, train and ablate the ResNet, then its
+    /// plain twin → report.
     #[command(after_help = "Examples:\n  \
         cargo xtask reproduce                      # quick profile on the CPU\n  \
         cargo xtask reproduce --profile smoke      # minutes: checks the pipeline\n  \

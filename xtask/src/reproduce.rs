@@ -1,4 +1,5 @@
-//! `cargo xtask reproduce`: fetch → train the ResNet → train its plain twin → ablate → report.
+//! `cargo xtask reproduce`: fetch → for each seed: train the ResNet → ablate it → train its plain
+//! twin → ablate it → report.
 //!
 //! Each stage writes `stages/<name>.json`, a manifest with the SHA-256 of its outputs; a re-run
 //! skips a stage whose manifest matches the files on disk, and an interrupted training stage

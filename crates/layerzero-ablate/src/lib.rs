@@ -7,8 +7,8 @@
 //!
 //! * [`engine`] — [`run`]: applies a mode's interventions to a [`layerzero_models::Network`]
 //!   (on the fly, never written into the weights), evaluates a [`layerzero_data::CifarSet`]
-//!   chunk by chunk through a prefix cache (each ablation re-runs only the segments after
-//!   the ablated layer's block; memory bounded by the chunk size), in parallel, and returns a
+//!   chunk by chunk through a prefix cache (each ablation re-runs only the ablated layer's
+//!   segment and those after it; memory bounded by the chunk size), in parallel, and returns a
 //!   validated [`ResultsFile`]; [`evaluate_baseline`] evaluates the unablated network the same
 //!   way;
 //! * [`AblationMode`] — the interventions (`zero-kernel`, `skip-branch`, `reinit`,

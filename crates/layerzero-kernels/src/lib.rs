@@ -38,7 +38,8 @@
 //!   kernel on the output gradient with the flipped, transposed weight; at stride s it is split
 //!   into s² sub-pixel phases, each an ordinary stride-1 correlation. The weight gradient
 //!   accumulates dy·x over all positions of a group of images in a tile of output channels ×
-//!   taps. Threads: rayon over images (weight gradient: per-thread partial sums).
+//!   taps. Threads: rayon over images (weight gradient: up to 8 chunks of images, a count
+//!   independent of the thread count, each with its own partial sum, added in chunk order).
 //!   Without AVX2 (or `LAYERZERO_KERNELS_ISA=portable`) im2col/col2im + the `gemm` crate
 //!   handle every geometry.
 //! * **Winograd** for 3×3, stride-1 convolutions, as one GEMM per transform point over the
