@@ -737,8 +737,20 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
     // The layer table needs the architecture built; one of the user's own (registered in
     // their program, not in this binary) has none, and a file whose tensors are not the
     // network its header names gets none either. The file's tensors are still worth showing.
-    let inventory = match &meta.arch {
-        Some(arch) => match layer_table_network(arch, meta.num_classes, &bytes, &origin) {
+    // A training checkpoint keeps its architecture (and epoch) in its own header entry.
+    let checkpoint: Option<layerzero_train::CheckpointMeta> = meta
+        .other
+        .get(layerzero_train::checkpoint::META_KEY)
+        .and_then(|json| serde_json::from_str(json).ok());
+    let arch = meta
+        .arch
+        .clone()
+        .or_else(|| checkpoint.as_ref().map(|c| c.arch.clone()));
+    let ignore = checkpoint
+        .as_ref()
+        .map(|_| layerzero_train::checkpoint::MOMENTUM_PREFIX);
+    let inventory = match &arch {
+        Some(arch) => match layer_table_network(arch, meta.num_classes, &bytes, &origin, ignore) {
             Ok(net) => Some(net),
             Err(why) => {
                 eprintln!("note: {why}: no layer table, only the file's tensors");
@@ -768,17 +780,26 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         out!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "file": args.weights, "sha256": sha, "arch": meta.arch, "dataset": meta.dataset,
+                "file": args.weights, "sha256": sha, "arch": arch, "dataset": meta.dataset,
                 "shortcut": meta.shortcut, "normalization": meta.normalization,
                 "num_classes": meta.num_classes, "tensors": tensors, "layers": layers,
+                "checkpoint_epoch": checkpoint.as_ref().map(|c| c.epoch),
             }))?
         );
         return Ok(());
     }
     out!("{}  sha256 {sha}", args.weights);
+    if let Some(c) = &checkpoint {
+        out!(
+            "training checkpoint after epoch {} (step {}, seed {})",
+            c.epoch,
+            c.step,
+            c.seed
+        );
+    }
     out!(
         "arch {}  dataset {}  shortcut {}  classes {}",
-        meta.arch.as_deref().unwrap_or("?"),
+        arch.as_deref().unwrap_or("?"),
         meta.dataset.as_deref().unwrap_or("?"),
         meta.shortcut.as_deref().unwrap_or("?"),
         meta.num_classes.map_or("?".into(), |n| n.to_string())
@@ -824,6 +845,7 @@ fn layer_table_network(
     num_classes: Option<usize>,
     bytes: &[u8],
     origin: &str,
+    ignore_prefix: Option<&str>,
 ) -> std::result::Result<Box<dyn Network>, String> {
     let classes = num_classes.unwrap_or(10);
     if classes.saturating_mul(4) > bytes.len() {
@@ -840,7 +862,11 @@ fn layer_table_network(
         }
         e => format!("cannot build `{arch}` with {classes} classes: {e}"),
     })?;
-    load_safetensors_bytes(net.as_ref(), bytes, origin, &LoadOptions::default())
+    let mut options = LoadOptions::default();
+    if let Some(prefix) = ignore_prefix {
+        options = options.ignore(prefix);
+    }
+    load_safetensors_bytes(net.as_ref(), bytes, origin, &options)
         .map_err(|e| format!("the file's tensors are not the `{arch}` its header names: {e}"))?;
     Ok(net)
 }

@@ -252,6 +252,20 @@ fn a_stopped_run_is_evaluated_from_its_checkpoint_and_resumed_with_a_word() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    // inspect reads a checkpoint's architecture from its header: the layer table, checked.
+    let o = layerzero()
+        .arg("inspect")
+        .arg(&checkpoint)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        text.contains("training checkpoint after epoch 1")
+            && text.contains("arch resnet8")
+            && text.contains("channel-changing"),
+        "{text}"
+    );
     let o = train(true);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
