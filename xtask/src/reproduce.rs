@@ -165,6 +165,22 @@ fn check_study(out: &Path, study: &Study) -> Result<Option<String>> {
     }
 }
 
+/// The default `--out`: `runs/ARCH-PROFILE` by the network's one name (`canonical`), or by the
+/// name as given (`given`, an alias) where a study folder of that name exists already, which
+/// versions before the one name made; the study there goes on rather than a new one starting
+/// beside it.
+fn default_out(given: &str, canonical: &str, profile: &str) -> PathBuf {
+    let by_alias = PathBuf::from(format!("runs/{given}-{profile}"));
+    if given != canonical && by_alias.join("study.json").is_file() {
+        eprintln!(
+            "note: continuing the study in {} (made under --arch {given}, which is {canonical})",
+            by_alias.display()
+        );
+        return by_alias;
+    }
+    PathBuf::from(format!("runs/{canonical}-{profile}"))
+}
+
 /// Writes `study.json` (see [`check_study`]).
 fn record_study(out: &Path, study: &Study) -> Result<()> {
     Ok(write_atomic(
@@ -266,7 +282,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/{arch}-{profile}")));
+        .unwrap_or_else(|| default_out(&args.arch, &arch, &profile.to_string()));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let study = Study {
         arch: arch.clone(),

@@ -214,3 +214,40 @@ fn reproduce_refuses_an_unknown_network_or_profile_as_a_flag_mistake() {
         assert!(!dir.path().join("run").exists(), "{args:?}");
     }
 }
+
+/// Without --out, a study folder an older version made under an alias's name
+/// (`runs/resnet8-a-smoke`) is where the study goes on, not a new `runs/resnet8-smoke`.
+#[test]
+fn the_default_folder_of_an_alias_continues_an_older_study() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("runs").join("resnet8-a-smoke");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(
+        old.join("study.json"),
+        "{\"arch\": \"resnet8-a\", \"profile\": \"smoke\"}",
+    )
+    .unwrap();
+    let args = [
+        "reproduce",
+        "--arch",
+        "resnet8-a",
+        "--profile",
+        "smoke",
+        "--archive",
+        "absent.tar.gz",
+        "--data-dir",
+        "data",
+    ];
+    let o = xtask(dir.path(), &args);
+    let err = stderr(&o);
+    assert!(
+        err.contains("continuing the study in runs/resnet8-a-smoke"),
+        "{err}"
+    );
+    assert!(!dir.path().join("runs").join("resnet8-smoke").exists());
+    // Without such a folder, the one name.
+    std::fs::remove_dir_all(&old).unwrap();
+    let o = xtask(dir.path(), &args);
+    assert!(!stderr(&o).contains("continuing"), "{}", stderr(&o));
+    assert!(dir.path().join("runs").join("resnet8-smoke").is_dir());
+}
