@@ -9,8 +9,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use layerzero_data::{CifarSet, Dataset, Split};
 use layerzero_models::{
-    create_model, list_models, load_safetensors, load_safetensors_bytes, read_safetensors,
-    read_safetensors_bytes, LoadOptions, ModelConfig, Network, WeightsMetadata,
+    create_model, list_models, load_safetensors_bytes, read_metadata_bytes, read_safetensors_bytes,
+    read_weights_file, LoadOptions, ModelConfig, Network, WeightsMetadata,
 };
 use layerzero_train::{
     evaluate, train_observed, EpochMetrics, Profile, ProgressiveResize, RunOptions, TrainConfig,
@@ -611,16 +611,18 @@ pub fn load_network(
     device: &Device,
 ) -> Result<Box<dyn Network>> {
     let path = layerzero_models::hub::resolve_weights(weights)?;
-    let content = read_safetensors(&path)?;
+    // Read once: the header says what the file is, the same bytes are then loaded.
+    let bytes = read_weights_file(&path)?;
+    let origin = path.display().to_string();
+    let metadata = read_metadata_bytes(&bytes, &origin)?;
     // A training checkpoint (`checkpoints/epoch-NNN.safetensors`) holds the model's state
     // beside the optimiser's, and its architecture in its own header: a run stopped with
     // --max-epochs has nothing else to evaluate.
-    if content
-        .metadata
+    if metadata
         .other
         .contains_key(layerzero_train::checkpoint::META_KEY)
     {
-        let ck = layerzero_train::Checkpoint::load(&path, device)?;
+        let ck = layerzero_train::Checkpoint::from_bytes(&bytes, &path, device)?;
         if let Some(a) = arch {
             // Compared by the network's one name: `resnet20-a` is `resnet20`.
             let given = create_model(a, &ModelConfig::new(dataset.num_classes()))
@@ -659,7 +661,7 @@ pub fn load_network(
             create_model(a, &config).map_err(unknown_arch_is_usage)?,
         ),
         None => {
-            let a = content.metadata.arch.clone().with_context(|| {
+            let a = metadata.arch.clone().with_context(|| {
                 format!(
                     "{} does not record its architecture (layerzero.arch); pass --arch",
                     path.display()
@@ -671,8 +673,8 @@ pub fn load_network(
             (a, net)
         }
     };
-    load_safetensors(net.as_ref(), &path, &LoadOptions::default())
-        .with_context(|| format!("loading {} into {arch}", path.display()))?;
+    load_safetensors_bytes(net.as_ref(), &bytes, &origin, &LoadOptions::default())
+        .with_context(|| format!("loading {origin} into {arch}"))?;
     Ok(net)
 }
 
@@ -726,7 +728,7 @@ pub struct InspectArgs {
 
 pub fn inspect(args: InspectArgs) -> Result<()> {
     let path = layerzero_models::hub::resolve_weights(&args.weights)?;
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = read_weights_file(&path)?;
     let origin = path.display().to_string();
     let content = read_safetensors_bytes(&bytes, &origin)?;
     let meta = &content.metadata;

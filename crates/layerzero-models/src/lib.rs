@@ -81,6 +81,6 @@ pub use network::{ArchSpec, Network, Shortcut};
 pub use params::{ParamEntry, ParamStore, TensorRole};
 pub use weights::{
     load_model, load_model_bytes, load_safetensors, load_safetensors_bytes, load_state_dict,
-    load_weights, read_safetensors, read_safetensors_bytes, save_safetensors, LoadOptions,
-    WeightsMetadata,
+    load_weights, read_metadata_bytes, read_safetensors, read_safetensors_bytes, read_weights_file,
+    save_safetensors, LoadOptions, WeightsMetadata,
 };

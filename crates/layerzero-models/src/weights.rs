@@ -605,7 +605,9 @@ pub fn load_safetensors_bytes(
     Ok(meta)
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>> {
+/// The bytes of a weights file, for the `_bytes` readers and loaders (an I/O error names the
+/// file): one read where a caller both inspects the header and loads the weights.
+pub fn read_weights_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|source| ModelError::Io {
         path: path.display().to_string(),
         source,
@@ -618,7 +620,7 @@ pub fn load_safetensors(
     path: &Path,
     opts: &LoadOptions,
 ) -> Result<WeightsMetadata> {
-    let bytes = read_file(path)?;
+    let bytes = read_weights_file(path)?;
     load_safetensors_bytes(net, &bytes, &path.display().to_string(), opts)
 }
 
@@ -641,9 +643,15 @@ pub struct SafetensorsContent {
     pub metadata: WeightsMetadata,
 }
 
+/// The header metadata of the bytes of a safetensors file, checked as the loaders check them
+/// (layout, and the data's checksum where the header has one), without decoding a tensor.
+pub fn read_metadata_bytes(bytes: &[u8], origin: &str) -> Result<WeightsMetadata> {
+    parse(bytes, origin).map(|(_, meta)| meta)
+}
+
 /// Reads every tensor of a safetensors file (F32 and I64 only) onto the CPU, without a network.
 pub fn read_safetensors(path: &Path) -> Result<SafetensorsContent> {
-    let bytes = read_file(path)?;
+    let bytes = read_weights_file(path)?;
     read_safetensors_bytes(&bytes, &path.display().to_string())
 }
 
@@ -668,7 +676,7 @@ pub fn load_model(
     registry: &ModelRegistry,
 ) -> Result<(Box<dyn Network>, WeightsMetadata)> {
     let path = crate::hub::resolve_weights(source)?;
-    let bytes = read_file(&path)?;
+    let bytes = read_weights_file(&path)?;
     load_model_bytes(&bytes, &path.display().to_string(), device, registry)
 }
 
