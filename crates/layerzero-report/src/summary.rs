@@ -380,11 +380,6 @@ pub fn analyze(input: &ReportInput) -> Result<Summary> {
     // chosen on all of them.
     type Files<'a> = BTreeMap<FileKey<'a>, (&'a str, &'a ResultsFile)>;
     let mut checksums: BTreeMap<&str, &str> = BTreeMap::new();
-    // (arch, mode, weights sha256, selection) → (file, seed label), for modes whose seed
-    // label names the weights' training (all but rerandomize): one network is one seed,
-    // whatever its labels.
-    type Measured<'a> = (&'a str, AblationMode, &'a str, Option<u64>);
-    let mut networks_seen: BTreeMap<Measured<'_>, (&str, Option<u64>)> = BTreeMap::new();
     let mut by_arch: BTreeMap<&str, BTreeMap<AblationMode, Files<'_>>> = BTreeMap::new();
     let mut paths: Vec<String> = Vec::with_capacity(input.results.len());
     for src in &input.results {
@@ -409,22 +404,39 @@ pub fn analyze(input: &ReportInput) -> Result<Summary> {
             .or_default()
             .entry(rf.mode)
             .or_default();
-        if rf.mode != AblationMode::Rerandomize {
-            let seen = (
-                rf.arch.as_str(),
-                rf.mode,
-                rf.weights.sha256.as_str(),
-                rf.selection_images,
-            );
-            if let Some((other, label)) = networks_seen.insert(seen, (origin, file_seed(rf))) {
-                return Err(ReportError::input(
+        // One results file per measurement: the same weights on the same kind of image set
+        // (all, or a held-out selection) are one network, whatever their seed labels, except
+        // that rerandomize's label is its draw, several of which one network may have.
+        let rerandomize = rf.mode == AblationMode::Rerandomize;
+        let same = files.iter().find(|((label, sha, selection), _)| {
+            *sha == rf.weights.sha256
+                && *selection == rf.selection_images
+                && (!rerandomize || *label == file_seed(rf))
+        });
+        if let Some(((label, ..), (other, _))) = same {
+            return Err(if rerandomize {
+                ReportError::input(
+                    origin.as_str(),
+                    "seed",
+                    format!(
+                        "one results file per (arch, mode, seed, weights); {other} already has \
+                         arch {}, mode {}, seed {}, weights sha256 {}",
+                        rf.arch,
+                        rf.mode,
+                        seed_label(file_seed(rf)),
+                        rf.weights.sha256
+                    ),
+                    seed_label(file_seed(rf)),
+                )
+            } else {
+                ReportError::input(
                     origin.as_str(),
                     "weights",
                     format!(
                         "other weights than {other} (seed {}), or another mode: one results \
                          file per network and mode, and both ablate weights sha256 {} in mode \
                          {}{}; leave one out",
-                        seed_label(label),
+                        seed_label(*label),
                         rf.weights.sha256,
                         rf.mode,
                         if rf.selection_images.is_some() {
@@ -434,29 +446,15 @@ pub fn analyze(input: &ReportInput) -> Result<Summary> {
                         }
                     ),
                     format!("the same weights (seed {})", seed_label(file_seed(rf))),
-                ));
-            }
+                )
+            });
         }
         let key = (
             file_seed(rf),
             rf.weights.sha256.as_str(),
             rf.selection_images,
         );
-        if let Some((other, _)) = files.insert(key, (origin.as_str(), rf)) {
-            return Err(ReportError::input(
-                origin.as_str(),
-                "seed",
-                format!(
-                    "one results file per (arch, mode, seed, weights); {other} already has arch \
-                     {}, mode {}, seed {}, weights sha256 {}",
-                    rf.arch,
-                    rf.mode,
-                    seed_label(file_seed(rf)),
-                    rf.weights.sha256
-                ),
-                seed_label(file_seed(rf)),
-            ));
-        }
+        files.insert(key, (origin.as_str(), rf));
     }
 
     let mut networks = Vec::new();
