@@ -139,6 +139,6 @@ pub use shard::Shard;
 pub use sparsity::{filters_to_zero, weights_to_prune};
 pub use stats::{
     mcnemar_exact_p, measure, paired_difference_agresti_min, paired_difference_tango,
-    paired_difference_wald, wilson_interval, Ci95, Evaluation, Measurement, Metrics, PairedCounts,
-    Verdict, VerdictRule, Z95,
+    paired_difference_wald, tango_min_pairs_within, wilson_interval, Ci95, Evaluation, Measurement,
+    Metrics, PairedCounts, Verdict, VerdictRule, Z95,
 };

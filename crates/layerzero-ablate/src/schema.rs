@@ -180,6 +180,19 @@ impl LayerRecord {
         }
     }
 
+    /// The record's paired table over `n_images` (its file's `n_images`), from its flips: only
+    /// the discordant cells, which are all that Δ, the paired intervals and McNemar's test
+    /// depend on (the concordant ones are left at 0).
+    pub fn paired_counts(&self, n_images: u64) -> crate::stats::PairedCounts {
+        crate::stats::PairedCounts {
+            n: n_images,
+            both_right: 0,
+            right_to_wrong: self.flips_right_to_wrong,
+            wrong_to_right: self.flips_wrong_to_right,
+            both_wrong: 0,
+        }
+    }
+
     /// Sets the sweep level.
     pub fn with_level(mut self, level: f64) -> Self {
         self.level = Some(level);
@@ -577,13 +590,7 @@ impl ResultsFile {
         let n = self.n_images as f64;
         let (b, c) = (r.flips_right_to_wrong, r.flips_wrong_to_right);
         // Only the discordant cells matter to Δ, the Wald interval and McNemar's test.
-        let counts = crate::stats::PairedCounts {
-            n: self.n_images,
-            both_right: 0,
-            right_to_wrong: b,
-            wrong_to_right: c,
-            both_wrong: 0,
-        };
+        let counts = r.paired_counts(self.n_images);
         let expected_delta = counts.delta();
         if !(r.delta_top1.is_finite() && (r.delta_top1 - expected_delta).abs() <= 1e-9) {
             return Err(err(

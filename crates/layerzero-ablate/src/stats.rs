@@ -287,8 +287,8 @@ pub fn paired_difference_agresti_min(counts: &PairedCounts, z: f64) -> Result<[f
 /// and C = −bΔ₀(1 − Δ₀)). T falls as Δ₀ grows, so each bound is found by bisection, to about
 /// 1e-15 away from ±1 (about 1e-11 next to −1 on a million pairs, where 2p̃ + Δ₀(1 − Δ₀)
 /// cancels); the bound is exactly −1 (1) when every pair flips right→wrong (wrong→right).
-/// With no flips each bound lies z²/(n + z²) from zero, so on fewer than z²(1 − t)/t images
-/// (380 for t = 1 point) no interval fits within ±t.
+/// With no flips each bound lies z²/(n + z²) from zero, so on few images no interval fits
+/// within ±t ([`tango_min_pairs_within`]).
 ///
 /// Tango (*Equivalence test and confidence interval for the difference in proportions for
 /// the paired-sample design*, Statistics in Medicine 17, 1998) derived it for equivalence
@@ -346,6 +346,13 @@ pub fn paired_difference_tango(counts: &PairedCounts, z: f64) -> Result<[f64; 2]
     let lower = if b == n { -1.0 } else { solve(z) };
     let upper = if c == n { 1.0 } else { solve(-z) };
     Ok([lower.max(-1.0), upper.min(1.0)])
+}
+
+/// The fewest pairs on which a [`paired_difference_tango`] interval (quantile `z`) can lie
+/// wholly within ±`threshold`: with no flip its bounds lie z²/(n + z²) from zero, which is
+/// below the threshold only for n > z²(1 − t)/t (381 images for t = 1 point at 95 %).
+pub fn tango_min_pairs_within(threshold: f64, z: f64) -> u64 {
+    (z * z * (1.0 - threshold) / threshold).floor() as u64 + 1
 }
 
 /// Exact two-sided McNemar p-value from the discordant counts `b` (right→wrong) and `c`

@@ -2,7 +2,8 @@
 
 use layerzero_ablate::{
     mcnemar_exact_p, measure, paired_difference_agresti_min, paired_difference_tango,
-    paired_difference_wald, wilson_interval, Evaluation, PairedCounts, Verdict, VerdictRule, Z95,
+    paired_difference_wald, tango_min_pairs_within, wilson_interval, Evaluation, PairedCounts,
+    Verdict, VerdictRule, Z95,
 };
 use proptest::prelude::*;
 
@@ -298,6 +299,19 @@ fn tango_edge_cases() {
     assert!(paired_difference_tango(&pairs(0, 0, 0), Z95).is_err());
     assert!(paired_difference_tango(&pairs(5, 3, 3), Z95).is_err());
     assert!(paired_difference_tango(&pairs(5, 1, 1), f64::NAN).is_err());
+}
+
+#[test]
+fn tango_min_pairs_within_is_where_a_no_flip_interval_first_fits() {
+    assert_eq!(tango_min_pairs_within(0.01, Z95), 381);
+    for t in [0.005, 0.01, 0.02, 0.1] {
+        let n = tango_min_pairs_within(t, Z95);
+        let fits = |n: u64| {
+            let [lo, hi] = paired_difference_tango(&pairs(n, 0, 0), Z95).unwrap();
+            -t < lo && hi < t
+        };
+        assert!(fits(n) && !fits(n - 1), "threshold {t}: {n}");
+    }
 }
 
 proptest! {

@@ -222,15 +222,9 @@ fn considers(claim: u32, r: &LayerRecord) -> bool {
 /// [`ClaimLayer::within_threshold`] of a record over `n` images (`None` when `n` is unknown:
 /// a `summary.json` written before records carried it).
 fn within(r: &LayerRecord, n: u64, threshold: f64) -> Option<bool> {
-    let counts = layerzero_ablate::PairedCounts {
-        n,
-        both_right: 0,
-        right_to_wrong: r.flips_right_to_wrong,
-        wrong_to_right: r.flips_wrong_to_right,
-        both_wrong: 0,
-    };
     let [lo, hi] =
-        layerzero_ablate::paired_difference_tango(&counts, layerzero_ablate::Z95).ok()?;
+        layerzero_ablate::paired_difference_tango(&r.paired_counts(n), layerzero_ablate::Z95)
+            .ok()?;
     Some(-threshold < lo && hi < threshold)
 }
 

@@ -409,9 +409,8 @@ fn claims_detail(md: &mut String, summary: &Summary) {
                          shown not to."
                     ),
                 };
-                // With no flip at all, Tango's bounds lie z²/(n + z²) from zero: on fewer
-                // images than this no interval fits within ±t, whatever the layer.
-                let needed = (layerzero_ablate::Z95.powi(2) * (1.0 - t) / t).floor() as u64 + 1;
+                // On fewer images no interval fits within ±t, whatever the layer.
+                let needed = layerzero_ablate::tango_min_pairs_within(t, layerzero_ablate::Z95);
                 let rest = if shown < e.as_claimed && e.n_images > 0 && e.n_images < needed {
                     format!(
                         "{rest} On {} images none could be: a 95 % interval within ±{:.2} pp \
