@@ -148,40 +148,46 @@ fn ablate_run(args: AblateRunArgs) -> Result<()> {
             args.mode
         )));
     }
-    if let (Some(_), false) = (args.selection_images, args.mode.is_cumulative()) {
-        return Err(usage(format!(
-            "--selection-images: {} chooses no path; it goes with cumulative-zero-kernel and \
-             cumulative-skip-branch",
-            args.mode
-        )));
-    }
     // A flag the mode does not use is a mistake, not something to ignore: `--seed 3` with
-    // zero-kernel most likely meant the weights' training seed.
-    if let (Some(_), false) = (args.seed, args.mode == AblationMode::Rerandomize) {
-        return Err(usage(format!(
-            "--seed: {} draws nothing; it is rerandomize's seed. The seed the weights were \
-             trained with is --train-seed",
-            args.mode
-        )));
-    }
-    if let (Some(_), false) = (&args.levels, args.mode.is_swept()) {
-        return Err(usage(format!(
-            "--levels: {} sweeps no level; it goes with zero-filters and prune",
-            args.mode
-        )));
-    }
-    if let (Some(_), false) = (args.max_steps, args.mode.is_cumulative()) {
-        return Err(usage(format!(
-            "--max-steps: {} takes no greedy steps; it goes with cumulative-zero-kernel and \
+    // zero-kernel most likely meant the weights' training seed. (given, used by the mode,
+    // flag, why not.)
+    let mode = args.mode;
+    let unused = [
+        (
+            args.selection_images.is_some(),
+            mode.is_cumulative(),
+            "--selection-images",
+            "chooses no path; it goes with cumulative-zero-kernel and cumulative-skip-branch",
+        ),
+        (
+            args.seed.is_some(),
+            mode == AblationMode::Rerandomize,
+            "--seed",
+            "draws nothing; it is rerandomize's seed. The seed the weights were trained with \
+             is --train-seed",
+        ),
+        (
+            args.levels.is_some(),
+            mode.is_swept(),
+            "--levels",
+            "sweeps no level; it goes with zero-filters and prune",
+        ),
+        (
+            args.max_steps.is_some(),
+            mode.is_cumulative(),
+            "--max-steps",
+            "takes no greedy steps; it goes with cumulative-zero-kernel and \
              cumulative-skip-branch",
-            args.mode
-        )));
-    }
-    if let (Some(_), false) = (&args.init_weights, args.mode == AblationMode::Reinit) {
-        return Err(usage(format!(
-            "--init-weights: {} restores no epoch-0 weights; it goes with --mode reinit",
-            args.mode
-        )));
+        ),
+        (
+            args.init_weights.is_some(),
+            mode == AblationMode::Reinit,
+            "--init-weights",
+            "restores no epoch-0 weights; it goes with --mode reinit",
+        ),
+    ];
+    if let Some((.., flag, why)) = unused.iter().find(|(given, used, ..)| *given && !*used) {
+        return Err(usage(format!("{flag}: {mode} {why}")));
     }
     // Values clap cannot check: mistakes in the command line too (exit 2).
     let rule = VerdictRule::new(args.max_abs_delta, args.min_p)
