@@ -67,20 +67,15 @@ fn bench_refuses_zero_counts_at_parse_time() {
 fn reproduce_refuses_zero_threads_and_seeds_at_parse_time() {
     let dir = tempfile::tempdir().unwrap();
     for flag in ["--threads", "--seeds"] {
-        let o = xtask(
+        let o = reproduce_offline(
             dir.path(),
             &[
-                "reproduce",
                 "--profile",
                 "smoke",
                 "--arch",
                 "resnet8",
                 flag,
                 "0",
-                "--archive",
-                "absent.tar.gz",
-                "--data-dir",
-                "data",
                 "--out",
                 "run",
             ],
@@ -135,20 +130,29 @@ fn bench_refuses_a_named_peer_that_does_not_exist() {
     assert!(!out.exists());
 }
 
-/// `reproduce` in `dir` with an archive that is not there: it fails at the fetch.
+/// `reproduce ARGS` in `dir` with an archive that is not there: a run that gets past its
+/// options fails at the fetch.
+fn reproduce_offline(dir: &Path, args: &[&str]) -> Output {
+    let mut all = vec![
+        "reproduce",
+        "--archive",
+        "absent.tar.gz",
+        "--data-dir",
+        "data",
+    ];
+    all.extend(args);
+    xtask(dir, &all)
+}
+
+/// [`reproduce_offline`] of `arch` and `profile` into `run`.
 fn reproduce_without_data(dir: &Path, arch: &str, profile: &str) -> Output {
-    xtask(
+    reproduce_offline(
         dir,
         &[
-            "reproduce",
             "--profile",
             profile,
             "--arch",
             arch,
-            "--archive",
-            "absent.tar.gz",
-            "--data-dir",
-            "data",
             "--out",
             "run",
             "--threads",
@@ -206,10 +210,9 @@ fn reproduce_refuses_an_unknown_network_or_profile_as_a_flag_mistake() {
         ("--arch", ["--arch", "vgg11-bn", "--profile", "smoke"]),
         ("--profile", ["--arch", "resnet8", "--profile", "slow"]),
     ] {
-        let mut all = vec!["reproduce"];
-        all.extend(args);
-        all.extend(["--archive", "absent.tar.gz", "--out", "run"]);
-        let o = xtask(dir.path(), &all);
+        let mut all = args.to_vec();
+        all.extend(["--out", "run"]);
+        let o = reproduce_offline(dir.path(), &all);
         assert_bad_flag(&o, flag);
         assert!(!dir.path().join("run").exists(), "{args:?}");
     }
@@ -227,18 +230,8 @@ fn the_default_folder_of_an_alias_continues_an_older_study() {
         "{\"arch\": \"resnet8-a\", \"profile\": \"smoke\"}",
     )
     .unwrap();
-    let args = [
-        "reproduce",
-        "--arch",
-        "resnet8-a",
-        "--profile",
-        "smoke",
-        "--archive",
-        "absent.tar.gz",
-        "--data-dir",
-        "data",
-    ];
-    let o = xtask(dir.path(), &args);
+    let args = ["--arch", "resnet8-a", "--profile", "smoke"];
+    let o = reproduce_offline(dir.path(), &args);
     let err = stderr(&o);
     assert!(
         err.contains("continuing the study in runs/resnet8-a-smoke"),
@@ -247,7 +240,7 @@ fn the_default_folder_of_an_alias_continues_an_older_study() {
     assert!(!dir.path().join("runs").join("resnet8-smoke").exists());
     // Without such a folder, the one name.
     std::fs::remove_dir_all(&old).unwrap();
-    let o = xtask(dir.path(), &args);
+    let o = reproduce_offline(dir.path(), &args);
     assert!(!stderr(&o).contains("continuing"), "{}", stderr(&o));
     assert!(dir.path().join("runs").join("resnet8-smoke").is_dir());
 }

@@ -21,6 +21,19 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
+/// `layerzero train --profile PROFILE ARGS` with no data and `--out out`: what a mistake in
+/// the options gives, which must come before anything is read.
+fn train_without_data(profile: &str, args: &[&str], out: &Path) -> std::process::Output {
+    layerzero()
+        .args(["train", "--profile", profile, "--device", "cpu"])
+        .args(args)
+        .args(["--data-dir", "/nonexistent"])
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn bad_overrides_are_refused_naming_the_option() {
     let out = tmp("overrides-bad");
@@ -50,16 +63,8 @@ fn bad_overrides_are_refused_naming_the_option() {
         ("--readback-steps", "0", "--readback-steps"),
         ("--max-epochs", "0", "--max-epochs"),
     ] {
-        let o = layerzero()
-            .args(["train", "--profile", "smoke", "--device", "cpu"])
-            // `--flag=value`, so that clap takes "-0.1" as a value rather than an option.
-            .arg(format!("{flag}={value}"))
-            // No data here: the check must come before anything is read.
-            .args(["--data-dir", "/nonexistent"])
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
+        // `--flag=value`, so that clap takes "-0.1" as a value rather than an option.
+        let o = train_without_data("smoke", &[&format!("{flag}={value}")], &out);
         let err = String::from_utf8_lossy(&o.stderr);
         // A mistake in the command line: exit 2, naming the flag (README).
         assert_eq!(o.status.code(), Some(2), "{flag} {value}: {err}");
@@ -90,14 +95,7 @@ fn a_profile_default_that_no_longer_fits_names_its_flag() {
         ),
         (vec!["--batch-size", "3"], "--ghost-batches 1"),
     ] {
-        let o = layerzero()
-            .args(["train", "--profile", "quick", "--device", "cpu"])
-            .args(&args)
-            .args(["--data-dir", "/nonexistent"])
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
+        let o = train_without_data("quick", &args, &out);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(said), "{args:?}: {err}");
@@ -185,12 +183,11 @@ fn an_architecture_needing_full_size_is_told_to_turn_resizing_off() {
 /// from. An unknown --arch is a usage mistake.
 #[test]
 fn a_stopped_run_is_evaluated_from_its_checkpoint_and_resumed_with_a_word() {
-    let o = layerzero()
-        .args(["train", "--arch", "resnet99x", "--profile", "smoke"])
-        .args(["--device", "cpu", "--data-dir", "/nonexistent", "--out"])
-        .arg(tmp("overrides-unknown-arch"))
-        .output()
-        .unwrap();
+    let o = train_without_data(
+        "smoke",
+        &["--arch", "resnet99x"],
+        &tmp("overrides-unknown-arch"),
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("--arch") && err.contains("resnet99x"), "{err}");

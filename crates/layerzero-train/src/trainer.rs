@@ -140,8 +140,7 @@ impl RunDir {
     }
     /// The checkpoint of an epoch.
     pub fn checkpoint(&self, epoch: usize) -> PathBuf {
-        self.root
-            .join("checkpoints")
+        self.checkpoints()
             .join(format!("epoch-{epoch:03}.safetensors"))
     }
     /// Final weights.
@@ -399,7 +398,7 @@ fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
 /// `checkpoints` that is a link is left alone). A file that cannot be removed is skipped; a
 /// folder that cannot be read is reported on stderr, like a skipped checkpoint.
 fn remove_leftover_temporaries(dir: &RunDir) {
-    let checkpoints = dir.root().join("checkpoints");
+    let checkpoints = dir.checkpoints();
     for folder in [dir.root(), checkpoints.as_path()] {
         if folder == checkpoints.as_path() {
             match fs::symlink_metadata(folder) {
