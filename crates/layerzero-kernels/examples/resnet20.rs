@@ -265,7 +265,9 @@ fn bench(
     for s in 0..steps + 2 {
         let f0 = minor_faults();
         let t = Instant::now();
-        loss = train_step(ops, &mut net, &mut moms, &x, &y)?;
+        // On a worker of the pool, as layerzero-train runs a step on the CPU.
+        loss =
+            layerzero_kernels::on_worker_thread(|| train_step(ops, &mut net, &mut moms, &x, &y))?;
         if s >= 2 {
             times.push(t.elapsed().as_secs_f64());
             faults += minor_faults() - f0;

@@ -11,6 +11,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::KernelError;
+use crate::prefetch;
 use crate::storage::{alloc_uninit, cpu_f32, storage_f32};
 
 const BN: &str = "layerzero-batch-norm";
@@ -341,6 +342,8 @@ fn channel_stats(
     let k = x[ch * hw];
     let (mut s, mut ss) = (0.0f64, 0.0f64);
     for img in 0..n {
+        // The channel's next plane is a jump away: ask for it now (see `prefetch`).
+        prefetch::lines_at(x, ((img + 1) * c + ch) * hw, hw);
         let (a, b) = shifted_sums(&x[(img * c + ch) * hw..][..hw], k);
         s += a;
         ss += b;
@@ -479,6 +482,9 @@ fn channel_grad_sums(
     let (a, b, mu) = (st.a[ch], st.b[ch], st.mean[ch]);
     let (mut sg, mut sgx) = (0.0f64, 0.0f64);
     for img in 0..n {
+        let next = ((img + 1) * c + ch) * hw;
+        prefetch::lines_at(x, next, hw);
+        prefetch::lines_at(dy, next, hw);
         let xs = &x[(img * c + ch) * hw..][..hw];
         let ds = &dy[(img * c + ch) * hw..][..hw];
         for (xb, db) in xs.chunks(FLUSH).zip(ds.chunks(FLUSH)) {
@@ -519,6 +525,10 @@ fn channel_grad_sums_residual(
     let (a, b, mu) = (st.a[ch], st.b[ch], st.mean[ch]);
     let (mut sg, mut sgx) = (0.0f64, 0.0f64);
     for img in 0..n {
+        let next = ((img + 1) * c + ch) * hw;
+        for data in [x, dy, r] {
+            prefetch::lines_at(data, next, hw);
+        }
         let off = (img * c + ch) * hw;
         let (xs, ds, rs) = (&x[off..][..hw], &dy[off..][..hw], &r[off..][..hw]);
         for ((xb, db), rb) in xs.chunks(FLUSH).zip(ds.chunks(FLUSH)).zip(rs.chunks(FLUSH)) {

@@ -60,6 +60,12 @@
 //! * **Memory**: outputs the kernels overwrite are not zeroed, per-thread scratch buffers are
 //!   reused, and [`configure_allocator`] (called automatically, see its docs) keeps glibc from
 //!   returning freed tensors to the OS, which otherwise re-faults every activation each step.
+//!   Where a loop jumps from one (image, channel) plane to the next (the Winograd input
+//!   transform, batch norm's first pass), it prefetches the next plane while it works on this
+//!   one: the hardware prefetcher does not cross into a new page on its own.
+//! * **Threads**: rayon's global pool. [`on_worker_thread`] runs a caller's sequence of kernels
+//!   (a training step) on one of its workers, so the caller takes part in each kernel instead
+//!   of sleeping through it.
 //!
 //! Tuning knobs (environment, read once): `LAYERZERO_KERNELS_ISA=avx2|portable` caps the
 //! instruction set; `LAYERZERO_FWD_TILE=4x4`, `LAYERZERO_DW_TILE=4x5`, `LAYERZERO_WINO_TILE=4x4`
@@ -108,9 +114,11 @@ mod device;
 mod error;
 mod geom;
 mod peak;
+mod prefetch;
 pub mod reference;
 mod scratch;
 mod storage;
+mod threads;
 
 use candle_core::{DType, Result, Tensor};
 
@@ -120,6 +128,7 @@ pub use device::open_cuda;
 pub use error::KernelError;
 pub use geom::ConvGeom;
 pub use peak::{gemm_gflops, measure_gemm_peak_gflops};
+pub use threads::on_worker_thread;
 
 #[cfg(feature = "cudnn")]
 pub use cuda::cudnn_op_count;

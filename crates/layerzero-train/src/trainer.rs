@@ -662,7 +662,11 @@ pub fn train_observed(
             if unread.len() >= readback_steps {
                 totals.read(unread.drain(..), epoch + 1, observer)?;
             }
-            sgd.step(&outcome.grads, lr)?;
+            if device.is_cpu() {
+                layerzero_kernels::on_worker_thread(|| sgd.step(&outcome.grads, lr))?;
+            } else {
+                sgd.step(&outcome.grads, lr)?;
+            }
             step += 1;
         }
         totals.read(unread.drain(..), epoch + 1, observer)?;
@@ -824,8 +828,14 @@ impl GhostBatches {
     ) -> Result<StepOutcome> {
         if self.count == 1 {
             // The plain step: the loss is not rescaled, so the gradients are bit for bit those
-            // of a run without ghost batches.
-            let part = forward_backward(net, images, labels, config, None)?;
+            // of a run without ghost batches. On the CPU it runs on a worker of the thread pool,
+            // which then takes part in every kernel instead of waiting for it.
+            let run = || forward_backward(net, images, labels, config, None);
+            let part = if images.device().is_cpu() {
+                layerzero_kernels::on_worker_thread(run)?
+            } else {
+                run()?
+            };
             return Ok(StepOutcome {
                 values: StepValues {
                     parts: vec![(part.loss, part.len, part.correct)],

@@ -896,6 +896,8 @@ fn transform_image(
     let hw = g.h * g.w;
     for (ci, pl) in buf.chunks_exact_mut(g.plane_len()).enumerate() {
         if first_band {
+            // The next channel's plane, from memory while this one is transformed.
+            crate::prefetch::lines_at(ximg, (ci + 1) * hw, hw);
             on_isa!(isa, variant of g, fill(g, &ximg[ci * hw..][..hw], pl));
         }
         on_isa!(isa, variant of g, input_transform(g, pl, ci, rows, p_img, v));
