@@ -305,6 +305,11 @@ impl BarrierPool {
             f(0..n_items);
             return;
         }
+        if let Some(threads) = rayon_pool_threads() {
+            let chunk = n_items.div_ceil(threads);
+            run_on_rayon(n_items, chunk, &f);
+            return;
+        }
         let chunk = n_items.div_ceil(self.threads.len() + 1);
         self.execute(|tid| {
             let start = tid * chunk;
@@ -323,6 +328,12 @@ impl BarrierPool {
         // nested use from a worker would deadlock on the call lock; run inline instead
         if run_inline() {
             f(0..n_items);
+            return;
+        }
+        if let Some(threads) = rayon_pool_threads() {
+            // As below, ~8 units per thread.
+            let chunk = n_items.div_ceil(threads * 8).max(1);
+            run_on_rayon(n_items, chunk, &f);
             return;
         }
         let n_threads = self.threads.len() + 1;
@@ -368,6 +379,26 @@ impl Drop for BarrierPool {
 fn run_inline() -> bool {
     IN_BARRIER_POOL.with(|f| f.get())
         || (rayon::current_thread_index().is_some() && rayon::current_num_threads() == 1)
+}
+
+/// layerzero patch: the thread count of the rayon pool the calling thread is a worker of, when
+/// that pool has several threads. Such a caller (layerzero runs a CPU training step on a worker
+/// of rayon's global pool) splits elementwise work with that pool: with the barrier pool the
+/// caller and this pool's threads did it while the rayon pool's other workers sat idle, and
+/// this pool's threads then spun on cores that rayon's kernels were using.
+fn rayon_pool_threads() -> Option<usize> {
+    rayon::current_thread_index()?;
+    Some(rayon::current_num_threads()).filter(|&n| n > 1)
+}
+
+/// layerzero patch: `f` over `0..n_items` in ranges of `chunk`, as tasks of the caller's rayon
+/// pool. Each item is computed by the same code as on the barrier pool, so the results are
+/// the same bits.
+fn run_on_rayon<F: Fn(std::ops::Range<usize>) + Sync>(n_items: usize, chunk: usize, f: &F) {
+    use rayon::prelude::*;
+    (0..n_items.div_ceil(chunk))
+        .into_par_iter()
+        .for_each(|k| f(k * chunk..n_items.min((k + 1) * chunk)));
 }
 
 static BARRIER_POOL: OnceLock<BarrierPool> = OnceLock::new();

@@ -261,34 +261,70 @@ const NV_MAX: usize = 4;
 
 /// `U[ξ][co][ci] = (G · w[co][ci] · Gᵀ)[ξ]` packed for the GEMM tile: `upack[ξ][cb][ci][c]`.
 fn transform_weights(w: &[f32], cout: usize, cin: usize, cob: usize) -> Vec<f32> {
-    let nblk = cout.div_ceil(cob);
-    let mut u = vec![0.0f32; XI * nblk * cin * cob];
-    for co in 0..cout {
-        for ci in 0..cin {
-            let g = &w[(co * cin + ci) * 9..][..9];
-            // G·g: 4 rows of 3.
-            let mut t = [[0.0f32; 3]; 4];
-            for c in 0..3 {
-                let (g0, g1, g2) = (g[c], g[3 + c], g[6 + c]);
-                t[0][c] = g0;
-                t[1][c] = 0.5 * (g0 + g1 + g2);
-                t[2][c] = 0.5 * (g0 - g1 + g2);
-                t[3][c] = g2;
-            }
-            for (i, r) in t.iter().enumerate() {
-                let row = [
-                    r[0],
-                    0.5 * (r[0] + r[1] + r[2]),
-                    0.5 * (r[0] - r[1] + r[2]),
-                    r[2],
-                ];
-                for (j, &v) in row.iter().enumerate() {
-                    let xi = i * 4 + j;
-                    let (cb, c) = (co / cob, co % cob);
-                    u[((xi * nblk + cb) * cin + ci) * cob + c] = v;
-                }
-            }
+    pack_weights::<XI>(w, cout, cin, cob, |g| {
+        // G·g: 4 rows of 3.
+        let mut t = [[0.0f32; 3]; 4];
+        for c in 0..3 {
+            let (g0, g1, g2) = (g[c], g[3 + c], g[6 + c]);
+            t[0][c] = g0;
+            t[1][c] = 0.5 * (g0 + g1 + g2);
+            t[2][c] = 0.5 * (g0 - g1 + g2);
+            t[3][c] = g2;
         }
+        let mut u = [0.0f32; XI];
+        for (i, r) in t.iter().enumerate() {
+            let row = [
+                r[0],
+                0.5 * (r[0] + r[1] + r[2]),
+                0.5 * (r[0] - r[1] + r[2]),
+                r[2],
+            ];
+            u[i * 4..][..4].copy_from_slice(&row);
+        }
+        u
+    })
+}
+
+/// The transformed kernels `U[ξ][co][ci] = transform(w[co][ci])[ξ]` (`transform` takes the 9
+/// taps of one 3×3 kernel) packed for a GEMM tile of `cob` output channels as
+/// `upack[ξ][cb][ci][c]`, co = cb·cob + c, with zeros for the channels past `cout` in the last
+/// block.
+///
+/// The transforms run in parallel over the output channels, then the packing in parallel over
+/// ξ: run on the calling thread alone, they were the longest stretch of a training step with
+/// only one core busy (each convolution transforms its kernel twice a step, for the forward
+/// pass and the input gradient). Each value is computed by the same code either way.
+pub(super) fn pack_weights<const N: usize>(
+    w: &[f32],
+    cout: usize,
+    cin: usize,
+    cob: usize,
+    transform: impl Fn(&[f32]) -> [f32; N] + Sync,
+) -> Vec<f32> {
+    let nblk = cout.div_ceil(cob);
+    let mut per_kernel = vec![[0.0f32; N]; cout * cin];
+    if cin > 0 {
+        per_kernel
+            .par_chunks_mut(cin)
+            .zip(w.par_chunks(cin * 9))
+            .for_each(|(out, wc)| {
+                for (u, g) in out.iter_mut().zip(wc.chunks_exact(9)) {
+                    *u = transform(g);
+                }
+            });
+    }
+    let mut u = vec![0.0f32; N * nblk * cin * cob];
+    if !u.is_empty() {
+        u.par_chunks_mut(nblk * cin * cob)
+            .enumerate()
+            .for_each(|(xi, ux)| {
+                for co in 0..cout {
+                    let (cb, c) = (co / cob, co % cob);
+                    for ci in 0..cin {
+                        ux[(cb * cin + ci) * cob + c] = per_kernel[co * cin + ci][xi];
+                    }
+                }
+            });
     }
     u
 }
@@ -1198,25 +1234,41 @@ fn conv_dw_tile(
 /// `[ξ][co][ci]`) into `dw` (cout, cin, 3, 3).
 fn weight_grad_from_sums(du: &[f32], cout: usize, cin: usize, dw: &mut [f32]) {
     // dw = Gᵀ·dU·G, with G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
-    for co in 0..cout {
-        for ci in 0..cin {
-            let u = |i: usize, j: usize| du[((4 * i + j) * cout + co) * cin + ci];
-            // Gᵀ along y: rows u0 + ½(u1 + u2), ½(u1 − u2), ½(u1 + u2) + u3.
-            let col = |j: usize| {
-                let (u0, u1, u2, u3) = (u(0, j), u(1, j), u(2, j), u(3, j));
-                [u0 + 0.5 * (u1 + u2), 0.5 * (u1 - u2), 0.5 * (u1 + u2) + u3]
-            };
-            let c = [col(0), col(1), col(2), col(3)];
-            let t: [[f32; 4]; 3] = std::array::from_fn(|a| std::array::from_fn(|j| c[j][a]));
-            // G along x, the same combinations.
-            let out = &mut dw[(co * cin + ci) * 9..][..9];
-            for (a, r) in t.iter().enumerate() {
-                out[3 * a] = r[0] + 0.5 * (r[1] + r[2]);
-                out[3 * a + 1] = 0.5 * (r[1] - r[2]);
-                out[3 * a + 2] = 0.5 * (r[1] + r[2]) + r[3];
-            }
+    for_each_kernel(dw, cin, |co, ci, out| {
+        let u = |i: usize, j: usize| du[((4 * i + j) * cout + co) * cin + ci];
+        // Gᵀ along y: rows u0 + ½(u1 + u2), ½(u1 − u2), ½(u1 + u2) + u3.
+        let col = |j: usize| {
+            let (u0, u1, u2, u3) = (u(0, j), u(1, j), u(2, j), u(3, j));
+            [u0 + 0.5 * (u1 + u2), 0.5 * (u1 - u2), 0.5 * (u1 + u2) + u3]
+        };
+        let c = [col(0), col(1), col(2), col(3)];
+        let t: [[f32; 4]; 3] = std::array::from_fn(|a| std::array::from_fn(|j| c[j][a]));
+        // G along x, the same combinations.
+        for (a, r) in t.iter().enumerate() {
+            out[3 * a] = r[0] + 0.5 * (r[1] + r[2]);
+            out[3 * a + 1] = 0.5 * (r[1] - r[2]);
+            out[3 * a + 2] = 0.5 * (r[1] + r[2]) + r[3];
         }
+    });
+}
+
+/// Writes each 3×3 kernel of `dw` (cout, cin, 3, 3) with `kernel(co, ci, its 9 taps)`, in
+/// parallel over the output channels (see [`pack_weights`] for why).
+pub(super) fn for_each_kernel(
+    dw: &mut [f32],
+    cin: usize,
+    kernel: impl Fn(usize, usize, &mut [f32]) + Sync,
+) {
+    if cin == 0 {
+        return;
     }
+    dw.par_chunks_mut(cin * 9)
+        .enumerate()
+        .for_each(|(co, dwc)| {
+            for (ci, out) in dwc.chunks_exact_mut(9).enumerate() {
+                kernel(co, ci, out);
+            }
+        });
 }
 
 #[cfg(test)]

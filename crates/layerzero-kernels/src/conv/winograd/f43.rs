@@ -33,49 +33,40 @@ const G: [[f64; 3]; 6] = [
 ];
 
 /// `U[ξ][co][ci] = (G · w[co][ci] · Gᵀ)[ξ]`, computed in f64, packed for the GEMM tile as
-/// `upack[ξ][cb][ci][c]` (the parent's layout with 36 points).
+/// `upack[ξ][cb][ci][c]` (the parent's layout with 36 points, by its `pack_weights`).
 pub(super) fn transform_weights(w: &[f32], cout: usize, cin: usize, cob: usize) -> Vec<f32> {
-    const XI: usize = 36;
-    let nblk = cout.div_ceil(cob);
-    let mut u = vec![0.0f32; XI * nblk * cin * cob];
-    for co in 0..cout {
-        for ci in 0..cin {
-            let g = &w[(co * cin + ci) * 9..][..9];
-            // G·g: 6 rows of 3.
-            let t: [[f64; 3]; 6] = std::array::from_fn(|i| {
-                std::array::from_fn(|c| (0..3).map(|a| G[i][a] * f64::from(g[3 * a + c])).sum())
-            });
-            for (i, r) in t.iter().enumerate() {
-                for (j, gj) in G.iter().enumerate() {
-                    let v: f64 = (0..3).map(|c| r[c] * gj[c]).sum();
-                    let xi = i * 6 + j;
-                    let (cb, c) = (co / cob, co % cob);
-                    u[((xi * nblk + cb) * cin + ci) * cob + c] = v as f32;
-                }
+    super::pack_weights::<36>(w, cout, cin, cob, |g| {
+        // G·g: 6 rows of 3.
+        let t: [[f64; 3]; 6] = std::array::from_fn(|i| {
+            std::array::from_fn(|c| (0..3).map(|a| G[i][a] * f64::from(g[3 * a + c])).sum())
+        });
+        let mut u = [0.0f32; 36];
+        for (i, r) in t.iter().enumerate() {
+            for (j, gj) in G.iter().enumerate() {
+                let v: f64 = (0..3).map(|c| r[c] * gj[c]).sum();
+                u[i * 6 + j] = v as f32;
             }
         }
-    }
-    u
+        u
+    })
 }
 
 /// `dw[co][ci] = Gᵀ · dU[·][co][ci] · G` (the 36 sums of the weight gradient, in `du` as
-/// `[ξ][co][ci]`) into `dw` (cout, cin, 3, 3), computed in f64.
+/// `[ξ][co][ci]`) into `dw` (cout, cin, 3, 3), computed in f64, in parallel over the output
+/// channels.
 pub(super) fn weight_grad_from_sums(du: &[f32], cout: usize, cin: usize, dw: &mut [f32]) {
-    for co in 0..cout {
-        for ci in 0..cin {
-            let u = |xi: usize| f64::from(du[(xi * cout + co) * cin + ci]);
-            // Gᵀ along y: 3 rows of 6.
-            let t: [[f64; 6]; 3] = std::array::from_fn(|a| {
-                std::array::from_fn(|j| (0..6).map(|i| G[i][a] * u(6 * i + j)).sum())
-            });
-            let out = &mut dw[(co * cin + ci) * 9..][..9];
-            for (a, r) in t.iter().enumerate() {
-                for b in 0..3 {
-                    out[3 * a + b] = (0..6).map(|j| r[j] * G[j][b]).sum::<f64>() as f32;
-                }
+    super::for_each_kernel(dw, cin, |co, ci, out| {
+        let u = |xi: usize| f64::from(du[(xi * cout + co) * cin + ci]);
+        // Gᵀ along y: 3 rows of 6.
+        let t: [[f64; 6]; 3] = std::array::from_fn(|a| {
+            std::array::from_fn(|j| (0..6).map(|i| G[i][a] * u(6 * i + j)).sum())
+        });
+        for (a, r) in t.iter().enumerate() {
+            for b in 0..3 {
+                out[3 * a + b] = (0..6).map(|j| r[j] * G[j][b]).sum::<f64>() as f32;
             }
         }
-    }
+    });
 }
 
 /// The per-instruction-set kernels: padded copy, input transform, output transform.
