@@ -57,6 +57,8 @@
 //!   likewise: Σg and Σg·(x−μ) with the ReLU mask recomputed from x, then dx. The loops have
 //!   AVX2 versions that do the same operations in the same order (same bits; the forward pass
 //!   1.6–1.9× faster than the compiler's SSE2 code).
+//! * **Option-A shortcut** ([`shortcut_pad`]): every s-th pixel between zero channels, and
+//!   back, in one pass over the images in parallel.
 //! * **Memory**: outputs the kernels overwrite are not zeroed, per-thread scratch buffers are
 //!   reused, and [`configure_allocator`] (called automatically, see its docs) keeps glibc from
 //!   returning freed tensors to the OS, which otherwise re-faults every activation each step.
@@ -117,6 +119,7 @@ mod peak;
 mod prefetch;
 pub mod reference;
 mod scratch;
+mod shortcut;
 mod storage;
 mod threads;
 
@@ -204,6 +207,7 @@ pub fn fast_op_count() -> u64 {
 pub mod fast {
     pub use crate::bn::{batch_norm_add_relu_train, batch_norm_train};
     pub use crate::conv::{conv2d, conv2d_bias_act, conv2d_input_grad, conv2d_weight_grad};
+    pub use crate::shortcut::shortcut_pad;
 }
 
 /// Output of [`batch_norm_train`].
@@ -223,6 +227,21 @@ fn use_fast(ts: &[&Tensor]) -> bool {
         && ts
             .iter()
             .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// He et al.'s option-A shortcut for CIFAR ResNets, differentiable: every `stride`-th row and
+/// column of `x` (N, C, H, W), starting at the first, between `pad` zero channels on each side,
+/// giving (N, C + 2·pad, ⌈H/stride⌉, ⌈W/stride⌉); PyTorch's
+/// `F.pad(x[:, :, ::s, ::s], (0, 0, 0, 0, pad, pad))`. A stride of 0 is an error.
+pub fn shortcut_pad(x: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+    if stride == 0 {
+        return Err(KernelError::shape("shortcut_pad", "stride must be at least 1, got 0").into());
+    }
+    if use_fast(&[x]) {
+        fast::shortcut_pad(x, stride, pad)
+    } else {
+        reference::shortcut_pad(x, stride, pad)
+    }
 }
 
 /// NCHW f32 convolution without bias, differentiable w.r.t. `x` and `w` (candle backprop works

@@ -71,3 +71,22 @@ pub fn batch_norm_add_relu_train(
         var: o.var,
     })
 }
+
+/// He et al.'s option-A shortcut with candle's ops: `x[:, :, ::s, ::s]` (as a pad up to a
+/// multiple of `stride`, a reshape and two narrows, since candle has no strided slice), then
+/// `pad` zero channels on each side.
+pub fn shortcut_pad(x: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+    let sub = if stride <= 1 {
+        x.clone()
+    } else {
+        let (n, c, h, w) = x.dims4()?;
+        let (hp, wp) = (h.div_ceil(stride) * stride, w.div_ceil(stride) * stride);
+        x.pad_with_zeros(2, 0, hp - h)?
+            .pad_with_zeros(3, 0, wp - w)?
+            .reshape((n, c, hp / stride, stride, wp / stride, stride))?
+            .narrow(3, 0, 1)?
+            .narrow(5, 0, 1)?
+            .reshape((n, c, hp / stride, wp / stride))?
+    };
+    sub.pad_with_zeros(1, pad, pad)
+}

@@ -201,28 +201,10 @@ pub(crate) fn max_pool2d(x: &Tensor, kernel: usize) -> Result<Tensor> {
 
 /// Option-A shortcut of He et al.: keep every `stride`-th pixel (starting at 0) and pad the
 /// channels with `pad` zero channels before and `pad` after, i.e. PyTorch's
-/// `F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, pad, pad))` for stride 2.
+/// `F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, pad, pad))` for stride 2 (the kernels crate's op: one
+/// parallel pass each way on the CPU, candle's ops elsewhere).
 pub(crate) fn shortcut_pad(x: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
-    let sub = subsample(x, stride)?;
-    Ok(sub.pad_with_zeros(1, pad, pad)?)
-}
-
-/// `x[:, :, ::s, ::s]` without a strided-slice op: pad height and width up to a multiple of
-/// `s`, split each into (size / s, s) and keep offset 0. Differentiable (narrow + reshape).
-fn subsample(x: &Tensor, s: usize) -> Result<Tensor> {
-    if s <= 1 {
-        return Ok(x.clone());
-    }
-    let (n, c, h, w) = x.dims4()?;
-    let (hp, wp) = (h.div_ceil(s) * s, w.div_ceil(s) * s);
-    let x = x
-        .pad_with_zeros(2, 0, hp - h)?
-        .pad_with_zeros(3, 0, wp - w)?;
-    let x = x
-        .reshape((n, c, hp / s, s, wp / s, s))?
-        .narrow(3, 0, 1)?
-        .narrow(5, 0, 1)?;
-    Ok(x.reshape((n, c, hp / s, wp / s))?)
+    Ok(layerzero_kernels::shortcut_pad(x, stride, pad)?)
 }
 
 /// Zeros with the given shape on the device of `like`, in F32.
@@ -236,12 +218,12 @@ mod tests {
     use candle_core::Device;
 
     #[test]
-    fn subsample_takes_even_indices_like_pytorch() {
+    fn shortcut_takes_even_indices_like_pytorch() {
         let x = Tensor::arange(0f32, 2.0 * 5.0 * 5.0, &Device::Cpu)
             .unwrap()
             .reshape((1, 2, 5, 5))
             .unwrap();
-        let y = subsample(&x, 2).unwrap();
+        let y = shortcut_pad(&x, 2, 0).unwrap();
         assert_eq!(y.dims(), &[1, 2, 3, 3]);
         let v: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
         // x[0, c, i, j] = 25c + 5i + j for i, j in {0, 2, 4}.

@@ -184,7 +184,7 @@ impl CustomOp2 for Conv2dOp {
     }
 }
 
-fn check_fast(op: &'static str, ts: &[&Tensor]) -> std::result::Result<(), KernelError> {
+pub(crate) fn check_fast(op: &'static str, ts: &[&Tensor]) -> std::result::Result<(), KernelError> {
     for t in ts {
         if !t.device().is_cpu() {
             return Err(KernelError::unsupported(op, "tensor is not on the CPU"));
