@@ -25,6 +25,7 @@ struct Ops {
     bn: BnFn,
     bn_add_relu: BnAddFn,
     bias_act: BiasActFn,
+    shortcut: fn(&Tensor, usize, usize) -> Result<Tensor>,
 }
 
 /// One conv + BN unit: weight, gamma, beta, running mean / var.
@@ -70,15 +71,9 @@ fn net(dev: &Device) -> Result<Net> {
     })
 }
 
-fn shortcut(x: &Tensor, cout: usize) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    let sub = x
-        .reshape((n, c, h / 2, 2, w / 2, 2))?
-        .narrow(3, 0, 1)?
-        .narrow(5, 0, 1)?
-        .reshape((n, c, h / 2, w / 2))?;
-    let pad = (cout - c) / 2;
-    sub.pad_with_zeros(1, pad, pad)
+fn shortcut(ops: &Ops, x: &Tensor, cout: usize) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    (ops.shortcut)(x, 2, (cout - c) / 2)
 }
 
 /// Training forward; updates running statistics; returns the logits.
@@ -110,7 +105,7 @@ fn forward_train(ops: &Ops, net: &mut Net, x: &Tensor) -> Result<Tensor> {
             )?;
             let y = (ops.conv)(&o1.y, u[i + 1].w.as_tensor(), 1, 1)?;
             let sc = if stride == 2 {
-                shortcut(&h, cout)?
+                shortcut(ops, &h, cout)?
             } else {
                 h.clone()
             };
@@ -189,7 +184,7 @@ fn eval(ops: &Ops, net: &Net, x: &Tensor) -> Result<Tensor> {
             let stride = if b == 0 && cout != cin { 2 } else { 1 };
             let y = (ops.bias_act)(&h, &folded[i].0, &folded[i].1, stride, 1, None, true)?;
             let sc = if stride == 2 {
-                shortcut(&h, cout)?
+                shortcut(ops, &h, cout)?
             } else {
                 h.clone()
             };
@@ -327,6 +322,7 @@ fn main() -> Result<()> {
         bn: fast::batch_norm_train,
         bn_add_relu: fast::batch_norm_add_relu_train,
         bias_act: fast::conv2d_bias_act,
+        shortcut: fast::shortcut_pad,
     };
     let mut results = vec![bench("fast", &fast_ops, steps, tb, eb, chunk)?];
     let r = &results[0];
@@ -348,6 +344,7 @@ fn main() -> Result<()> {
             bn: reference::batch_norm_train,
             bn_add_relu: reference::batch_norm_add_relu_train,
             bias_act: reference::conv2d_bias_act,
+            shortcut: reference::shortcut_pad,
         };
         results.push(bench("reference", &ref_ops, steps.min(3), tb, eb, chunk)?);
     }
