@@ -62,9 +62,10 @@
 //! * **Memory**: outputs the kernels overwrite are not zeroed, per-thread scratch buffers are
 //!   reused, and [`configure_allocator`] (called automatically, see its docs) keeps glibc from
 //!   returning freed tensors to the OS, which otherwise re-faults every activation each step.
-//!   Where a loop jumps from one (image, channel) plane to the next (the Winograd input
-//!   transform, batch norm's first pass), it prefetches the next plane while it works on this
-//!   one: the hardware prefetcher does not cross into a new page on its own.
+//!   Where a loop moves from one (image, channel) plane to the next (the Winograd input copy,
+//!   whose 32×32 planes are a page each; batch norm's first pass, whose next plane of a
+//!   channel is a whole image away), it prefetches the next plane while it works on this one:
+//!   the hardware prefetcher does not follow into a new page on its own.
 //! * **Threads**: rayon's global pool. [`on_worker_thread`] runs a caller's sequence of kernels
 //!   (a training step) on one of its workers, so the caller takes part in each kernel instead
 //!   of sleeping through it.

@@ -76,10 +76,13 @@ pub fn batch_norm_add_relu_train(
 /// multiple of `stride`, a reshape and two narrows, since candle has no strided slice), then
 /// `pad` zero channels on each side.
 pub fn shortcut_pad(x: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
-    let sub = if stride <= 1 {
+    let (n, c, h, w) = x.dims4()?;
+    if stride == 0 {
+        candle_core::bail!("shortcut_pad: stride must be at least 1, got 0");
+    }
+    let sub = if stride == 1 {
         x.clone()
     } else {
-        let (n, c, h, w) = x.dims4()?;
         let (hp, wp) = (h.div_ceil(stride) * stride, w.div_ceil(stride) * stride);
         x.pad_with_zeros(2, 0, hp - h)?
             .pad_with_zeros(3, 0, wp - w)?

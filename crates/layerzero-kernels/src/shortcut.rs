@@ -81,24 +81,25 @@ fn forward(g: &Geom, x: &[f32], y: &mut [f32]) {
         return;
     }
     let s = g.stride;
-    y.par_chunks_mut(out_img)
-        .zip(x.par_chunks(in_img.max(1)))
-        .for_each(|(yi, xi)| {
-            let (before, rest) = yi.split_at_mut(g.pad * out_plane);
-            let (middle, after) = rest.split_at_mut(g.c * out_plane);
-            before.fill(0.0);
-            after.fill(0.0);
-            for (yc, xc) in middle
-                .chunks_exact_mut(out_plane)
-                .zip(xi.chunks_exact(g.h * g.w))
-            {
-                for (yr, xr) in yc.chunks_exact_mut(wo).zip(xc.chunks(g.w).step_by(s)) {
-                    for (yv, xv) in yr.iter_mut().zip(xr.iter().step_by(s)) {
-                        *yv = *xv;
-                    }
+    // By image index rather than zipped with x's chunks: with no input channels x is empty,
+    // and every output image is still zeros to write.
+    y.par_chunks_mut(out_img).enumerate().for_each(|(i, yi)| {
+        let xi = &x[i * in_img..][..in_img];
+        let (before, rest) = yi.split_at_mut(g.pad * out_plane);
+        let (middle, after) = rest.split_at_mut(g.c * out_plane);
+        before.fill(0.0);
+        after.fill(0.0);
+        for (yc, xc) in middle
+            .chunks_exact_mut(out_plane)
+            .zip(xi.chunks_exact(g.h * g.w))
+        {
+            for (yr, xr) in yc.chunks_exact_mut(wo).zip(xc.chunks(g.w).step_by(s)) {
+                for (yv, xv) in yr.iter_mut().zip(xr.iter().step_by(s)) {
+                    *yv = *xv;
                 }
             }
-        });
+        }
+    });
 }
 
 /// dx (N, C, H, W) from dy (N, C + 2·pad, ⌈H/s⌉, ⌈W/s⌉): dy's middle channels at rows and
@@ -179,6 +180,39 @@ pub fn shortcut_pad(x: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both passes write every element of their output (the buffers come uninitialised), on
+    /// odd sizes, strides 1–3, a stride past the image, no input channels and no padding.
+    #[test]
+    fn every_output_element_is_written() {
+        for dims in [
+            [2, 3, 5, 7],
+            [1, 2, 4, 4],
+            [2, 0, 4, 4],
+            [3, 1, 2, 3],
+            [1, 2, 1, 1],
+        ] {
+            for stride in 1..=4 {
+                for pad in 0..=2 {
+                    let g = Geom::new(&dims, stride, pad).unwrap();
+                    let (n, c, h, w) = (dims[0], dims[1], dims[2], dims[3]);
+                    let x: Vec<f32> = (0..n * c * h * w).map(|v| v as f32 + 1.0).collect();
+                    let (_, co, ho, wo) = g.out_dims();
+                    let mut y = vec![f32::NAN; n * co * ho * wo];
+                    forward(&g, &x, &mut y);
+                    let what = format!("{dims:?} stride {stride} pad {pad}");
+                    assert!(y.iter().all(|v| !v.is_nan()), "forward left a hole, {what}");
+                    let dy: Vec<f32> = (0..y.len()).map(|v| v as f32 + 1.0).collect();
+                    let mut dx = vec![f32::NAN; x.len()];
+                    backward(&g, &dy, &mut dx);
+                    assert!(
+                        dx.iter().all(|v| !v.is_nan()),
+                        "backward left a hole, {what}"
+                    );
+                }
+            }
+        }
+    }
 
     /// The index arithmetic on a small case written out by hand.
     #[test]

@@ -131,6 +131,19 @@ fn weights_do_not_depend_on_the_thread_count() {
         );
         assert_same_state(&one, &many, &format!("1 against {threads} threads"));
     }
+    // From outside every pool (this test's own thread, like a program's main thread): each
+    // step runs on a worker of rayon's global pool (`on_worker_thread`).
+    let network = net(11);
+    let (_dir, out) = setup.run_to_end(network.as_ref());
+    assert_eq!(
+        loss_one, out.metrics[0].train_loss,
+        "train loss, 1 thread against the global pool"
+    );
+    assert_same_state(
+        &one,
+        &state_bytes(network.as_ref()),
+        "1 thread against the global pool",
+    );
 }
 
 /// A run of a 2-epoch configuration on small synthetic data, stopped after its first epoch.

@@ -305,7 +305,8 @@ impl BarrierPool {
             f(0..n_items);
             return;
         }
-        if let Some(threads) = rayon_pool_threads() {
+        // layerzero patch: on a worker of a rayon pool, that pool's threads (see below).
+        if let Some(threads) = self.rayon_pool_threads() {
             let chunk = n_items.div_ceil(threads);
             run_on_rayon(n_items, chunk, &f);
             return;
@@ -330,7 +331,8 @@ impl BarrierPool {
             f(0..n_items);
             return;
         }
-        if let Some(threads) = rayon_pool_threads() {
+        // layerzero patch: on a worker of a rayon pool, that pool's threads (see below).
+        if let Some(threads) = self.rayon_pool_threads() {
             // As below, ~8 units per thread.
             let chunk = n_items.div_ceil(threads * 8).max(1);
             run_on_rayon(n_items, chunk, &f);
@@ -381,14 +383,20 @@ fn run_inline() -> bool {
         || (rayon::current_thread_index().is_some() && rayon::current_num_threads() == 1)
 }
 
-/// layerzero patch: the thread count of the rayon pool the calling thread is a worker of, when
-/// that pool has several threads. Such a caller (layerzero runs a CPU training step on a worker
-/// of rayon's global pool) splits elementwise work with that pool: with the barrier pool the
-/// caller and this pool's threads did it while the rayon pool's other workers sat idle, and
-/// this pool's threads then spun on cores that rayon's kernels were using.
-fn rayon_pool_threads() -> Option<usize> {
-    rayon::current_thread_index()?;
-    Some(rayon::current_num_threads()).filter(|&n| n > 1)
+impl BarrierPool {
+    /// layerzero patch: the thread count of the rayon pool the calling thread is a worker of,
+    /// when that pool has several threads and this pool would split the work too (not with
+    /// `CANDLE_NUM_THREADS=1`). Such a caller (layerzero runs a CPU training step on a worker of
+    /// rayon's global pool) splits elementwise work with its rayon pool: with the barrier pool
+    /// the caller and this pool's threads did it while the rayon pool's other workers sat idle,
+    /// and this pool's threads then spun on cores that rayon's kernels were using.
+    fn rayon_pool_threads(&self) -> Option<usize> {
+        if self.threads.is_empty() {
+            return None;
+        }
+        rayon::current_thread_index()?;
+        Some(rayon::current_num_threads()).filter(|&n| n > 1)
+    }
 }
 
 /// layerzero patch: `f` over `0..n_items` in ranges of `chunk`, as tasks of the caller's rayon
