@@ -717,11 +717,10 @@ pub fn load_model_bytes(
     Ok((net, meta))
 }
 
-/// Serialises `net`'s state dict with `metadata` into safetensors bytes. Deterministic: tensors
-/// are laid out by descending alignment, then name (as the safetensors library does), and header
-/// keys are sorted.
+/// Serialises `net`'s state dict with `metadata` into safetensors bytes, deterministically (see
+/// [`encode_safetensors`]), with the SHA-256 of the data section in the header.
 pub fn to_safetensors_bytes(net: &dyn Network, metadata: &WeightsMetadata) -> Result<Vec<u8>> {
-    let mut entries: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut entries: Vec<RawTensor> = Vec::new();
     for (name, t) in net.params().state_dict()? {
         let shape = t.dims().to_vec();
         let flat = t.flatten_all()?;
@@ -748,26 +747,41 @@ pub fn to_safetensors_bytes(net: &dyn Network, metadata: &WeightsMetadata) -> Re
         };
         entries.push((name, dtype, shape, bytes));
     }
+    encode_safetensors(entries, |data| {
+        let mut meta = metadata.to_header();
+        meta.insert(META_SHA256.into(), hex::encode(sha2::Sha256::digest(data)));
+        meta
+    })
+}
+
+/// One tensor of a safetensors file: name, dtype, shape and little-endian data.
+pub type RawTensor = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// Safetensors bytes of `tensors`, with the header metadata that `metadata` returns given the
+/// data section as laid out (for a checksum of it). The same tensors and metadata always give
+/// the same bytes: tensors by descending alignment, then name (the safetensors library's
+/// order), header keys sorted, the data 8-byte aligned. (The library's own `serialize` takes
+/// its metadata as a `HashMap` and writes the keys in that map's random order, so two writes
+/// of the same checkpoint could differ.)
+pub fn encode_safetensors(
+    mut tensors: Vec<RawTensor>,
+    metadata: impl FnOnce(&[u8]) -> BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
     // Eight-byte tensors first keeps every tensor aligned to its element size in the file.
-    entries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    tensors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
 
     let mut data = Vec::new();
-    for (_, _, _, bytes) in &entries {
+    for (_, _, _, bytes) in &tensors {
         data.extend_from_slice(bytes);
     }
     let mut header = serde_json::Map::new();
-    let mut meta: serde_json::Map<String, serde_json::Value> = metadata
-        .to_header()
+    let meta: serde_json::Map<String, serde_json::Value> = metadata(&data)
         .into_iter()
         .map(|(k, v)| (k, serde_json::Value::String(v)))
         .collect();
-    meta.insert(
-        META_SHA256.into(),
-        serde_json::Value::String(hex::encode(sha2::Sha256::digest(&data))),
-    );
     header.insert("__metadata__".into(), serde_json::Value::Object(meta));
     let mut offset = 0usize;
-    for (name, dtype, shape, bytes) in &entries {
+    for (name, dtype, shape, bytes) in &tensors {
         let end = offset + bytes.len();
         header.insert(
             name.clone(),
