@@ -41,7 +41,7 @@
 //!   taps. Threads: rayon over images (weight gradient: up to 8 chunks of images, a count
 //!   independent of the thread count, each with its own partial sum, added in chunk order).
 //!   Without AVX2 (or `LAYERZERO_KERNELS_ISA=portable`) im2col/col2im + the `gemm` crate
-//!   handle every geometry.
+//!   handle every geometry (its weight gradient in the same 8 chunks).
 //! * **Winograd** for 3×3, stride-1 convolutions, as one GEMM per transform point over the
 //!   tiles of a group of images. The forward pass and the input gradient (through the flipped
 //!   kernel) use F(4×4, 3×3) (36 multiplies per 4×4 outputs instead of 144) where the output

@@ -70,21 +70,29 @@ fn bn_digest() -> Result<u64> {
     Ok(h.finish())
 }
 
-/// Runs this test in a child process with `LAYERZERO_KERNELS_ISA=isa` and returns its digest.
-fn child_digest(isa: &str) -> u64 {
+/// Runs the test `test` of this binary in a child process with `LAYERZERO_KERNELS_ISA=isa`
+/// and returns its standard output; panics if the child fails.
+fn run_child(test: &str, isa: &str) -> String {
     let exe = std::env::current_exe().expect("test binary path");
     let out = Command::new(exe)
-        .args(["--exact", TEST, "--nocapture", "--test-threads", "1"])
+        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
         .env(CHILD, "1")
         .env("LAYERZERO_KERNELS_ISA", isa)
         .output()
         .expect("spawn the test binary");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "child with LAYERZERO_KERNELS_ISA={isa:?} failed: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+/// Runs the batch-norm test in a child process with `LAYERZERO_KERNELS_ISA=isa` and returns
+/// its digest.
+fn child_digest(isa: &str) -> u64 {
+    let stdout = run_child(TEST, isa);
     // The harness may print the test's name on the same line, before the digest.
     let hex = stdout
         .lines()
@@ -111,5 +119,57 @@ fn batch_norm_avx2_and_scalar_paths_give_the_same_bits() {
     assert_eq!(
         wide, scalar,
         "batch norm's AVX2 and scalar loops gave different bits ({wide:016x} vs {scalar:016x})"
+    );
+}
+
+/// A digest of convolution forward, input and weight gradients on a 1×1 and a 3×3 shape, run
+/// in a rayon pool of `threads` threads.
+fn conv_digest(threads: usize) -> Result<u64> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a thread pool");
+    pool.install(|| {
+        let mut h = DefaultHasher::new();
+        for (i, (dims, cout, k, stride)) in [([11, 5, 9, 9], 7, 3, 1), ([20, 6, 8, 8], 4, 1, 2)]
+            .into_iter()
+            .enumerate()
+        {
+            let seed = 200 + 10 * i as u64;
+            let x = Var::from_tensor(&rand_tensor(&dims, seed, 1.0)?)?;
+            let w = Var::from_tensor(&rand_tensor(&[cout, dims[1], k, k], seed + 1, 0.3)?)?;
+            let y = fast::conv2d(x.as_tensor(), w.as_tensor(), stride, k / 2)?;
+            hash_tensor(&mut h, &y)?;
+            let proj = rand_tensor(y.dims(), seed + 2, 1.0)?;
+            let grads = (y * proj)?.sum_all()?.backward()?;
+            for v in [&x, &w] {
+                hash_tensor(&mut h, grads.get(v.as_tensor()).expect("gradient"))?;
+            }
+        }
+        Ok(h.finish())
+    })
+}
+
+const PORTABLE_TEST: &str = "portable_convolution_does_not_depend_on_the_thread_count";
+
+/// The portable path (im2col + `gemm`, for CPUs without AVX2) gives the same bits on 1, 2, 3
+/// and 8 threads, as the vector kernels do. Its weight gradient used to sum one partial result
+/// per thread. Runs in a child process, where the instruction set can be set.
+#[test]
+fn portable_convolution_does_not_depend_on_the_thread_count() {
+    if std::env::var_os(CHILD).is_some() {
+        let one = conv_digest(1).expect("convolution");
+        for threads in [2, 3, 8] {
+            let many = conv_digest(threads).expect("convolution");
+            assert_eq!(one, many, "1 against {threads} threads");
+        }
+        println!("same bits on 1, 2, 3 and 8 threads");
+        return;
+    }
+    let stdout = run_child(PORTABLE_TEST, "portable");
+    // The child ran the comparison (a name that matched no test would pass too).
+    assert!(
+        stdout.contains("same bits on 1, 2, 3 and 8 threads"),
+        "{stdout}"
     );
 }

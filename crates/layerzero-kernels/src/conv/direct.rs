@@ -933,7 +933,7 @@ pub(crate) fn conv_dw(isa: Isa, g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f
 /// ResNet-20's strided weight gradients at batch 128, best of 15, five alternating runs,
 /// 2.28–2.47 → 2.39–2.65 ms (16 → 32 channels) and 2.10–2.87 → 2.40–2.82 ms (32 → 64; the
 /// new one slower by 0.1–0.3 ms in four of the five pairs).
-const DW_CHUNKS: usize = 8;
+pub(crate) const DW_CHUNKS: usize = 8;
 
 /// [`conv_dw`] with an explicit register tile (COB, TB).
 fn conv_dw_tile(

@@ -6,6 +6,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::direct::DW_CHUNKS;
 use crate::geom::ConvGeom;
 use crate::scratch::with_scratch;
 
@@ -189,9 +190,15 @@ pub(crate) fn conv_dx(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
 }
 
 /// Weight gradient: dw = Σₙ dyₙ · colₙᵀ, written (not accumulated) into `dw` (Cout·K).
+///
+/// The images are cut into the direct kernel's fixed number of chunks ([`DW_CHUNKS`], not one
+/// per thread), each summed on its own and the chunks' sums added in order, so the bits do not
+/// depend on the number of threads. Where there are fewer chunks than threads, the GEMMs
+/// inside a chunk take the threads instead; they split their output, not their sums.
 pub(crate) fn conv_dw(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let (k, p) = (g.k(), g.p_out());
-    let (parallel_images, par) = inner_par(g.n);
+    let chunks = DW_CHUNKS.min(g.n).max(1);
+    let (_, par) = inner_par(chunks);
     // dw_acc += dy_i (Cout×P) · col_iᵀ (P×K)
     let add_image = |acc: &mut [f32], xi: &[f32], dyi: &[f32], first: bool| {
         if is_pointwise(g) {
@@ -203,26 +210,7 @@ pub(crate) fn conv_dw(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
             });
         }
     };
-    let chunks = if parallel_images {
-        rayon::current_num_threads().min(g.n).max(1)
-    } else {
-        1
-    };
-    let per = g.n.div_ceil(chunks.max(1)).max(1);
-    if chunks <= 1 {
-        for i in 0..g.n {
-            add_image(
-                dw,
-                &x[i * g.in_img()..][..g.in_img()],
-                &dy[i * g.out_img()..][..g.out_img()],
-                i == 0,
-            );
-        }
-        if g.n == 0 {
-            dw.fill(0.0);
-        }
-        return;
-    }
+    let per = g.n.div_ceil(chunks).max(1);
     let partials: Vec<Vec<f32>> = (0..chunks)
         .into_par_iter()
         .map(|c| {
