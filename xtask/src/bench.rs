@@ -199,18 +199,13 @@ fn train_images_per_s(net: &dyn Network, steps: usize) -> Result<TrainTiming> {
     for i in 0..steps + 2 {
         let t = Instant::now();
         // As the trainer runs a step: on the CPU, on a worker of the thread pool.
-        let mut step = || -> Result<()> {
+        layerzero_kernels::on_worker_thread(&dev, || -> Result<()> {
             let logits = net.forward(&x, ForwardMode::Train, Interventions::none())?;
             let loss = cross_entropy(&logits, &y, 0.0)?;
             let grads = loss.backward()?;
             sgd.step(&grads, 0.05)?;
             Ok(())
-        };
-        if dev.is_cpu() {
-            layerzero_kernels::on_worker_thread(step)?;
-        } else {
-            step()?;
-        }
+        })?;
         let queued = t.elapsed().as_secs_f64();
         // CUDA runs asynchronously: wait for the step before reading the clock.
         dev.synchronize()?;

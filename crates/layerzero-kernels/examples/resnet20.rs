@@ -261,8 +261,9 @@ fn bench(
         let f0 = minor_faults();
         let t = Instant::now();
         // On a worker of the pool, as layerzero-train runs a step on the CPU.
-        loss =
-            layerzero_kernels::on_worker_thread(|| train_step(ops, &mut net, &mut moms, &x, &y))?;
+        loss = layerzero_kernels::on_worker_thread(&dev, || {
+            train_step(ops, &mut net, &mut moms, &x, &y)
+        })?;
         if s >= 2 {
             times.push(t.elapsed().as_secs_f64());
             faults += minor_faults() - f0;

@@ -111,26 +111,25 @@ fn backward(g: &Geom, dy: &[f32], dx: &mut [f32]) {
         return;
     }
     let s = g.stride;
-    dx.par_chunks_mut(in_img)
-        .zip(dy.par_chunks(out_img.max(1)))
-        .for_each(|(dxi, dyi)| {
-            let middle = &dyi[g.pad * out_plane..][..g.c * out_plane];
-            for (dxc, dyc) in dxi
-                .chunks_exact_mut(g.h * g.w)
-                .zip(middle.chunks_exact(out_plane.max(1)))
-            {
-                for (r, dxr) in dxc.chunks_exact_mut(g.w).enumerate() {
-                    if r % s != 0 {
-                        dxr.fill(0.0);
-                        continue;
-                    }
-                    let dyr = &dyc[(r / s) * wo..][..wo];
-                    for (col, v) in dxr.iter_mut().enumerate() {
-                        *v = if col % s == 0 { dyr[col / s] } else { 0.0 };
-                    }
+    // By image index, as the forward pass (an input with pixels has a non-empty output).
+    dx.par_chunks_mut(in_img).enumerate().for_each(|(i, dxi)| {
+        let middle = &dy[i * out_img + g.pad * out_plane..][..g.c * out_plane];
+        for (dxc, dyc) in dxi
+            .chunks_exact_mut(g.h * g.w)
+            .zip(middle.chunks_exact(out_plane))
+        {
+            for (r, dxr) in dxc.chunks_exact_mut(g.w).enumerate() {
+                if r % s != 0 {
+                    dxr.fill(0.0);
+                    continue;
+                }
+                let dyr = &dyc[(r / s) * wo..][..wo];
+                for (col, v) in dxr.iter_mut().enumerate() {
+                    *v = if col % s == 0 { dyr[col / s] } else { 0.0 };
                 }
             }
-        });
+        }
+    });
 }
 
 /// The candle custom op; its backward pass is [`backward`].

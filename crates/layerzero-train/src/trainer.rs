@@ -662,11 +662,7 @@ pub fn train_observed(
             if unread.len() >= readback_steps {
                 totals.read(unread.drain(..), epoch + 1, observer)?;
             }
-            if device.is_cpu() {
-                layerzero_kernels::on_worker_thread(|| sgd.step(&outcome.grads, lr))?;
-            } else {
-                sgd.step(&outcome.grads, lr)?;
-            }
+            layerzero_kernels::on_worker_thread(&device, || sgd.step(&outcome.grads, lr))?;
             step += 1;
         }
         totals.read(unread.drain(..), epoch + 1, observer)?;
@@ -830,12 +826,9 @@ impl GhostBatches {
             // The plain step: the loss is not rescaled, so the gradients are bit for bit those
             // of a run without ghost batches. On the CPU it runs on a worker of the thread pool,
             // which then takes part in every kernel instead of waiting for it.
-            let run = || forward_backward(net, images, labels, config, None);
-            let part = if images.device().is_cpu() {
-                layerzero_kernels::on_worker_thread(run)?
-            } else {
-                run()?
-            };
+            let part = layerzero_kernels::on_worker_thread(images.device(), || {
+                forward_backward(net, images, labels, config, None)
+            })?;
             return Ok(StepOutcome {
                 values: StepValues {
                     parts: vec![(part.loss, part.len, part.correct)],
