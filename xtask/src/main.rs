@@ -1,10 +1,16 @@
 //! `cargo xtask`: the project's build system, in Rust so that it runs wherever cargo does.
 //!
 //! It stays thin: each task parses its options and calls the library crates.
-//! - `cargo xtask fetch`: get CIFAR-10 into `data/` (official archive, a mirror or a local copy).
+//! - `cargo xtask fetch`: get CIFAR-10 into `data/` (the official archive, or a local copy named by
+//!   `--archive` or `LAYERZERO_CIFAR10_ARCHIVE`).
 //! - `cargo xtask reproduce`: the whole study: fetch → for each seed, train the ResNet and ablate
 //!   it (zero-kernel, skip-branch, cumulative), train its plain twin and ablate it → report. See
 //!   `reproduce.rs`.
+//! - `cargo xtask bench`: training, evaluation, memory and the zero-kernel sweep against the
+//!   PyTorch peer in the same run (ResNet-20 by default, `--depth`); writes `bench.json`
+//!   (`bench-cuda.json` on a GPU). See `bench.rs`.
+//!
+//! The GPU builds are the aliases `cargo xtask-cuda` and `cargo xtask-cudnn` (`.cargo/config.toml`).
 
 use std::process::ExitCode;
 
@@ -30,11 +36,12 @@ enum Task {
     #[command(after_help = "Examples:\n  \
         cargo xtask reproduce                      # quick profile on the CPU\n  \
         cargo xtask reproduce --profile smoke      # minutes: checks the pipeline\n  \
-        cargo xtask reproduce --profile paper --device cuda --seeds 3\n\n\
+        cargo xtask-cudnn reproduce --profile paper --device cuda --seeds 3\n\n\
         Re-running skips finished stages and resumes an interrupted training.")]
     Reproduce(reproduce::ReproduceArgs),
-    /// Benchmark ResNet-20 training, evaluation, memory and the zero-kernel sweep against the
-    /// PyTorch peer in the same run; writes target/bench/bench.json.
+    /// Benchmark ResNet-20 (or --depth) training, evaluation, memory and the zero-kernel sweep
+    /// against the PyTorch peer in the same run; writes target/bench/bench.json
+    /// (bench-cuda.json with --device cuda).
     #[command(after_help = "Example:\n  \
         LAYERZERO_PEER_PYTHON=/path/to/venv/bin/python cargo xtask bench --threads 2\n\n\
         Without an interpreter that can `import torch` (or without the default peer script),\n\

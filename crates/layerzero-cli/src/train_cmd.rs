@@ -132,7 +132,9 @@ pub struct CommonArgs {
     /// cpu, cuda, or auto (CUDA when built with it and a GPU exists).
     #[arg(long, default_value = "auto", value_parser = ["cpu", "cuda", "auto"])]
     pub device: String,
-    /// Threads for the CPU kernels (default: all cores).
+    /// Threads (default: all cores): the CPU kernels' threads. On a GPU, `ablate` evaluates this
+    /// many ablations side by side, each holding one chunk's activations in GPU memory: lower it
+    /// (or --chunk-images) if the GPU runs out of memory.
     #[arg(long, value_parser = at_least_one)]
     pub threads: Option<usize>,
 }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use candle_core::Tensor;
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::{ModelError, Result};
 use crate::init::{layer_tensors, Init};
@@ -161,7 +161,8 @@ pub trait Network: Send + Sync + fmt::Debug {
         Ok(x)
     }
 
-    /// Checks that every intervention names a layer or block of this network and fits it.
+    /// Checks that every intervention names a layer or block of this network and fits it: a
+    /// replacement's shape, dtype (f32) and device.
     fn check_interventions(&self, interventions: &Interventions) -> Result<()> {
         for (id, o) in interventions.layers() {
             let info = self.inventory().get(id).ok_or_else(|| {
@@ -175,6 +176,12 @@ pub trait Network: Send + Sync + fmt::Debug {
                 )));
             }
             if let WeightOverride::Replace { weight, bias } = o {
+                // Checked here so that the error names the layer: a wrong dtype or device
+                // otherwise fails deep inside a kernel, in candle's words.
+                check_replacement("weight", &info.name, weight, self.params().device())?;
+                if let Some(b) = bias {
+                    check_replacement("bias", &info.name, b, self.params().device())?;
+                }
                 let expect = info.weight_shape();
                 if weight.dims() != expect.as_slice() {
                     return Err(ModelError::InvalidIntervention(format!(
@@ -261,4 +268,22 @@ pub trait Network: Send + Sync + fmt::Debug {
     fn num_params(&self) -> usize {
         self.params().trainable_count()
     }
+}
+
+/// A replacement weight or bias must be f32 and on the network's device.
+fn check_replacement(what: &str, layer: &str, t: &Tensor, device: &Device) -> Result<()> {
+    if t.dtype() != DType::F32 {
+        return Err(ModelError::InvalidIntervention(format!(
+            "replacement {what} for `{layer}` is {:?}, expected F32",
+            t.dtype()
+        )));
+    }
+    if !t.device().same_device(device) {
+        return Err(ModelError::InvalidIntervention(format!(
+            "replacement {what} for `{layer}` is on {:?}, the network on {:?}",
+            t.device().location(),
+            device.location()
+        )));
+    }
+    Ok(())
 }

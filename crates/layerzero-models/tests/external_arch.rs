@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use layerzero_models::layers::{global_avg_pool, relu, BatchNorm2d, Conv2d, Linear};
+use layerzero_models::layers::{conv_bn, global_avg_pool, relu, BatchNorm2d, Conv2d, Linear};
 use layerzero_models::weights::to_safetensors_bytes;
 use layerzero_models::{
     load_model, save_safetensors, ArchSpec, BlockId, Conv2dSpec, ForwardCtx, ForwardMode,
@@ -88,14 +88,14 @@ impl Network for TinyNet {
     }
     fn forward_segment(&self, index: usize, x: &Tensor, ctx: &ForwardCtx<'_>) -> Result<Tensor> {
         match index {
-            0 => self.stem_bn.forward_relu(&self.stem.forward(x, ctx)?, ctx),
+            // conv_bn: in eval mode one fused kernel (the batch norm folded into the conv).
+            0 => conv_bn(&self.stem, &self.stem_bn, x, ctx, None, true),
             1 => {
                 if ctx.interventions.is_skipped(self.block) {
                     return relu(x);
                 }
-                let y = self.bn_a.forward_relu(&self.conv_a.forward(x, ctx)?, ctx)?;
-                let y = self.bn_b.forward(&self.conv_b.forward(&y, ctx)?, ctx)?;
-                relu(&(y + x)?)
+                let y = conv_bn(&self.conv_a, &self.bn_a, x, ctx, None, true)?;
+                conv_bn(&self.conv_b, &self.bn_b, &y, ctx, Some(x), true)
             }
             2 => self.head.forward(&global_avg_pool(x)?, ctx),
             _ => Err(layerzero_models::ModelError::BadInput(format!(

@@ -299,6 +299,38 @@ fn bad_interventions_and_inputs_are_errors() {
             "{desc}: {err}"
         );
     }
+    // A replacement of the right shape but another dtype is refused up front, naming the layer
+    // and both dtypes (it used to fail inside the convolution, naming neither).
+    let fc = net.inventory().by_name("fc").unwrap().id;
+    let f64_cases = [
+        (
+            Intervention::ReplaceWeights {
+                layer: conv,
+                weight: Tensor::zeros((16, 16, 3, 3), DType::F64, &Device::Cpu).unwrap(),
+                bias: None,
+            },
+            "replacement weight for `layer1.0.conv1` is F64, expected F32",
+        ),
+        (
+            Intervention::ReplaceWeights {
+                layer: fc,
+                weight: Tensor::zeros((10, 64), DType::F32, &Device::Cpu).unwrap(),
+                bias: Some(Tensor::zeros(10, DType::F64, &Device::Cpu).unwrap()),
+            },
+            "replacement bias for `fc` is F64, expected F32",
+        ),
+    ];
+    for (i, want) in f64_cases {
+        for mode in [ForwardMode::Eval, ForwardMode::Train] {
+            let err = net
+                .forward(&x, mode, &Interventions::single(i.clone()))
+                .unwrap_err();
+            assert!(
+                matches!(&err, ModelError::InvalidIntervention(m) if m.contains(want)),
+                "{mode:?}: {err}"
+            );
+        }
+    }
     for bad in [
         Tensor::zeros((3, 32, 32), DType::F32, &Device::Cpu).unwrap(),
         Tensor::zeros((1, 1, 32, 32), DType::F32, &Device::Cpu).unwrap(),
