@@ -132,9 +132,10 @@ pub struct CommonArgs {
     /// cpu, cuda, or auto (CUDA when built with it and a GPU exists).
     #[arg(long, default_value = "auto", value_parser = ["cpu", "cuda", "auto"])]
     pub device: String,
-    /// Threads (default: all cores): the CPU kernels' threads. On a GPU, `ablate` evaluates this
-    /// many ablations side by side, each holding one chunk's activations in GPU memory: lower it
-    /// (or --chunk-images) if the GPU runs out of memory.
+    /// Threads (default: all cores): the CPU kernels' threads, and for `ablate` how many
+    /// ablations are evaluated side by side. On a GPU each of those holds one chunk of
+    /// activations in GPU memory: lower it (or ablate's --chunk-images) if the GPU runs out of
+    /// memory.
     #[arg(long, value_parser = at_least_one)]
     pub threads: Option<usize>,
 }

@@ -279,10 +279,18 @@ fn check_replacement(what: &str, layer: &str, t: &Tensor, device: &Device) -> Re
         )));
     }
     if !t.device().same_device(device) {
+        let (on, expected) = (t.device().location(), device.location());
+        // Two handles of one GPU (e.g. two `open_cuda(0)` calls) have the same location but
+        // separate streams: create the tensor on the network's own device.
+        let hint = if on == expected {
+            " (another handle of the same GPU: create it on the network's device, \
+             `net.params().device()`)"
+        } else {
+            ""
+        };
         return Err(ModelError::InvalidIntervention(format!(
-            "replacement {what} for `{layer}` is on {:?}, the network on {:?}",
-            t.device().location(),
-            device.location()
+            "replacement {what} for `{layer}` is on {on:?}, expected the network's device \
+             {expected:?}{hint}"
         )));
     }
     Ok(())
