@@ -432,27 +432,36 @@ fn ghost_batches_on_cuda_match_cpu() {
     );
 }
 
+/// Runs the ablation engine on ResNet-20 of seed 21 on `dev` (2 threads).
+fn ablate_resnet20(
+    dev: &Device,
+    test_set: &CifarSet,
+    cfg: &EngineConfig,
+) -> layerzero_ablate::Result<layerzero_ablate::ResultsFile> {
+    let net = resnet20(dev, 21);
+    let ctx = RunContext {
+        net: net.as_ref(),
+        test: test_set,
+        weights: WeightsRef {
+            path: "seeded-21".into(),
+            sha256: "0".repeat(64),
+        },
+        dataset: "synthetic".into(),
+        split: "test".into(),
+        threads: 2,
+    };
+    engine::run(&ctx, cfg, None)
+}
+
 #[test]
 fn zero_kernel_sweep_on_cuda_agrees_with_cpu() {
     let gpu = cuda();
     let test_set = synthetic(300, Split::Test);
     let mut results = Vec::new();
     for dev in [Device::Cpu, gpu] {
-        let net = resnet20(&dev, 21);
-        let ctx = RunContext {
-            net: net.as_ref(),
-            test: &test_set,
-            weights: WeightsRef {
-                path: "seeded-21".into(),
-                sha256: "0".repeat(64),
-            },
-            dataset: "synthetic".into(),
-            split: "test".into(),
-            threads: 2,
-        };
         let mut cfg = EngineConfig::new(AblationMode::ZeroKernel);
         cfg.chunk_images = 128;
-        results.push(engine::run(&ctx, &cfg, None).unwrap());
+        results.push(ablate_resnet20(&dev, &test_set, &cfg).unwrap());
     }
     let (cpu, gpu) = (&results[0], &results[1]);
     assert_eq!(cpu.layers.len(), gpu.layers.len());
@@ -495,18 +504,6 @@ fn every_ablation_mode_on_cuda_agrees_with_cpu() {
         }
         let mut results = Vec::new();
         for dev in [Device::Cpu, gpu.clone()] {
-            let net = resnet20(&dev, 21);
-            let ctx = RunContext {
-                net: net.as_ref(),
-                test: &test_set,
-                weights: WeightsRef {
-                    path: "seeded-21".into(),
-                    sha256: "0".repeat(64),
-                },
-                dataset: "synthetic".into(),
-                split: "test".into(),
-                threads: 2,
-            };
             let mut cfg = EngineConfig::new(mode);
             cfg.chunk_images = 128;
             cfg.levels = vec![0.5];
@@ -518,8 +515,8 @@ fn every_ablation_mode_on_cuda_agrees_with_cpu() {
                 // layers, without sweeping all 20 (block modes name blocks, `layer1.0`).
                 cfg.layers = Some("conv1,layer1.0.*,layer2.0.*,layer3.2.*,fc".into());
             }
-            let r =
-                engine::run(&ctx, &cfg, None).unwrap_or_else(|e| panic!("{mode} on {dev:?}: {e}"));
+            let r = ablate_resnet20(&dev, &test_set, &cfg)
+                .unwrap_or_else(|e| panic!("{mode} on {dev:?}: {e}"));
             results.push(r);
         }
         let (on_cpu, on_gpu) = (&results[0], &results[1]);
