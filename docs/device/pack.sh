@@ -5,7 +5,8 @@
 #   .dev1/  the stripped, xz-compressed `layerzero`, `xtask`, tests/cuda.rs, sgdbench and allocbench binaries, the
 #           PyTorch fixtures and peer, run1.sh (tests and benchmarks, no CIFAR needed);
 #   .dev2/  `layerzero` and `xtask` again, data_batch_1 and test_batch of CIFAR-10 (xz with a
-#           delta filter), run2.sh (paper-profile epochs, the smoke study).
+#           delta filter), run2.sh (paper-profile epochs, the smoke study) and run3.sh (a
+#           resumed run and `eval` on the GPU and the CPU).
 #
 #   source /work/cuda-site/env.sh   # from toolkit.sh
 #   cargo build --release -p layerzero-cli -p xtask --features layerzero-cli/cudnn,xtask/cudnn
@@ -33,5 +34,5 @@ cp docs/device/env.sh docs/device/run1.sh .dev1/
 ln .dev1/layerzero.xz .dev1/xtask.xz .dev2/
 for f in data_batch_1.bin test_batch.bin; do pack_cifar "$CIFAR" "$f" .dev2; done
 (cd "$CIFAR" && sha256sum data_batch_1.bin test_batch.bin) > .dev2/SHA256SUMS
-cp "$CIFAR/batches.meta.txt" docs/device/env.sh docs/device/run2.sh .dev2/
+cp "$CIFAR/batches.meta.txt" docs/device/env.sh docs/device/run2.sh docs/device/run3.sh .dev2/
 du -sh .dev1 .dev2

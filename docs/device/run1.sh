@@ -1,19 +1,22 @@
 #!/bin/bash
 # GPU machine, call 1 (no CIFAR needed). Parts, all by default, or those named:
-#   tests  tests/cuda.rs (with the fixtures), as built and with LAYERZERO_SGD_MULTI=1
-#          LAYERZERO_FUSED_LOSS=1 (both NVRTC-compiled kernels in the training tests)
+#   tests  tests/cuda.rs (with the fixtures), as built (the NVRTC-compiled multi-tensor SGD and
+#          fused loss on, the default since run 8) and with LAYERZERO_SGD_MULTI=0
+#          LAYERZERO_FUSED_LOSS=0 (the per-parameter cuDNN step and candle's loss ops)
 #   sgd    sgdbench: the optimiser step alone, cuDNN calls per parameter against the
 #          multi-tensor kernel, at depths 20 and 56
 #   alloc  allocbench: a step's allocations, frees and synchronisation, as built and with the
 #          defaults open_cuda changes restored (LAYERZERO_CUDA_EVENTS=1 LAYERZERO_CUDA_POOL_RELEASE=1)
 #   fp32   `xtask bench --device cuda` against the PyTorch peer with NVIDIA_TF32_OVERRIDE=0 (fp32
 #          on both sides), depths 20 and 56, each three ways back to back: as built (open_cuda:
-#          cudarc's event tracking off, the memory pool kept), "before" (LAYERZERO_CUDA_EVENTS=1
-#          LAYERZERO_CUDA_POOL_RELEASE=1: both as they were until stop 22), and
-#          LAYERZERO_SGD_MULTI=1 LAYERZERO_FUSED_LOSS=1 (the multi-tensor SGD kernel and the
-#          fused loss together)
+#          cudarc's event tracking off, the memory pool kept; the multi-tensor SGD kernel and the
+#          fused loss), "off" (LAYERZERO_SGD_MULTI=0 LAYERZERO_FUSED_LOSS=0: without those two
+#          kernels) and "before" (LAYERZERO_CUDA_EVENTS=1 LAYERZERO_CUDA_POOL_RELEASE=1: the
+#          device opened as until stop 22); R20_ROUNDS and R56_ROUNDS override the rounds (6
+#          and 4), VARIANTS picks and orders the three ways ("built off before" by default)
 #   tf32   the same benches as built, PyTorch with its default TF32 convolutions
-# Results and logs go to $OUT. Each bench has 200 s; if the call's limit is too short for all
+# Results and logs go to $OUT (all parts write 11 files and a call brings back at most 8: tar
+# them at the end of the command, as run 8 did). Each bench has 200 s; if the call's limit is too short for all
 # parts, run them over two calls (`… run1.sh tests sgd alloc fp32`, then `… run1.sh tf32`).
 #   run: bash .dev1/run1.sh [PART…] 2>&1 | tee $OUT/run1.log     (carry: .dev1)
 H=$(cd "$(dirname "$0")" && pwd)
@@ -36,14 +39,14 @@ for part in $PARTS; do
     LAYERZERO_FIXTURES=$H/fixtures timeout 150 /root/bin/cuda-test > "$OUT/cuda-tests.log" 2>&1
     echo "rc=$?"
     grep -E "^test |test result|panicked" "$OUT/cuda-tests.log" | head -40
-    # Again with the multi-tensor SGD kernel in every optimiser step and the fused loss in
-    # every training step (training tests included).
-    echo "== cuda tests, LAYERZERO_SGD_MULTI=1 LAYERZERO_FUSED_LOSS=1"
-    LAYERZERO_SGD_MULTI=1 LAYERZERO_FUSED_LOSS=1 LAYERZERO_FIXTURES=$H/fixtures \
+    # Again with the per-parameter cuDNN optimiser step and candle's loss ops (the paths the
+    # two switches turn back on; training tests included).
+    echo "== cuda tests, LAYERZERO_SGD_MULTI=0 LAYERZERO_FUSED_LOSS=0"
+    LAYERZERO_SGD_MULTI=0 LAYERZERO_FUSED_LOSS=0 LAYERZERO_FIXTURES=$H/fixtures \
       timeout 150 /root/bin/cuda-test \
-      > "$OUT/cuda-tests-multi.log" 2>&1
+      > "$OUT/cuda-tests-off.log" 2>&1
     echo "rc=$?"
-    grep -E "test result|panicked|FAILED" "$OUT/cuda-tests-multi.log" | head -20
+    grep -E "test result|panicked|FAILED" "$OUT/cuda-tests-off.log" | head -20
     ;;
   sgd)
     echo "== sgdbench ($(( $(date +%s) - t0 )) s)"
@@ -60,11 +63,16 @@ for part in $PARTS; do
   fp32)
     export NVIDIA_TF32_OVERRIDE=0
     for d in 20 56; do
-      r=$([ $d = 20 ] && echo 6 || echo 4)
-      bench r$d-notf32 --depth $d --rounds $r
-      LAYERZERO_CUDA_EVENTS=1 LAYERZERO_CUDA_POOL_RELEASE=1 \
-        bench r$d-notf32-before --depth $d --rounds $r
-      LAYERZERO_SGD_MULTI=1 LAYERZERO_FUSED_LOSS=1 bench r$d-notf32-multi --depth $d --rounds $r
+      r=$([ $d = 20 ] && echo "${R20_ROUNDS:-6}" || echo "${R56_ROUNDS:-4}")
+      for v in ${VARIANTS:-built off before}; do
+        case $v in
+        built) bench r$d-notf32 --depth $d --rounds $r ;;
+        before) LAYERZERO_CUDA_EVENTS=1 LAYERZERO_CUDA_POOL_RELEASE=1 \
+          bench r$d-notf32-before --depth $d --rounds $r ;;
+        off) LAYERZERO_SGD_MULTI=0 LAYERZERO_FUSED_LOSS=0 \
+          bench r$d-notf32-off --depth $d --rounds $r ;;
+        esac
+      done
     done
     unset NVIDIA_TF32_OVERRIDE
     ;;

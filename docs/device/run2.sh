@@ -7,13 +7,7 @@
 H=$(cd "$(dirname "$0")" && pwd)
 source "$H/env.sh"
 [ -x /root/bin/layerzero ] || unpack "$H"
-D=/root/cifar/cifar-10-batches-bin
-mkdir -p $D
-xz -dc "$H/data_batch_1.bin.xz" > $D/data_batch_1.bin
-xz -dc "$H/test_batch.bin.xz" > $D/test_batch.bin
-(cd $D && sha256sum -c "$H/SHA256SUMS") || exit 1
-for i in 2 3 4 5; do cp $D/data_batch_1.bin $D/data_batch_$i.bin; done
-cp "$H/batches.meta.txt" $D/
+batch1x5_cifar "$H" || exit 1
 t0=$(date +%s)
 train() { # name, then layerzero train arguments
   local n=$1; shift

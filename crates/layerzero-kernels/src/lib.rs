@@ -11,9 +11,8 @@
 //!   passes, the fused eval convolution, training batch norm, including
 //!   [`batch_norm_train_update_running`], and [`sgd_momentum_step`]; see
 //!   `src/cuda/` and docs/cuda.md; `LAYERZERO_CUDNN=0` turns it off;
-//!   `LAYERZERO_SGD_MULTI=1` makes [`sgd_momentum_step_many`] one multi-tensor kernel and
-//!   `LAYERZERO_FUSED_LOSS=1` makes [`cross_entropy_train`] two fused kernels, neither yet run
-//!   on a GPU);
+//!   [`sgd_momentum_step_many`] is one multi-tensor kernel there unless `LAYERZERO_SGD_MULTI=0`,
+//!   and [`cross_entropy_train`] two fused kernels unless `LAYERZERO_FUSED_LOSS=0`);
 //! * [`KernelBackend::Reference`] runs candle's own ops ([`reference`](mod@reference)); this is
 //!   also what any other device (CUDA without `cudnn`, Metal) or dtype gets, so GPU code keeps
 //!   working unchanged.
@@ -393,9 +392,9 @@ fn check_steps(op: &'static str, params: &[SgdParamStep<'_>]) -> Result<()> {
 }
 
 /// [`sgd_momentum_step`] for many parameters at once, with the same rule and the same
-/// conditions ([`in_place_update_handles`] for every tensor). With `LAYERZERO_SGD_MULTI=1` on a
-/// CUDA device it is one multi-tensor kernel launch per 64 parameters (compiled with NVRTC on
-/// first use) instead of two cuDNN calls per parameter; otherwise it calls
+/// conditions ([`in_place_update_handles`] for every tensor). On a CUDA device it is one
+/// multi-tensor kernel launch per 64 parameters (compiled with NVRTC on first use) instead of
+/// two cuDNN calls per parameter, unless `LAYERZERO_SGD_MULTI=0`; then, and elsewhere, it calls
 /// [`sgd_momentum_step`] for each.
 pub fn sgd_momentum_step_many(params: &[SgdParamStep<'_>], lr: f64, momentum: f64) -> Result<()> {
     // Checked once here for every tensor; the paths below do not check again.
@@ -453,8 +452,8 @@ pub struct CrossEntropyOutput {
 /// with the count of correct top-1 predictions; and the logits' gradient in one backward
 /// kernel. `Ok(None)` where they do not apply, and the caller computes both with candle's ops:
 /// anything but f32 logits and u32 labels on one CUDA device, a build without the `cudnn`
-/// feature, and unless `LAYERZERO_FUSED_LOSS=1` (off by default until it has run on a GPU). A
-/// label outside 0..k gives a NaN loss.
+/// feature, and `LAYERZERO_FUSED_LOSS=0` (which turns the fused kernels off). A label outside
+/// 0..k gives a NaN loss.
 pub fn cross_entropy_train(
     logits: &Tensor,
     labels: &Tensor,

@@ -181,7 +181,7 @@ impl RunDir {
 
 /// Cross-entropy with optional label smoothing, averaged over the batch.
 ///
-/// On a GPU with `LAYERZERO_FUSED_LOSS=1` (cuDNN build) this is one kernel forward and one
+/// On a GPU (cuDNN build, unless `LAYERZERO_FUSED_LOSS=0`) this is one kernel forward and one
 /// backward ([`layerzero_kernels::cross_entropy_train`]) instead of about fifteen candle ops
 /// each way; the same loss within f32 rounding.
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor, smoothing: f64) -> Result<Tensor> {
@@ -954,8 +954,8 @@ fn forward_backward(
     share: Option<f64>,
 ) -> Result<GhostOutcome> {
     let logits = net.forward(images, ForwardMode::Train, Interventions::none())?;
-    // On a GPU with LAYERZERO_FUSED_LOSS=1 the fused loss counts the correct predictions in
-    // the same kernel; the candle-op count otherwise.
+    // On a GPU (cuDNN build) the fused loss counts the correct predictions in the same
+    // kernel; the candle-op count otherwise (and with LAYERZERO_FUSED_LOSS=0).
     let (loss, correct) =
         match layerzero_kernels::cross_entropy_train(&logits, labels, config.label_smoothing)? {
             Some(fused) => (fused.loss, fused.correct),
