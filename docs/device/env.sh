@@ -1,7 +1,8 @@
-# Sourced by run1.sh and run2.sh on the GPU machine: library paths for the layerzero CUDA
-# binaries (the driver's folder first, then PyTorch's CUDA and cuDNN wheels, then the toolkit),
-# and `unpack DIR`, which puts DIR's *.xz binaries into /root/bin and names any library the
-# loader cannot find.
+# Sourced by run1.sh, run2.sh, run3.sh, data.sh and paper.sh on the GPU machine: library paths
+# for the layerzero CUDA binaries (the driver's folder first, then PyTorch's CUDA and cuDNN
+# wheels, then the toolkit), `unpack DIR`, which puts DIR's *.xz binaries into /root/bin and
+# names any library the loader cannot find, and `batch1x5_cifar DIR` (below). DIR: an absolute
+# path (the scripts pass their own folder, `$H`).
 NV=$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])')
 TKLIB=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")/lib64
 export LD_LIBRARY_PATH=/usr/local/nvidia/lib64:$NV/cu13/lib:$NV/cudnn/lib:$TKLIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}

@@ -71,6 +71,7 @@ for part in $PARTS; do
           bench r$d-notf32-before --depth $d --rounds $r ;;
         off) LAYERZERO_SGD_MULTI=0 LAYERZERO_FUSED_LOSS=0 \
           bench r$d-notf32-off --depth $d --rounds $r ;;
+        *) echo "unknown variant $v (built, off, before)" ;;
         esac
       done
     done

@@ -8,6 +8,8 @@ H=$(cd "$(dirname "$0")" && pwd)
 source "$H/env.sh"
 [ -x /root/bin/layerzero ] || unpack "$H"
 batch1x5_cifar "$H" || exit 1
+# A rerun on a warm machine starts afresh: `layerzero train` refuses a folder that holds a run.
+rm -rf /root/runs/r20-readback32 /root/runs/r20-readback1 /root/runs/r56-readback32 /root/runs/smoke
 t0=$(date +%s)
 train() { # name, then layerzero train arguments
   local n=$1; shift

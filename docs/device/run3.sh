@@ -10,6 +10,8 @@ H=$(cd "$(dirname "$0")" && pwd)
 source "$H/env.sh"
 [ -x /root/bin/layerzero ] || unpack "$H"
 batch1x5_cifar "$H" || exit 1
+# A rerun on a warm machine starts afresh: `layerzero train` refuses a folder that holds a run.
+rm -rf /root/runs/resumed /root/runs/straight
 t0=$(date +%s)
 train() { # run folder, then layerzero train arguments
   local n=$1; shift

@@ -547,7 +547,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         "device": args.device,
         "threads": args.threads,
         "depth": args.depth,
-        // Which implementation ran on our side (e.g. "cuDNN 9.19.0 (fp32)").
+        // Which implementation ran on our side (e.g. "cuDNN 9.19.0 (fp32, multi-tensor SGD, fused
+        // loss)").
         "kernels": layerzero_kernels::describe_path(&device),
         "gemm_peak_gflops": gemm_peak,
         // Every measurement of the peak (before the first round and after each); the best is

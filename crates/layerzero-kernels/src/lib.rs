@@ -137,8 +137,8 @@ pub use threads::on_worker_thread;
 pub use cuda::cudnn_op_count;
 
 /// Which implementation the public functions run for f32 tensors on `device`, in words, for logs
-/// and benchmark records: e.g. `layerzero CPU kernels (AVX-512VL)`, `cuDNN 9.19.0 (fp32)`,
-/// `candle's CUDA ops`. It follows the same rules as the dispatch (backend, cargo features, environment
+/// and benchmark records: e.g. `layerzero CPU kernels (AVX-512VL)`, `cuDNN 9.19.0 (fp32,
+/// multi-tensor SGD, fused loss)`, `candle's CUDA ops`. It follows the same rules as the dispatch (backend, cargo features, environment
 /// switches).
 pub fn describe_path(device: &candle_core::Device) -> String {
     if backend() == KernelBackend::Reference {
@@ -452,8 +452,9 @@ pub struct CrossEntropyOutput {
 /// with the count of correct top-1 predictions; and the logits' gradient in one backward
 /// kernel. `Ok(None)` where they do not apply, and the caller computes both with candle's ops:
 /// anything but f32 logits and u32 labels on one CUDA device, a build without the `cudnn`
-/// feature, and `LAYERZERO_FUSED_LOSS=0` (which turns the fused kernels off). A label outside
-/// 0..k gives a NaN loss.
+/// feature, the [`KernelBackend::Reference`] backend, `LAYERZERO_CUDNN=0`, and
+/// `LAYERZERO_FUSED_LOSS=0` (which turns the fused kernels alone off). A label outside 0..k gives
+/// a NaN loss.
 pub fn cross_entropy_train(
     logits: &Tensor,
     labels: &Tensor,
